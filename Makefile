@@ -1,0 +1,43 @@
+# macula: Erlang distribution over QUIC.
+#   make demo   install what is missing, build, run two nodes talking over QUIC
+#   make test   install what is missing, build, run every test (C++ and Erlang)
+#   make bench  install what is missing, build, compare with inet_tcp/inet_tls
+.PHONY: all deps build core nif erlang demo test test-core test-erlang bench clean
+
+BUILD    ?= build
+APP      := apps/macula
+ERL_SRC  := $(wildcard $(APP)/src/*.erl)
+DEB_PKGS := erlang-nox erlang-dev erlang-src erlang-common-test \
+            libngtcp2-dev libngtcp2-crypto-gnutls-dev libgnutls28-dev \
+            googletest libgtest-dev cmake g++ make pkg-config \
+            iproute2 nftables openssl
+
+all: build
+
+deps:
+	@scripts/install-deps.sh $(DEB_PKGS)
+
+build: deps core erlang
+
+core:
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j$$(nproc)
+
+erlang: $(APP)/ebin/macula.app
+
+$(APP)/ebin/macula.app: $(ERL_SRC) $(APP)/src/macula.app.src $(APP)/src/*.hrl
+	@mkdir -p $(APP)/ebin
+	@erlc -Wall +debug_info -o $(APP)/ebin -I $(APP)/src $(ERL_SRC)
+	@scripts/make-app-file.sh $(APP)
+
+demo: build
+	@scripts/demo.sh
+
+test: build
+	@scripts/run-tests.sh
+
+bench: build
+	@scripts/bench.sh
+
+clean:
+	rm -rf $(BUILD) $(APP)/ebin $(APP)/priv logs

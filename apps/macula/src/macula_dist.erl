@@ -1,0 +1,109 @@
+%% @doc The net_kernel callbacks of `-proto_dist macula`: Erlang
+%% distribution over QUIC. Only the callbacks live here; each connection's
+%% processes are in macula_dist_handshake, macula_dist_input and
+%% macula_dist_output, the accept loop in macula_dist_acceptor.
+-module(macula_dist).
+
+-export([listen/1, listen/2, accept/1, accept_connection/5, setup/5,
+         close/1, select/1, is_node_name/1, splitname/1, address/0,
+         childspecs/0, setopts/2, getopts/2]).
+-export([resolve/1, parse/1]).
+
+-include_lib("kernel/include/net_address.hrl").
+
+-define(PROTOCOL, macula).
+
+listen(Name) ->
+    {ok, Host} = inet:gethostname(),
+    listen(Name, Host).
+
+%% Name is the part before '@': `4433` in `4433@host` chooses the port.
+listen(Name, Host) ->
+    try listen_port(atom_to_list(Name)) of
+        Port ->
+            case macula_endpoint:listen(Port) of
+                {ok, Ep} ->
+                    Address = #net_address{address = {Host, Port}, host = Host,
+                                           protocol = ?PROTOCOL, family = inet},
+                    {ok, {Ep, Address, new_creation()}};
+                {error, _} = Error ->
+                    Error
+            end
+    catch error:{macula_config, Text} ->
+        {error, Text}
+    end.
+
+listen_port(Name) ->
+    case string:to_integer(Name) of
+        {Port, ""} when Port >= 1, Port =< 65535 -> Port;
+        _ -> macula_config:default_port()
+    end.
+
+%% OTP avoids creations 0..3; a fresh one at each start lets peers tell
+%% this incarnation's pids and refs from the previous one's.
+new_creation() ->
+    rand:uniform(16#fffffff0 - 4) + 3.
+
+accept(Ep) ->
+    macula_dist_acceptor:start(Ep, self()).
+
+accept_connection(AcceptPid, Conn, MyNode, Allowed, SetupTime) ->
+    macula_dist_handshake:accept(self(), AcceptPid, Conn, MyNode, Allowed, SetupTime).
+
+setup(Node, Type, MyNode, _LongOrShortNames, SetupTime) ->
+    macula_dist_handshake:setup(self(), Node, Type, MyNode, SetupTime).
+
+%% Only the listen handle is closed here; the endpoint lives as long as
+%% the node, so there is nothing to do.
+close(_Listen) ->
+    ok.
+
+%% Claims a node only if its name parses and its host resolves.
+select(Node) ->
+    case splitname(Node) of
+        {_Port, Host} -> resolve(Host) =/= error;
+        false -> false
+    end.
+
+is_node_name(Node) ->
+    splitname(Node) =/= false.
+
+%% @doc `{Port, Host}` for a macula node name, or false.
+splitname(Node) when is_atom(Node) ->
+    case parse(Node) of
+        {ok, {_Name, Host, Port, _Kind}} -> {Port, binary_to_list(Host)};
+        {error, _} -> false
+    end;
+splitname(_) ->
+    false.
+
+%% @doc The parsed name: `{ok, {Name, Host, Port, ipv4 | ipv6 | dns}}`.
+parse(Node) ->
+    macula_nif:parse_node_name(atom_to_binary(Node), macula_config:default_port()).
+
+%% @doc The IP address to dial for a host from a node name, or error.
+resolve(Host) ->
+    case inet:parse_address(Host) of
+        {ok, Ip} -> Ip;
+        {error, _} ->
+            case inet:getaddr(Host, inet) of
+                {ok, Ip} -> Ip;
+                {error, _} ->
+                    case inet:getaddr(Host, inet6) of
+                        {ok, Ip} -> Ip;
+                        {error, _} -> error
+                    end
+            end
+    end.
+
+address() ->
+    {ok, Host} = inet:gethostname(),
+    #net_address{host = Host, protocol = ?PROTOCOL, family = inet}.
+
+childspecs() ->
+    {ok, []}.
+
+setopts(_Listen, []) -> ok;
+setopts(_Listen, _Opts) -> {error, enotsup}.
+
+getopts(_Listen, _Opts) -> {ok, []}.

@@ -1,0 +1,553 @@
+#include "connection.h"
+
+#include <gnutls/crypto.h>
+#include <ngtcp2/ngtcp2_crypto_gnutls.h>
+
+#include <algorithm>
+#include <cstring>
+#include <ctime>
+
+namespace macula {
+namespace {
+
+constexpr size_t kMaxGsoPackets = 64;
+constexpr size_t kMaxPacketsPerFlush = 1024;
+constexpr size_t kMaxVecs = 16;
+constexpr uint64_t kControlWindow = 1 << 20;
+constexpr uint64_t kConnWindow = 64ull << 20;
+constexpr size_t kMaxUdpPayload = 1452;
+
+ngtcp2_conn* get_conn(ngtcp2_crypto_conn_ref* ref) {
+  return static_cast<ngtcp2_conn*>(ref->user_data);
+}
+
+void random_bytes(uint8_t* dest, size_t len) {
+  gnutls_rnd(GNUTLS_RND_RANDOM, dest, len);
+}
+
+ngtcp2_cid random_cid(size_t len) {
+  ngtcp2_cid cid;
+  cid.datalen = len;
+  random_bytes(cid.data, len);
+  return cid;
+}
+
+Address address_of(const ngtcp2_addr& a) {
+  Address out;
+  std::memcpy(&out.storage, a.addr, a.addrlen);
+  out.len = a.addrlen;
+  return out;
+}
+
+ngtcp2_path make_path(const Address& local, const Address& remote) {
+  return ngtcp2_path{{const_cast<sockaddr*>(local.sa()), local.len},
+                     {const_cast<sockaddr*>(remote.sa()), remote.len},
+                     nullptr};
+}
+
+bool is_local_stream(int64_t id, Role role) {
+  return (id & 1) == (role == Role::kServer ? 1 : 0);
+}
+
+}  // namespace
+
+// Trampolines from ngtcp2's C callbacks to the connection.
+struct ConnectionCallbacks {
+  static Connection* self(void* ud) { return static_cast<Connection*>(ud); }
+
+  static void rand(uint8_t* dest, size_t len, const ngtcp2_rand_ctx*) {
+    random_bytes(dest, len);
+  }
+  static int recv_stream_data(ngtcp2_conn*, uint32_t, int64_t id, uint64_t,
+                              const uint8_t* data, size_t len, void* ud, void*) {
+    return self(ud)->on_stream_data(id, data, len);
+  }
+  static int acked(ngtcp2_conn*, int64_t id, uint64_t offset, uint64_t len,
+                   void* ud, void*) {
+    self(ud)->on_acked(id, offset, len);
+    return 0;
+  }
+  static int new_cid(ngtcp2_conn*, ngtcp2_cid* cid, uint8_t* token,
+                     size_t cidlen, void* ud) {
+    return self(ud)->on_new_cid(cid, token, cidlen);
+  }
+  static int remove_cid(ngtcp2_conn*, const ngtcp2_cid* cid, void* ud) {
+    self(ud)->on_remove_cid(cid);
+    return 0;
+  }
+  static int handshake_done(ngtcp2_conn*, void* ud) {
+    self(ud)->handshake_done_ = true;
+    return 0;
+  }
+
+  static ngtcp2_callbacks make(Role role) {
+    ngtcp2_callbacks cb{};
+    if (role == Role::kClient) {
+      cb.client_initial = ngtcp2_crypto_client_initial_cb;
+      cb.recv_retry = ngtcp2_crypto_recv_retry_cb;
+      // A client is authenticated only once the server confirmed: in TLS
+      // 1.3 the server may still reject our certificate after "completed".
+      cb.handshake_confirmed = handshake_done;
+    } else {
+      cb.recv_client_initial = ngtcp2_crypto_recv_client_initial_cb;
+      cb.handshake_completed = handshake_done;
+    }
+    cb.recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb;
+    cb.encrypt = ngtcp2_crypto_encrypt_cb;
+    cb.decrypt = ngtcp2_crypto_decrypt_cb;
+    cb.hp_mask = ngtcp2_crypto_hp_mask_cb;
+    cb.update_key = ngtcp2_crypto_update_key_cb;
+    cb.delete_crypto_aead_ctx = ngtcp2_crypto_delete_crypto_aead_ctx_cb;
+    cb.delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb;
+    cb.get_path_challenge_data = ngtcp2_crypto_get_path_challenge_data_cb;
+    cb.version_negotiation = ngtcp2_crypto_version_negotiation_cb;
+    cb.rand = rand;
+    cb.get_new_connection_id = new_cid;
+    cb.remove_connection_id = remove_cid;
+    cb.recv_stream_data = recv_stream_data;
+    cb.acked_stream_data_offset = acked;
+    return cb;
+  }
+};
+
+uint64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
+
+Connection::Connection(const ConnectionConfig& config,
+                       std::shared_ptr<ConnectionHandle> handle, Role role)
+    : config_(config), handle_(std::move(handle)), role_(role),
+      tx_(kMaxGsoPackets * kMaxUdpPayload) {}
+
+Connection::~Connection() {
+  if (conn_) ngtcp2_conn_del(conn_);
+  if (session_) gnutls_deinit(session_);
+}
+
+void Connection::settings_and_params(uint64_t now, ngtcp2_settings& s,
+                                     ngtcp2_transport_params& p) const {
+  ngtcp2_settings_default(&s);
+  s.initial_ts = now;
+  s.rand_ctx.native_handle = nullptr;
+  s.handshake_timeout = config_.handshake_timeout_ns;
+  s.max_window = 4 * kConnWindow;
+  s.max_stream_window = 2 * config_.stream_window;
+  ngtcp2_transport_params_default(&p);
+  p.initial_max_data = kConnWindow;
+  p.initial_max_stream_data_bidi_local = kControlWindow;
+  p.initial_max_stream_data_bidi_remote = kControlWindow;
+  p.initial_max_stream_data_uni = config_.stream_window;
+  p.initial_max_streams_bidi = role_ == Role::kServer ? 1 : 0;
+  p.initial_max_streams_uni = 1;
+  p.max_idle_timeout = config_.idle_timeout_ns;
+  p.active_connection_id_limit = 4;
+}
+
+bool Connection::init_tls(const std::string& peer_host) {
+  session_ = config_.tls->new_session(role_, peer_host);
+  if (!session_) return false;
+  conn_ref_.get_conn = get_conn;
+  conn_ref_.user_data = conn_;
+  gnutls_session_set_ptr(session_, &conn_ref_);
+  ngtcp2_conn_set_tls_native_handle(conn_, session_);
+  return true;
+}
+
+std::unique_ptr<Connection> Connection::dial(
+    const ConnectionConfig& config, std::shared_ptr<ConnectionHandle> handle,
+    std::shared_ptr<ConnectionEvents> events, const Address& local,
+    const Address& remote, const std::string& peer_host, uint64_t now,
+    std::string& error) {
+  std::unique_ptr<Connection> c(new Connection(config, std::move(handle), Role::kClient));
+  c->events_ = std::move(events);
+  c->peer_host_ = peer_host;
+  ngtcp2_cid dcid = random_cid(18), scid = random_cid(kCidLen);
+  ngtcp2_path path = make_path(local, remote);
+  ngtcp2_settings s;
+  ngtcp2_transport_params p;
+  c->settings_and_params(now, s, p);
+  ngtcp2_callbacks cb = ConnectionCallbacks::make(Role::kClient);
+  int rv = ngtcp2_conn_client_new(&c->conn_, &dcid, &scid, &path,
+                                  NGTCP2_PROTO_VER_V1, &cb, &s, &p, nullptr,
+                                  c.get());
+  if (rv != 0 || !c->init_tls(peer_host)) {
+    error = rv != 0 ? ngtcp2_strerror(rv) : "TLS session setup failed";
+    return nullptr;
+  }
+  c->cids_.push_back(scid);
+  config.host->add_cid(scid, c.get());
+  return c;
+}
+
+std::unique_ptr<Connection> Connection::accept(
+    const ConnectionConfig& config, std::shared_ptr<ConnectionHandle> handle,
+    const Address& local, const Address& remote, const ngtcp2_pkt_hd& hd,
+    uint64_t now, std::string& error) {
+  std::unique_ptr<Connection> c(new Connection(config, std::move(handle), Role::kServer));
+  ngtcp2_cid scid = random_cid(kCidLen);
+  ngtcp2_path path = make_path(local, remote);
+  ngtcp2_settings s;
+  ngtcp2_transport_params p;
+  c->settings_and_params(now, s, p);
+  p.original_dcid = hd.dcid;
+  ngtcp2_crypto_generate_stateless_reset_token(p.stateless_reset_token,
+                                               config.reset_secret, 32, &scid);
+  p.stateless_reset_token_present = 1;
+  ngtcp2_callbacks cb = ConnectionCallbacks::make(Role::kServer);
+  int rv = ngtcp2_conn_server_new(&c->conn_, &hd.scid, &scid, &path, hd.version,
+                                  &cb, &s, &p, nullptr, c.get());
+  if (rv != 0 || !c->init_tls("")) {
+    error = rv != 0 ? ngtcp2_strerror(rv) : "TLS session setup failed";
+    return nullptr;
+  }
+  c->cids_.push_back(scid);
+  c->cids_.push_back(hd.dcid);
+  config.host->add_cid(scid, c.get());
+  config.host->add_cid(hd.dcid, c.get());
+  return c;
+}
+
+int Connection::on_new_cid(ngtcp2_cid* cid, uint8_t* token, size_t cidlen) {
+  *cid = random_cid(cidlen);
+  if (ngtcp2_crypto_generate_stateless_reset_token(token, config_.reset_secret,
+                                                   32, cid) != 0)
+    return NGTCP2_ERR_CALLBACK_FAILURE;
+  cids_.push_back(*cid);
+  config_.host->add_cid(*cid, this);
+  return 0;
+}
+
+void Connection::on_remove_cid(const ngtcp2_cid* cid) {
+  config_.host->remove_cid(*cid);
+  cids_.erase(std::remove_if(cids_.begin(), cids_.end(),
+                             [&](const ngtcp2_cid& c) { return ngtcp2_cid_eq(&c, cid); }),
+              cids_.end());
+}
+
+// Routes stream bytes to the stream's frame decoder. Stream 0 is control;
+// the peer's unidirectional stream is data; anything else is refused.
+int Connection::on_stream_data(int64_t id, const uint8_t* data, size_t len) {
+  conn_credit_ += len;
+  auto it = streams_in_.find(id);
+  if (it == streams_in_.end()) {
+    bool control = id == 0;
+    bool data_stream = (id & 2) && !is_local_stream(id, role_) && data_in_stream_ < 0;
+    if (!control && !data_stream) return NGTCP2_ERR_CALLBACK_FAILURE;
+    if (data_stream) data_in_stream_ = id;
+    if (control && role_ == Role::kServer) control_out_.id = 0;
+    Channel ch = control ? Channel::kControl : Channel::kData;
+    size_t limit = control ? config_.max_control_frame : config_.max_data_frame;
+    it = streams_in_.emplace(id, StreamIn{ch, FrameDecoder(limit)}).first;
+  }
+  StreamIn& in = it->second;
+  std::vector<Bytes> frames;
+  if (in.decoder.feed(data, len, frames) != FrameDecoder::Status::kOk)
+    return NGTCP2_ERR_CALLBACK_FAILURE;
+  handle_->count_frames_in(frames.size());
+  if (in.channel == Channel::kControl) {
+    control_credit_ += len;
+    for (Bytes& f : frames)
+      if (f.size) pending_control_.push_back(std::move(f));
+    return 0;
+  }
+  data_credit_held_ += len;
+  for (Bytes& f : frames) {
+    pending_data_bytes_ += f.size;
+    if (f.size) pending_data_.push_back(std::move(f));
+  }
+  return 0;
+}
+
+void Connection::on_acked(int64_t id, uint64_t offset, uint64_t len) {
+  StreamOut& s = id == control_out_.id ? control_out_ : data_out_;
+  size_t freed = s.buffer.acknowledge(offset, len);
+  if (freed && handle_->release(freed) && events_) events_->writable();
+}
+
+void Connection::on_datagram(const Address& local, const Address& remote,
+                             const uint8_t* data, size_t len, uint64_t now) {
+  if (state_ == State::kClosing) {
+    // Answer a peer that keeps talking with our close again.
+    if (!close_packet_.empty())
+      send_batch(close_to_, close_packet_.data(), close_packet_.size(),
+                 close_packet_.size());
+    return;
+  }
+  if (state_ != State::kHandshake && state_ != State::kOpen) return;
+  ngtcp2_path path = make_path(local, remote);
+  ngtcp2_pkt_info pi{};
+  int rv = ngtcp2_conn_read_pkt(conn_, &path, &pi, data, len, now);
+  if (rv != 0) {
+    fail(rv, now);
+    return;
+  }
+  after_read(now);
+}
+
+void Connection::after_read(uint64_t now) {
+  (void)now;
+  if (handshake_done_ && state_ == State::kHandshake) establish();
+  if (control_credit_ && control_out_.id >= 0) {
+    // Stream 0 exists on both sides once bytes flowed on it.
+    ngtcp2_conn_extend_max_stream_offset(conn_, 0, control_credit_);
+  }
+  control_credit_ = 0;
+  ngtcp2_conn_extend_max_offset(conn_, conn_credit_);
+  conn_credit_ = 0;
+  apply_credit(0);
+  if (events_) {
+    for (Bytes& f : pending_control_) events_->control_frame(std::move(f));
+    pending_control_.clear();
+  }
+}
+
+// The data window reopens only while the user keeps up; otherwise bytes
+// pile up in this process and the peer's queue fills instead.
+void Connection::apply_credit(uint64_t consumed) {
+  unconsumed_ -= std::min(unconsumed_, consumed);
+  if (data_in_stream_ < 0 || data_credit_held_ == 0) return;
+  if (unconsumed_ > config_.recv_unconsumed_limit) return;
+  ngtcp2_conn_extend_max_stream_offset(conn_, data_in_stream_, data_credit_held_);
+  data_credit_held_ = 0;
+}
+
+void Connection::establish() {
+  state_ = State::kOpen;
+  std::vector<uint8_t> exporter(kExporterSize);
+  gnutls_prf_rfc5705(session_, sizeof kExporterLabel - 1, kExporterLabel, 0,
+                     nullptr, exporter.size(), reinterpret_cast<char*>(exporter.data()));
+  const ngtcp2_path* path = ngtcp2_conn_get_path(conn_);
+  handle_->set_established(std::move(exporter), peer_certificate(session_),
+                           address_of(path->remote));
+  open_streams();
+  if (role_ == Role::kServer) {
+    config_.host->accepted(*this);
+  } else if (events_) {
+    events_->connected();
+  } else {
+    pending_connected_ = true;
+  }
+}
+
+void Connection::open_streams() {
+  if (role_ == Role::kClient) ngtcp2_conn_open_bidi_stream(conn_, &control_out_.id, nullptr);
+  ngtcp2_conn_open_uni_stream(conn_, &data_out_.id, nullptr);
+}
+
+void Connection::on_inbox(uint64_t now) {
+  ConnectionHandle::Inbox in = handle_->take_inbox();
+  if (in.attach && !events_) {
+    events_ = std::move(in.attach);
+    if (pending_connected_) events_->connected();
+    for (Bytes& f : pending_control_) events_->control_frame(std::move(f));
+    pending_control_.clear();
+    if (closed_reported_) events_->closed(close_info_);
+  }
+  if (state_ == State::kOpen || state_ == State::kHandshake) {
+    for (auto& [channel, bytes] : in.sends)
+      (channel == Channel::kControl ? control_out_ : data_out_).buffer.append(std::move(bytes));
+  }
+  if (in.credit) apply_credit(in.credit);
+  if (in.close && (state_ == State::kOpen || state_ == State::kHandshake)) {
+    ngtcp2_connection_close_error ccerr;
+    ngtcp2_connection_close_error_set_application_error(
+        &ccerr, in.close_code, reinterpret_cast<const uint8_t*>(in.close_reason.data()),
+        std::min<size_t>(in.close_reason.size(), 64));
+    close_with(ccerr, {CloseInfo::Kind::kLocal, in.close_code, in.close_reason}, now);
+  }
+}
+
+void Connection::on_expiry(uint64_t now) {
+  if (state_ == State::kClosing || state_ == State::kDraining) {
+    if (now >= drain_deadline_) state_ = State::kClosed;
+    return;
+  }
+  if (state_ == State::kClosed) return;
+  int rv = ngtcp2_conn_handle_expiry(conn_, now);
+  if (rv != 0) fail(rv, now);
+}
+
+void Connection::abort(const CloseInfo& info, uint64_t now) {
+  if (state_ == State::kOpen || state_ == State::kHandshake) {
+    ngtcp2_connection_close_error ccerr;
+    ngtcp2_connection_close_error_set_application_error(&ccerr, 0, nullptr, 0);
+    close_with(ccerr, info, now);
+  }
+  report_closed(info);
+  state_ = State::kClosed;
+  drain_deadline_ = 0;
+}
+
+CloseInfo Connection::peer_close_info() {
+  ngtcp2_connection_close_error ccerr;
+  ngtcp2_conn_get_connection_close_error(conn_, &ccerr);
+  std::string text(reinterpret_cast<char*>(ccerr.reason), ccerr.reasonlen);
+  if (ccerr.type == NGTCP2_CONNECTION_CLOSE_ERROR_CODE_TYPE_APPLICATION)
+    return {CloseInfo::Kind::kPeer, ccerr.error_code, text};
+  // Transport codes 0x100-0x1ff carry a TLS alert.
+  if (ccerr.error_code >= 0x100 && ccerr.error_code <= 0x1ff)
+    return {CloseInfo::Kind::kTlsAlert, ccerr.error_code - 0x100, text};
+  if (ccerr.error_code == 0) return {CloseInfo::Kind::kPeer, 0, text};
+  return {CloseInfo::Kind::kProtocol, ccerr.error_code, text};
+}
+
+// ngtcp2 refused a packet or a timer fired fatally.
+void Connection::fail(int liberr, uint64_t now) {
+  switch (liberr) {
+    case NGTCP2_ERR_DRAINING:
+      enter_closed(State::kDraining, peer_close_info(), now);
+      return;
+    case NGTCP2_ERR_IDLE_CLOSE:
+      enter_closed(State::kClosed, {CloseInfo::Kind::kIdleTimeout, 0, "idle timeout"}, now);
+      return;
+    case NGTCP2_ERR_HANDSHAKE_TIMEOUT:
+      enter_closed(State::kClosed, {CloseInfo::Kind::kHandshakeTimeout, 0, "handshake timeout"}, now);
+      return;
+    case NGTCP2_ERR_DROP_CONN:
+      enter_closed(State::kClosed, {CloseInfo::Kind::kProtocol, 0, "dropped"}, now);
+      return;
+    default:
+      break;
+  }
+  ngtcp2_connection_close_error ccerr;
+  CloseInfo info{CloseInfo::Kind::kProtocol, 0, ngtcp2_strerror(liberr)};
+  uint8_t alert = ngtcp2_conn_get_tls_alert(conn_);
+  if (liberr == NGTCP2_ERR_CRYPTO && alert) {
+    ngtcp2_connection_close_error_set_transport_error_tls_alert(&ccerr, alert, nullptr, 0);
+    info = {CloseInfo::Kind::kTlsAlert, alert, "TLS alert"};
+  } else {
+    ngtcp2_connection_close_error_set_transport_error_liberr(&ccerr, liberr, nullptr, 0);
+  }
+  close_with(ccerr, info, now);
+}
+
+void Connection::close_with(const ngtcp2_connection_close_error& ccerr,
+                            const CloseInfo& info, uint64_t now) {
+  ngtcp2_path_storage ps;
+  ngtcp2_path_storage_zero(&ps);
+  ngtcp2_pkt_info pi{};
+  close_packet_.resize(kMaxUdpPayload);
+  ngtcp2_ssize n = ngtcp2_conn_write_connection_close(
+      conn_, &ps.path, &pi, close_packet_.data(), close_packet_.size(), &ccerr, now);
+  if (n > 0) {
+    close_packet_.resize(size_t(n));
+    close_to_ = address_of(ps.path.remote);
+    send_batch(close_to_, close_packet_.data(), close_packet_.size(), close_packet_.size());
+  } else {
+    close_packet_.clear();
+  }
+  enter_closed(n > 0 ? State::kClosing : State::kClosed, info, now);
+}
+
+void Connection::enter_closed(State state, const CloseInfo& info, uint64_t now) {
+  state_ = state;
+  drain_deadline_ = now + 3 * ngtcp2_conn_get_pto(conn_);
+  report_closed(info);
+}
+
+void Connection::report_closed(const CloseInfo& info) {
+  if (closed_reported_) return;
+  closed_reported_ = true;
+  close_info_ = info;
+  handle_->set_closed();
+  deliver();
+  if (events_) events_->closed(info);
+}
+
+void Connection::deliver() {
+  if (!events_ || (pending_data_.empty() && pending_data_bytes_ == 0)) return;
+  uint64_t credit = pending_data_bytes_;
+  unconsumed_ += credit;
+  events_->data_frames(pending_data_, credit);
+  pending_data_.clear();
+  pending_data_bytes_ = 0;
+}
+
+Connection::StreamOut* Connection::pick_stream() {
+  for (StreamOut* s : {&control_out_, &data_out_})
+    if (s->id >= 0 && !s->blocked && s->buffer.has_unsent()) return s;
+  return nullptr;
+}
+
+bool Connection::send_batch(const Address& to, const uint8_t* data, size_t len,
+                            size_t seg) {
+  return config_.host->socket().send(to, data, len, seg);
+}
+
+bool Connection::flush(uint64_t now) {
+  if (state_ != State::kHandshake && state_ != State::kOpen) return false;
+  ngtcp2_path_storage ps;
+  ngtcp2_path_storage_zero(&ps);
+  ngtcp2_pkt_info pi{};
+  size_t max_udp = std::min(ngtcp2_conn_get_max_tx_udp_payload_size(conn_), kMaxUdpPayload);
+  size_t off = 0, npkts = 0, seg = 0, total = 0;
+  Address batch_to;
+  control_out_.blocked = data_out_.blocked = false;
+  auto send_pending = [&] {
+    if (off) send_batch(batch_to, tx_.data(), off, seg);
+    off = npkts = 0;
+  };
+  while (total < kMaxPacketsPerFlush) {
+    StreamOut* s = pick_stream();
+    ngtcp2_vec vecs[kMaxVecs];
+    size_t nvecs = s ? s->buffer.unsent(vecs, kMaxVecs) : 0;
+    ngtcp2_ssize datalen = -1;
+    uint32_t flags = s ? NGTCP2_WRITE_STREAM_FLAG_MORE : 0;
+    ngtcp2_ssize n = ngtcp2_conn_writev_stream(
+        conn_, &ps.path, &pi, tx_.data() + off, max_udp, &datalen, flags,
+        s ? s->id : -1, vecs, nvecs, now);
+    if (n < 0) {
+      if (n == NGTCP2_ERR_WRITE_MORE) {
+        s->buffer.mark_sent(size_t(datalen));
+        continue;
+      }
+      if (n == NGTCP2_ERR_STREAM_DATA_BLOCKED || n == NGTCP2_ERR_STREAM_SHUT_WR ||
+          n == NGTCP2_ERR_STREAM_NOT_FOUND) {
+        s->blocked = true;
+        continue;
+      }
+      send_pending();
+      fail(int(n), now);
+      return false;
+    }
+    if (s && datalen > 0) s->buffer.mark_sent(size_t(datalen));
+    if (n == 0) break;
+    Address to = address_of(ps.path.remote);
+    if (npkts > 0 && (size_t(n) > seg || !(to == batch_to))) {
+      // This packet cannot join the batch: send the batch, keep the packet.
+      send_batch(batch_to, tx_.data(), off, seg);
+      std::memmove(tx_.data(), tx_.data() + off, size_t(n));
+      off = npkts = 0;
+    }
+    if (npkts == 0) {
+      seg = size_t(n);
+      batch_to = to;
+    }
+    off += size_t(n);
+    ++npkts;
+    ++total;
+    if (npkts == kMaxGsoPackets || size_t(n) < seg) send_pending();
+  }
+  send_pending();
+  ngtcp2_conn_stat cstat;
+  ngtcp2_conn_get_conn_stat(conn_, &cstat);
+  // ngtcp2 0.12 paces with initial_rtt (333 ms) before the first RTT
+  // sample, which delays the first flights by ~20 ms: pace only after it.
+  if (cstat.first_rtt_sample_ts != UINT64_MAX) ngtcp2_conn_update_pkt_tx_time(conn_, now);
+  return total >= kMaxPacketsPerFlush;
+}
+
+uint64_t Connection::expiry() const {
+  if (state_ == State::kClosing || state_ == State::kDraining) return drain_deadline_;
+  if (state_ == State::kClosed) return 0;
+  return ngtcp2_conn_get_expiry(conn_);
+}
+
+bool Connection::finished(uint64_t now) const {
+  return state_ == State::kClosed ||
+         ((state_ == State::kClosing || state_ == State::kDraining) && now >= drain_deadline_);
+}
+
+}  // namespace macula

@@ -1,0 +1,168 @@
+// One QUIC connection: an ngtcp2_conn, its GnuTLS session and its streams.
+// Owned by the endpoint's I/O thread; every method runs there.
+//
+// Streams: the client opens bidirectional stream 0 as the control channel;
+// each side opens one unidirectional stream for its data. Control bytes
+// are written before data bytes, and the connection-level window is
+// extended as bytes arrive, so control frames never wait behind data.
+// The data stream's window only reopens as the user returns credit.
+#pragma once
+
+#include <gnutls/gnutls.h>
+#include <ngtcp2/ngtcp2.h>
+#include <ngtcp2/ngtcp2_crypto.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "connection_handle.h"
+#include "framing.h"
+#include "send_buffer.h"
+#include "tls_context.h"
+#include "udp_socket.h"
+
+namespace macula {
+
+class Connection;
+
+// What a connection needs from its endpoint.
+class ConnectionHost {
+ public:
+  virtual ~ConnectionHost() = default;
+  virtual void add_cid(const ngtcp2_cid& cid, Connection* conn) = 0;
+  virtual void remove_cid(const ngtcp2_cid& cid) = 0;
+  // A server-side connection finished its handshake.
+  virtual void accepted(Connection& conn) = 0;
+  virtual UdpSocket& socket() = 0;
+};
+
+struct ConnectionConfig {
+  const TlsContext* tls = nullptr;
+  ConnectionHost* host = nullptr;
+  const uint8_t* reset_secret = nullptr;  // 32 bytes, for reset tokens
+  uint64_t idle_timeout_ns = 0;
+  uint64_t handshake_timeout_ns = 0;
+  uint64_t stream_window = 0;       // data stream flow-control window
+  uint64_t recv_unconsumed_limit = 0;  // delivered, not yet consumed
+  size_t max_control_frame = 0;
+  size_t max_data_frame = 0;
+};
+
+inline constexpr size_t kCidLen = 17;
+
+class Connection {
+ public:
+  static std::unique_ptr<Connection> dial(
+      const ConnectionConfig& config, std::shared_ptr<ConnectionHandle> handle,
+      std::shared_ptr<ConnectionEvents> events, const Address& local,
+      const Address& remote, const std::string& peer_host, uint64_t now,
+      std::string& error);
+  // `hd` is the decoded first Initial packet from the client.
+  static std::unique_ptr<Connection> accept(
+      const ConnectionConfig& config, std::shared_ptr<ConnectionHandle> handle,
+      const Address& local, const Address& remote, const ngtcp2_pkt_hd& hd,
+      uint64_t now, std::string& error);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  void on_datagram(const Address& local, const Address& remote,
+                   const uint8_t* data, size_t len, uint64_t now);
+  void on_expiry(uint64_t now);
+  void on_inbox(uint64_t now);
+  // Closes because the endpoint is stopping.
+  void abort(const CloseInfo& info, uint64_t now);
+
+  // Writes what ngtcp2 lets it; true if more is ready (call again soon).
+  bool flush(uint64_t now);
+  // Hands data frames gathered since the last call to the events.
+  void deliver();
+
+  uint64_t expiry() const;
+  // Closed and past its draining period: the endpoint may delete it.
+  bool finished(uint64_t now) const;
+  ConnectionHandle& handle() { return *handle_; }
+  const std::shared_ptr<ConnectionHandle>& shared_handle() const { return handle_; }
+  const std::vector<ngtcp2_cid>& cids() const { return cids_; }
+
+ private:
+  enum class State { kHandshake, kOpen, kClosing, kDraining, kClosed };
+
+  struct StreamOut {
+    int64_t id = -1;
+    SendBuffer buffer;
+    bool blocked = false;
+  };
+  struct StreamIn {
+    Channel channel;
+    FrameDecoder decoder;
+  };
+
+  friend struct ConnectionCallbacks;
+
+  Connection(const ConnectionConfig& config,
+             std::shared_ptr<ConnectionHandle> handle, Role role);
+  bool init_tls(const std::string& peer_host);
+  void settings_and_params(uint64_t now, ngtcp2_settings& s,
+                           ngtcp2_transport_params& p) const;
+
+  // ngtcp2 callbacks (static trampolines in the .cc).
+  int on_stream_data(int64_t stream_id, const uint8_t* data, size_t len);
+  void on_acked(int64_t stream_id, uint64_t offset, uint64_t len);
+  int on_new_cid(ngtcp2_cid* cid, uint8_t* token, size_t cidlen);
+  void on_remove_cid(const ngtcp2_cid* cid);
+
+  void after_read(uint64_t now);
+  void establish();
+  void open_streams();
+  StreamOut* pick_stream();
+  bool send_batch(const Address& to, const uint8_t* data, size_t len, size_t seg);
+  void apply_credit(uint64_t credit);
+  void fail(int liberr, uint64_t now);
+  void close_with(const ngtcp2_connection_close_error& ccerr,
+                  const CloseInfo& info, uint64_t now);
+  void enter_closed(State state, const CloseInfo& info, uint64_t now);
+  void report_closed(const CloseInfo& info);
+  CloseInfo peer_close_info();
+
+  const ConnectionConfig config_;
+  const std::shared_ptr<ConnectionHandle> handle_;
+  const Role role_;
+  std::shared_ptr<ConnectionEvents> events_;
+  ngtcp2_conn* conn_ = nullptr;
+  gnutls_session_t session_ = nullptr;
+  ngtcp2_crypto_conn_ref conn_ref_{};
+  State state_ = State::kHandshake;
+  bool handshake_done_ = false;  // set in a callback, acted on after read
+  std::vector<ngtcp2_cid> cids_;
+  std::string peer_host_;
+
+  StreamOut control_out_, data_out_;
+  std::map<int64_t, StreamIn> streams_in_;
+  uint64_t control_credit_ = 0;   // control bytes to give back at once
+  uint64_t conn_credit_ = 0;      // connection-level bytes to give back
+  uint64_t data_credit_held_ = 0; // data stream bytes waiting for consumed()
+  uint64_t unconsumed_ = 0;       // delivered data bytes not yet consumed
+  int64_t data_in_stream_ = -1;
+
+  // Frames waiting for an events receiver or for deliver().
+  std::vector<Bytes> pending_control_;
+  std::vector<Bytes> pending_data_;
+  uint64_t pending_data_bytes_ = 0;
+  bool pending_connected_ = false;
+  bool closed_reported_ = false;
+  CloseInfo close_info_;
+
+  std::vector<uint8_t> close_packet_;
+  Address close_to_;
+  uint64_t drain_deadline_ = 0;
+  std::vector<uint8_t> tx_;
+};
+
+// CLOCK_MONOTONIC in nanoseconds.
+uint64_t now_ns();
+
+}  // namespace macula

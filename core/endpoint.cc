@@ -1,0 +1,306 @@
+#include "endpoint.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include <gnutls/crypto.h>
+
+namespace macula {
+namespace {
+
+constexpr int kMaxReadBatches = 64;
+constexpr uint32_t kMaxResetsPerSecond = 100;
+constexpr size_t kMinResetTrigger = 41;  // smaller packets get no reset
+
+std::string cid_key(const uint8_t* data, size_t len) {
+  return std::string(reinterpret_cast<const char*>(data), len);
+}
+
+}  // namespace
+
+Endpoint::Endpoint(const EndpointConfig& config,
+                   std::shared_ptr<EndpointEvents> events)
+    : config_(config), events_(std::move(events)) {}
+
+std::unique_ptr<Endpoint> Endpoint::open(const EndpointConfig& config,
+                                         std::shared_ptr<EndpointEvents> events,
+                                         std::string& error) {
+  std::unique_ptr<Endpoint> ep(new Endpoint(config, std::move(events)));
+  ep->tls_ = TlsContext::create(config.tls, error);
+  if (!ep->tls_) return nullptr;
+  std::memcpy(ep->reset_secret_, ep->tls_->reset_secret(), sizeof ep->reset_secret_);
+  if (!ep->socket_.open(config.bind_ip, config.port, error)) return nullptr;
+  ep->epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  ep->wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  ep->timer_fd_ = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (ep->epoll_fd_ < 0 || ep->wake_fd_ < 0 || ep->timer_fd_ < 0) {
+    error = std::string("cannot create I/O loop: ") + strerror(errno);
+    return nullptr;
+  }
+  for (int fd : {ep->socket_.fd(), ep->wake_fd_, ep->timer_fd_}) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    epoll_ctl(ep->epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+  }
+  ep->mailbox_ = std::make_shared<Mailbox>(ep->wake_fd_);
+  ep->thread_ = std::thread([p = ep.get()] { p->run(); });
+  return ep;
+}
+
+Endpoint::~Endpoint() {
+  if (thread_.joinable()) {
+    stopping_.store(true);
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof one);
+    thread_.join();
+  }
+  if (mailbox_) mailbox_->shut();
+  for (int fd : {epoll_fd_, wake_fd_, timer_fd_})
+    if (fd >= 0) close(fd);
+}
+
+std::shared_ptr<ConnectionHandle> Endpoint::new_handle(Role role) {
+  return std::make_shared<ConnectionHandle>(next_id_++, role, mailbox_,
+                                            config_.send_high_water,
+                                            config_.send_low_water);
+}
+
+std::shared_ptr<ConnectionHandle> Endpoint::dial(
+    const Address& remote, const std::string& host,
+    const EventsFactory& make_events) {
+  auto handle = new_handle(Role::kClient);
+  mailbox_->post(DialRequest{handle, make_events(handle->id()), remote, host});
+  return handle;
+}
+
+EndpointStats Endpoint::stats() const {
+  return {n_conns_.load(), n_accepted_.load(), n_dropped_.load(), n_resets_.load()};
+}
+
+ConnectionConfig Endpoint::connection_config() {
+  ConnectionConfig c;
+  c.tls = tls_.get();
+  c.host = this;
+  c.reset_secret = reset_secret_;
+  c.idle_timeout_ns = config_.idle_timeout_ms * 1000000;
+  c.handshake_timeout_ns = config_.handshake_timeout_ms * 1000000;
+  c.stream_window = config_.stream_window;
+  c.recv_unconsumed_limit = config_.recv_unconsumed_limit;
+  c.max_control_frame = config_.max_control_frame;
+  c.max_data_frame = config_.max_data_frame;
+  return c;
+}
+
+void Endpoint::add_cid(const ngtcp2_cid& cid, Connection* conn) {
+  by_cid_[cid_key(cid.data, cid.datalen)] = conn;
+}
+
+void Endpoint::remove_cid(const ngtcp2_cid& cid) {
+  by_cid_.erase(cid_key(cid.data, cid.datalen));
+}
+
+void Endpoint::accepted(Connection& conn) {
+  ++n_accepted_;
+  if (events_) events_->accepted(conn.shared_handle());
+}
+
+void Endpoint::run() {
+  epoll_event evs[4];
+  while (!stopping_.load()) {
+    int timeout = dirty_.empty() ? -1 : 0;
+    int n = epoll_wait(epoll_fd_, evs, 4, timeout);
+    uint64_t now = now_ns();
+    for (int i = 0; i < n; ++i) {
+      int fd = evs[i].data.fd;
+      uint64_t drain;
+      if (fd == socket_.fd()) {
+        read_socket(now);
+      } else {
+        [[maybe_unused]] ssize_t r = read(fd, &drain, sizeof drain);
+      }
+    }
+    drain_mailbox(now);
+    run_timers(now_ns());
+    flush_dirty(now_ns());
+    reap(now_ns());
+    arm_timer(now_ns());
+  }
+  shutdown_all();
+}
+
+void Endpoint::read_socket(uint64_t now) {
+  std::vector<Datagram> batch;
+  for (int i = 0; i < kMaxReadBatches; ++i) {
+    batch.clear();
+    socket_.receive(batch);
+    if (batch.empty()) break;
+    for (const Datagram& d : batch) dispatch(d, now);
+    // Hand over what arrived before reading more, so Erlang gets frames in
+    // batches and our ACKs go out promptly.
+    for (Connection* c : dirty_) c->deliver();
+  }
+}
+
+void Endpoint::dispatch(const Datagram& d, uint64_t now) {
+  ngtcp2_version_cid vc;
+  if (ngtcp2_pkt_decode_version_cid(&vc, d.data, d.size, kCidLen) != 0) {
+    ++n_dropped_;
+    return;
+  }
+  auto it = by_cid_.find(cid_key(vc.dcid, vc.dcidlen));
+  if (it != by_cid_.end()) {
+    it->second->on_datagram(socket_.local(), d.from, d.data, d.size, now);
+    dirty_.insert(it->second);
+    return;
+  }
+  if (vc.version != 0) {
+    accept_new(d, now);
+    return;
+  }
+  send_reset(d, vc.dcid, vc.dcidlen, now);
+}
+
+void Endpoint::accept_new(const Datagram& d, uint64_t now) {
+  ngtcp2_pkt_hd hd;
+  if (!config_.accept || conns_.size() >= config_.max_connections ||
+      ngtcp2_accept(&hd, d.data, d.size) != 0) {
+    ++n_dropped_;
+    return;
+  }
+  std::string error;
+  auto conn = Connection::accept(connection_config(), new_handle(Role::kServer),
+                                 socket_.local(), d.from, hd, now, error);
+  if (!conn) {
+    ++n_dropped_;
+    return;
+  }
+  Connection* c = conn.get();
+  conns_.emplace(c->handle().id(), std::move(conn));
+  ++n_conns_;
+  c->on_datagram(socket_.local(), d.from, d.data, d.size, now);
+  dirty_.insert(c);
+}
+
+// A short-header packet for a connection we do not know: most likely our
+// previous incarnation's. Tell the peer at once, within a rate limit.
+void Endpoint::send_reset(const Datagram& d, const uint8_t* dcid, size_t dcidlen,
+                          uint64_t now) {
+  ++n_dropped_;
+  if (d.size < kMinResetTrigger || dcidlen != kCidLen) return;
+  if (now - reset_window_start_ > 1000000000ull) {
+    reset_window_start_ = now;
+    resets_in_window_ = 0;
+  }
+  if (++resets_in_window_ > kMaxResetsPerSecond) return;
+  ngtcp2_cid cid;
+  ngtcp2_cid_init(&cid, dcid, dcidlen);
+  uint8_t token[NGTCP2_STATELESS_RESET_TOKENLEN];
+  if (ngtcp2_crypto_generate_stateless_reset_token(token, reset_secret_, 32, &cid) != 0)
+    return;
+  uint8_t rand[NGTCP2_MIN_STATELESS_RESET_RANDLEN + 8];
+  gnutls_rnd(GNUTLS_RND_NONCE, rand, sizeof rand);
+  uint8_t buf[64];
+  size_t max = std::min(sizeof buf, d.size - 1);
+  ngtcp2_ssize n = ngtcp2_pkt_write_stateless_reset(buf, max, token, rand,
+                                                    std::min(sizeof rand, max - NGTCP2_STATELESS_RESET_TOKENLEN - 1));
+  if (n > 0) {
+    socket_.send(d.from, buf, size_t(n), size_t(n));
+    ++n_resets_;
+  }
+}
+
+void Endpoint::drain_mailbox(uint64_t now) {
+  for (DialRequest& dial : mailbox_->take_dials()) start_dial(dial, now);
+  for (uint64_t id : mailbox_->take_ids()) {
+    auto it = conns_.find(id);
+    if (it == conns_.end()) continue;
+    it->second->on_inbox(now);
+    dirty_.insert(it->second.get());
+  }
+}
+
+void Endpoint::start_dial(DialRequest& dial, uint64_t now) {
+  std::string error;
+  Address remote = socket_.to_socket_family(dial.remote);
+  auto conn = Connection::dial(connection_config(), dial.handle, dial.events,
+                               socket_.local(), remote, dial.host, now, error);
+  if (!conn) {
+    dial.handle->set_closed();
+    dial.events->closed({CloseInfo::Kind::kProtocol, 0, error});
+    return;
+  }
+  Connection* c = conn.get();
+  conns_.emplace(dial.handle->id(), std::move(conn));
+  ++n_conns_;
+  // Whatever was queued before the dial was processed.
+  c->on_inbox(now);
+  dirty_.insert(c);
+}
+
+void Endpoint::run_timers(uint64_t now) {
+  for (auto& [id, c] : conns_) {
+    if (c->expiry() <= now) {
+      c->on_expiry(now);
+      dirty_.insert(c.get());
+    }
+  }
+}
+
+void Endpoint::flush_dirty(uint64_t now) {
+  std::unordered_set<Connection*> again;
+  for (Connection* c : dirty_) {
+    c->deliver();
+    if (c->flush(now)) again.insert(c);
+  }
+  dirty_ = std::move(again);
+}
+
+void Endpoint::reap(uint64_t now) {
+  for (auto it = conns_.begin(); it != conns_.end();) {
+    Connection* c = it->second.get();
+    if (!c->finished(now)) {
+      ++it;
+      continue;
+    }
+    for (const ngtcp2_cid& cid : c->cids()) remove_cid(cid);
+    dirty_.erase(c);
+    it = conns_.erase(it);
+    --n_conns_;
+  }
+}
+
+void Endpoint::arm_timer(uint64_t now) {
+  uint64_t next = UINT64_MAX;
+  for (auto& [id, c] : conns_) next = std::min(next, c->expiry());
+  itimerspec its{};
+  if (next != UINT64_MAX) {
+    if (next <= now) next = now + 1;
+    its.it_value.tv_sec = time_t(next / 1000000000ull);
+    its.it_value.tv_nsec = long(next % 1000000000ull);
+  }
+  timerfd_settime(timer_fd_, TFD_TIMER_ABSTIME, &its, nullptr);
+}
+
+void Endpoint::shutdown_all() {
+  mailbox_->shut();
+  uint64_t now = now_ns();
+  CloseInfo info{CloseInfo::Kind::kEndpointStopped, 0, "endpoint stopped"};
+  for (DialRequest& dial : mailbox_->take_dials()) {
+    dial.handle->set_closed();
+    dial.events->closed(info);
+  }
+  for (auto& [id, c] : conns_) c->abort(info, now);
+  conns_.clear();
+  by_cid_.clear();
+  dirty_.clear();
+}
+
+}  // namespace macula

@@ -1,0 +1,125 @@
+// An endpoint: one UDP socket, one I/O thread, and every QUIC connection
+// that uses them, dialled and accepted alike. This is the core's public
+// entry point. Public methods are thread-safe; events are delivered on the
+// I/O thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "connection.h"
+#include "connection_handle.h"
+#include "mailbox.h"
+#include "tls_context.h"
+#include "udp_socket.h"
+
+namespace macula {
+
+struct EndpointConfig {
+  std::string bind_ip = "::";  // dual-stack any
+  uint16_t port = 0;           // 0: the kernel picks one
+  bool accept = true;          // answer connections from peers
+  TlsConfig tls;
+  uint64_t idle_timeout_ms = 300000;  // liveness is the Erlang tick's job
+  uint64_t handshake_timeout_ms = 10000;
+  uint64_t send_high_water = 16u << 20;
+  uint64_t send_low_water = 4u << 20;
+  uint64_t stream_window = 16u << 20;
+  uint64_t recv_unconsumed_limit = 32u << 20;
+  size_t max_control_frame = 64u << 10;
+  size_t max_data_frame = 1u << 30;
+  size_t max_connections = 4096;
+};
+
+class EndpointEvents {
+ public:
+  virtual ~EndpointEvents() = default;
+  // A peer connected and passed the TLS checks. Attach events to the
+  // handle to receive its frames (they are held until then).
+  virtual void accepted(std::shared_ptr<ConnectionHandle> handle) = 0;
+};
+
+struct EndpointStats {
+  uint64_t connections = 0;
+  uint64_t accepted = 0;
+  uint64_t dropped_packets = 0;  // undecodable or for no connection
+  uint64_t stateless_resets = 0;
+};
+
+class Endpoint : private ConnectionHost {
+ public:
+  // Binds the socket and starts the I/O thread. On failure returns null and
+  // sets `error` (e.g. "cannot bind UDP [::]:4433: Address already in use").
+  static std::unique_ptr<Endpoint> open(const EndpointConfig& config,
+                                        std::shared_ptr<EndpointEvents> events,
+                                        std::string& error);
+  // Closes every connection (peers are told at once) and joins the thread.
+  ~Endpoint() override;
+
+  // Starts a connection to `remote`; `host` is the peer's host as named
+  // (checked against its certificate in CA mode). `make_events` is called
+  // once, before dial returns, with the new connection's id; progress
+  // arrives through what it returns: connected() or closed().
+  using EventsFactory =
+      std::function<std::shared_ptr<ConnectionEvents>(uint64_t id)>;
+  std::shared_ptr<ConnectionHandle> dial(const Address& remote,
+                                         const std::string& host,
+                                         const EventsFactory& make_events);
+
+  const Address& local_address() const { return socket_.local(); }
+  uint16_t port() const { return socket_.local().port(); }
+  EndpointStats stats() const;
+  TrustMode trust_mode() const { return tls_->mode(); }
+
+ private:
+  Endpoint(const EndpointConfig& config, std::shared_ptr<EndpointEvents> events);
+
+  // ConnectionHost, I/O thread.
+  void add_cid(const ngtcp2_cid& cid, Connection* conn) override;
+  void remove_cid(const ngtcp2_cid& cid) override;
+  void accepted(Connection& conn) override;
+  UdpSocket& socket() override { return socket_; }
+
+  void run();
+  void read_socket(uint64_t now);
+  void dispatch(const Datagram& d, uint64_t now);
+  void accept_new(const Datagram& d, uint64_t now);
+  void send_reset(const Datagram& d, const uint8_t* dcid, size_t dcidlen, uint64_t now);
+  void drain_mailbox(uint64_t now);
+  void start_dial(DialRequest& dial, uint64_t now);
+  void run_timers(uint64_t now);
+  void flush_dirty(uint64_t now);
+  void reap(uint64_t now);
+  void arm_timer(uint64_t now);
+  void shutdown_all();
+  std::shared_ptr<ConnectionHandle> new_handle(Role role);
+  ConnectionConfig connection_config();
+
+  EndpointConfig config_;
+  std::shared_ptr<EndpointEvents> events_;
+  std::unique_ptr<TlsContext> tls_;
+  UdpSocket socket_;
+  int epoll_fd_ = -1, wake_fd_ = -1, timer_fd_ = -1;
+  std::shared_ptr<Mailbox> mailbox_;
+  std::thread thread_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> next_id_{1};
+  uint8_t reset_secret_[32];
+
+  // I/O thread only.
+  std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns_;
+  std::unordered_map<std::string, Connection*> by_cid_;
+  std::unordered_set<Connection*> dirty_;
+  uint64_t reset_window_start_ = 0;
+  uint32_t resets_in_window_ = 0;
+
+  std::atomic<uint64_t> n_conns_{0}, n_accepted_{0}, n_dropped_{0}, n_resets_{0};
+};
+
+}  // namespace macula

@@ -1,0 +1,40 @@
+// The bytes written to one QUIC stream, kept until the peer acknowledges
+// them (ngtcp2 keeps pointers into them for retransmission).
+// Owned and used by the connection's I/O thread only.
+#pragma once
+
+#include <ngtcp2/ngtcp2.h>
+
+#include <cstdint>
+#include <deque>
+
+#include "bytes.h"
+
+namespace macula {
+
+class SendBuffer {
+ public:
+  void append(Bytes chunk);
+
+  // Describes up to `max` iovecs of not-yet-sent bytes; returns the count.
+  size_t unsent(ngtcp2_vec* vecs, size_t max) const;
+
+  // ngtcp2 took `n` more bytes from the front of what unsent() described.
+  void mark_sent(size_t n) { sent_offset_ += n; }
+
+  // The peer acknowledged stream bytes [offset, offset+len). Frees whole
+  // chunks below the acknowledged prefix; returns the bytes freed.
+  size_t acknowledge(uint64_t offset, uint64_t len);
+
+  bool has_unsent() const { return sent_offset_ < end_offset_; }
+  uint64_t held_bytes() const { return end_offset_ - base_offset_; }
+
+ private:
+  std::deque<Bytes> chunks_;
+  uint64_t base_offset_ = 0;  // stream offset of chunks_.front()
+  uint64_t sent_offset_ = 0;
+  uint64_t acked_offset_ = 0;
+  uint64_t end_offset_ = 0;
+};
+
+}  // namespace macula

@@ -1,0 +1,73 @@
+// A non-blocking UDP socket with batched I/O: GSO (UDP_SEGMENT) on send,
+// GRO (UDP_GRO) and recvmmsg on receive. Used by one thread only.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace macula {
+
+struct Address {
+  sockaddr_storage storage{};
+  socklen_t len = 0;
+
+  const sockaddr* sa() const { return reinterpret_cast<const sockaddr*>(&storage); }
+  sockaddr* sa() { return reinterpret_cast<sockaddr*>(&storage); }
+  uint16_t port() const;
+  std::string to_string() const;  // "1.2.3.4:5" or "[::1]:5"
+  bool operator==(const Address& o) const;
+};
+
+// Parses an IP literal (v4 or v6, no brackets) and a port.
+bool make_address(const std::string& ip, uint16_t port, Address& out);
+
+// One datagram (or a GRO super-datagram split back) as received.
+struct Datagram {
+  const uint8_t* data;
+  size_t size;
+  Address from;
+};
+
+class UdpSocket {
+ public:
+  UdpSocket() = default;
+  ~UdpSocket();
+  UdpSocket(const UdpSocket&) = delete;
+  UdpSocket& operator=(const UdpSocket&) = delete;
+
+  // Binds to ip:port ("::" is dual-stack any; port 0 picks one). On failure
+  // returns false and sets `error` to a sentence naming the address.
+  bool open(const std::string& ip, uint16_t port, std::string& error);
+
+  int fd() const { return fd_; }
+  const Address& local() const { return local_; }
+
+  // Maps an IPv4 address to the socket's family (v4-mapped on a v6 socket).
+  Address to_socket_family(const Address& a) const;
+
+  // Sends `count` packets of `segment` bytes each (the last may be shorter)
+  // laid out back to back in `data`, to `to`, with one GSO send when
+  // possible. Returns false if the kernel refused (would block or error).
+  bool send(const Address& to, const uint8_t* data, size_t total,
+            size_t segment);
+
+  // Receives what is queued (never blocks); appends datagrams that point
+  // into the socket's own buffers, valid until the next call.
+  void receive(std::vector<Datagram>& out);
+
+ private:
+  int fd_ = -1;
+  Address local_;
+  bool gso_ = true;
+  bool gro_ = false;
+  std::vector<uint8_t> rx_buf_;
+  std::vector<Address> rx_from_;
+  std::vector<size_t> rx_seg_;
+};
+
+}  // namespace macula
