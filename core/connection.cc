@@ -11,6 +11,7 @@ namespace macula {
 namespace {
 
 constexpr size_t kMaxGsoPackets = 64;
+constexpr size_t kMaxGsoBytes = 65000;  // one UDP datagram's length field
 constexpr size_t kMaxPacketsPerFlush = 1024;
 constexpr size_t kMaxVecs = 16;
 constexpr uint64_t kControlWindow = 1 << 20;
@@ -528,7 +529,8 @@ bool Connection::flush(uint64_t now) {
     off += size_t(n);
     ++npkts;
     ++total;
-    if (npkts == kMaxGsoPackets || size_t(n) < seg) send_pending();
+    if (npkts == kMaxGsoPackets || off + seg > kMaxGsoBytes || size_t(n) < seg)
+      send_pending();
   }
   send_pending();
   ngtcp2_conn_stat cstat;

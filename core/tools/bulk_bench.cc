@@ -1,0 +1,75 @@
+// Raw core throughput: two endpoints in one process on loopback, one
+// connection, N frames of S bytes on the data channel, credit returned at
+// once. Prints MB/s. Used to profile the core without the Erlang VM.
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+#include "endpoint.h"
+#include "framing.h"
+
+using namespace macula;
+
+struct Sink : ConnectionEvents {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool up = false;
+  uint64_t frames = 0, bytes = 0;
+  std::shared_ptr<ConnectionHandle> handle;
+  void connected() override { std::lock_guard l(mu); up = true; cv.notify_all(); }
+  void control_frame(Bytes) override {}
+  void data_frames(std::vector<Bytes>& fs, uint64_t credit) override {
+    std::lock_guard l(mu);
+    for (auto& f : fs) bytes += f.size;
+    frames += fs.size();
+    if (handle) handle->consumed(credit);
+    cv.notify_all();
+  }
+  void writable() override { std::lock_guard l(mu); cv.notify_all(); }
+  void closed(const CloseInfo& i) override { std::fprintf(stderr, "closed: %s %s\n", close_kind_name(i.kind), i.text.c_str()); }
+};
+
+struct Acceptor : EndpointEvents {
+  std::shared_ptr<Sink> sink = std::make_shared<Sink>();
+  void accepted(std::shared_ptr<ConnectionHandle> h) override {
+    sink->handle = h;
+    h->attach(sink);
+  }
+};
+
+int main(int argc, char** argv) {
+  size_t n = argc > 1 ? atoi(argv[1]) : 500, size = argc > 2 ? atoi(argv[2]) : 1000000;
+  EndpointConfig sc, cc;
+  sc.bind_ip = cc.bind_ip = "127.0.0.1";
+  sc.tls.cert_dir = cc.tls.cert_dir = "/tmp/macula-bench-certs";
+  cc.accept = false;
+  auto acc = std::make_shared<Acceptor>();
+  std::string err;
+  auto server = Endpoint::open(sc, acc, err);
+  auto client = Endpoint::open(cc, nullptr, err);
+  if (!server || !client) { std::fprintf(stderr, "%s\n", err.c_str()); return 1; }
+  auto csink = std::make_shared<Sink>();
+  Address to;
+  make_address("127.0.0.1", server->port(), to);
+  auto h = client->dial(to, "127.0.0.1", [&](uint64_t) { return csink; });
+  { std::unique_lock l(csink->mu); csink->cv.wait(l, [&] { return csink->up; }); }
+  std::vector<uint8_t> payload(size, 7);
+  iovec v{payload.data(), payload.size()};
+  std::span<const iovec> one(&v, 1);
+  auto t0 = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < n; ++i) {
+    Bytes b = encode_frames(std::span<const std::span<const iovec>>(&one, 1));
+    if (h->send(Channel::kData, std::move(b), 1) == SendStatus::kBusy) {
+      std::unique_lock l(csink->mu);
+      csink->cv.wait_for(l, std::chrono::milliseconds(50));
+    }
+  }
+  auto& s = *acc->sink;
+  { std::unique_lock l(s.mu); s.cv.wait(l, [&] { return s.frames >= n; }); }
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("%zu x %zu bytes in %.3f s = %.1f MB/s\n", n, size, secs, n * size / secs / 1e6);
+  return 0;
+}
