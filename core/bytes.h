@@ -3,7 +3,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <sys/uio.h>
+
 #include <memory>
+#include <vector>
 
 namespace macula {
 
@@ -14,6 +17,23 @@ struct Bytes {
 
   Bytes() = default;
   explicit Bytes(size_t n) : data(n ? new uint8_t[n] : nullptr), size(n) {}
+};
+
+// Bytes to send as a list of spans; `owner` keeps the memory behind them
+// alive until the chunk is acknowledged and dropped (for Erlang binaries:
+// an environment holding references to them, so nothing is copied).
+struct OutChunk {
+  std::vector<iovec> iov;  // no empty entries
+  size_t size = 0;
+  std::shared_ptr<void> owner;
+
+  static OutChunk from_bytes(Bytes bytes) {
+    OutChunk c;
+    c.size = bytes.size;
+    if (bytes.size) c.iov.push_back({bytes.data.get(), bytes.size});
+    c.owner = std::shared_ptr<uint8_t[]>(bytes.data.release());
+    return c;
+  }
 };
 
 }  // namespace macula

@@ -3,6 +3,8 @@
 #include <gnutls/crypto.h>
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <cstring>
 #include <ctime>
@@ -17,6 +19,9 @@ constexpr size_t kMaxVecs = 16;
 constexpr uint64_t kControlWindow = 1 << 20;
 constexpr uint64_t kConnWindow = 64ull << 20;
 constexpr size_t kMaxUdpPayload = 1452;
+// Loopback has a 64 KB MTU and per-packet costs dominate, so peers on the
+// same host use bigger datagrams (never sent across a real link).
+constexpr size_t kLoopbackUdpPayload = 8192;
 
 ngtcp2_conn* get_conn(ngtcp2_crypto_conn_ref* ref) {
   return static_cast<ngtcp2_conn*>(ref->user_data);
@@ -44,6 +49,14 @@ ngtcp2_path make_path(const Address& local, const Address& remote) {
   return ngtcp2_path{{const_cast<sockaddr*>(local.sa()), local.len},
                      {const_cast<sockaddr*>(remote.sa()), remote.len},
                      nullptr};
+}
+
+bool is_loopback(const Address& a) {
+  if (a.storage.ss_family == AF_INET)
+    return (ntohl(reinterpret_cast<const sockaddr_in*>(&a.storage)->sin_addr.s_addr) >> 24) == 127;
+  auto* in6 = reinterpret_cast<const sockaddr_in6*>(&a.storage);
+  if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) return in6->sin6_addr.s6_addr[12] == 127;
+  return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
 }
 
 bool is_local_stream(int64_t id, Role role) {
@@ -120,16 +133,21 @@ uint64_t now_ns() {
 Connection::Connection(const ConnectionConfig& config,
                        std::shared_ptr<ConnectionHandle> handle, Role role)
     : config_(config), handle_(std::move(handle)), role_(role),
-      tx_(kMaxGsoPackets * kMaxUdpPayload) {}
+      tx_(kMaxGsoBytes + kLoopbackUdpPayload) {}
 
 Connection::~Connection() {
   if (conn_) ngtcp2_conn_del(conn_);
   if (session_) gnutls_deinit(session_);
 }
 
-void Connection::settings_and_params(uint64_t now, ngtcp2_settings& s,
+void Connection::settings_and_params(uint64_t now, const Address& remote,
+                                     ngtcp2_settings& s,
                                      ngtcp2_transport_params& p) const {
   ngtcp2_settings_default(&s);
+  if (is_loopback(remote)) {
+    s.max_tx_udp_payload_size = kLoopbackUdpPayload;
+    s.no_tx_udp_payload_size_shaping = 1;
+  }
   s.initial_ts = now;
   s.rand_ctx.native_handle = nullptr;
   s.handshake_timeout = config_.handshake_timeout_ns;
@@ -168,7 +186,7 @@ std::unique_ptr<Connection> Connection::dial(
   ngtcp2_path path = make_path(local, remote);
   ngtcp2_settings s;
   ngtcp2_transport_params p;
-  c->settings_and_params(now, s, p);
+  c->settings_and_params(now, remote, s, p);
   ngtcp2_callbacks cb = ConnectionCallbacks::make(Role::kClient);
   int rv = ngtcp2_conn_client_new(&c->conn_, &dcid, &scid, &path,
                                   NGTCP2_PROTO_VER_V1, &cb, &s, &p, nullptr,
@@ -191,7 +209,7 @@ std::unique_ptr<Connection> Connection::accept(
   ngtcp2_path path = make_path(local, remote);
   ngtcp2_settings s;
   ngtcp2_transport_params p;
-  c->settings_and_params(now, s, p);
+  c->settings_and_params(now, remote, s, p);
   p.original_dcid = hd.dcid;
   ngtcp2_crypto_generate_stateless_reset_token(p.stateless_reset_token,
                                                config.reset_secret, 32, &scid);
@@ -482,7 +500,7 @@ bool Connection::flush(uint64_t now) {
   ngtcp2_path_storage ps;
   ngtcp2_path_storage_zero(&ps);
   ngtcp2_pkt_info pi{};
-  size_t max_udp = std::min(ngtcp2_conn_get_max_tx_udp_payload_size(conn_), kMaxUdpPayload);
+  size_t max_udp = ngtcp2_conn_get_max_tx_udp_payload_size(conn_);
   size_t off = 0, npkts = 0, seg = 0, total = 0;
   Address batch_to;
   control_out_.blocked = data_out_.blocked = false;

@@ -106,7 +106,7 @@ class Connection {
   Connection(const ConnectionConfig& config,
              std::shared_ptr<ConnectionHandle> handle, Role role);
   bool init_tls(const std::string& peer_host);
-  void settings_and_params(uint64_t now, ngtcp2_settings& s,
+  void settings_and_params(uint64_t now, const Address& remote, ngtcp2_settings& s,
                            ngtcp2_transport_params& p) const;
 
   // ngtcp2 callbacks (static trampolines in the .cc).

@@ -30,7 +30,7 @@ void ConnectionHandle::wake() {
   mailbox_->post(id_);
 }
 
-SendStatus ConnectionHandle::send(Channel channel, Bytes framed,
+SendStatus ConnectionHandle::send(Channel channel, OutChunk framed,
                                   uint32_t nframes) {
   if (closed_.load()) return SendStatus::kClosed;
   uint64_t size = framed.size;

@@ -82,7 +82,10 @@ class ConnectionHandle {
   // Queues already framed bytes (`nframes` frames) on `channel`. kOk:
   // queued. kBusy: queued, but the queue is above its high-water mark;
   // wait for writable() before sending more. kClosed: dropped.
-  SendStatus send(Channel channel, Bytes framed, uint32_t nframes);
+  SendStatus send(Channel channel, OutChunk framed, uint32_t nframes);
+  SendStatus send(Channel channel, Bytes framed, uint32_t nframes) {
+    return send(channel, OutChunk::from_bytes(std::move(framed)), nframes);
+  }
   // Returns receive credit handed out with data_frames().
   void consumed(uint64_t credit);
   // Closes with an application error code; the peer learns it at once.
@@ -99,7 +102,7 @@ class ConnectionHandle {
 
   // ---- I/O thread side ----
   struct Inbox {
-    std::vector<std::pair<Channel, Bytes>> sends;
+    std::vector<std::pair<Channel, OutChunk>> sends;
     uint64_t credit = 0;
     bool close = false;
     uint64_t close_code = 0;

@@ -5,6 +5,26 @@
 
 namespace macula {
 
+// Frames up to this size get their whole buffer at once; beyond it the
+// buffer doubles as bytes arrive.
+constexpr size_t kEagerAllocation = 1 << 20;
+
+namespace {
+
+void put_u32(uint8_t* p, size_t v) {
+  p[0] = uint8_t(v >> 24);
+  p[1] = uint8_t(v >> 16);
+  p[2] = uint8_t(v >> 8);
+  p[3] = uint8_t(v);
+}
+
+struct ChunkOwner {
+  std::vector<uint8_t> headers;
+  std::shared_ptr<void> payload;
+};
+
+}  // namespace
+
 Bytes encode_frames(std::span<const std::span<const iovec>> frames) {
   size_t total = 0;
   for (auto frame : frames) {
@@ -16,10 +36,7 @@ Bytes encode_frames(std::span<const std::span<const iovec>> frames) {
   for (auto frame : frames) {
     size_t len = 0;
     for (const iovec& v : frame) len += v.iov_len;
-    p[0] = uint8_t(len >> 24);
-    p[1] = uint8_t(len >> 16);
-    p[2] = uint8_t(len >> 8);
-    p[3] = uint8_t(len);
+    put_u32(p, len);
     p += kFrameHeaderSize;
     for (const iovec& v : frame) {
       if (v.iov_len) std::memcpy(p, v.iov_base, v.iov_len);
@@ -29,11 +46,33 @@ Bytes encode_frames(std::span<const std::span<const iovec>> frames) {
   return out;
 }
 
+
+OutChunk frame_chunk(std::span<const std::span<const iovec>> frames,
+                     std::shared_ptr<void> payload_owner) {
+  auto owner = std::make_shared<ChunkOwner>();
+  owner->headers.resize(frames.size() * kFrameHeaderSize);
+  owner->payload = std::move(payload_owner);
+  OutChunk out;
+  uint8_t* header = owner->headers.data();
+  for (auto frame : frames) {
+    size_t len = 0;
+    for (const iovec& v : frame) len += v.iov_len;
+    put_u32(header, len);
+    out.iov.push_back({header, kFrameHeaderSize});
+    header += kFrameHeaderSize;
+    for (const iovec& v : frame)
+      if (v.iov_len) out.iov.push_back(v);
+    out.size += kFrameHeaderSize + len;
+  }
+  out.owner = std::move(owner);
+  return out;
+}
+
 // The body grows with what actually arrives, so a header announcing a huge
 // frame costs nothing until the bytes are really sent.
 void FrameDecoder::grow_to(size_t need) {
   if (need <= capacity_) return;
-  size_t cap = std::max<size_t>(capacity_ * 2, 4096);
+  size_t cap = std::max<size_t>(capacity_ * 2, kEagerAllocation);
   cap = std::min(std::max(cap, need), body_.size);
   auto grown = std::unique_ptr<uint8_t[]>(new uint8_t[cap]);
   if (filled_) std::memcpy(grown.get(), body_.data.get(), filled_);

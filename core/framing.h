@@ -19,6 +19,11 @@ inline constexpr size_t kFrameHeaderSize = 4;
 // buffer. Returns the buffer; its size is the sum of headers and payloads.
 Bytes encode_frames(std::span<const std::span<const iovec>> frames);
 
+// The same frames without copying the payloads: the chunk points into
+// them, and `payload_owner` must keep them alive. Empty spans are skipped.
+OutChunk frame_chunk(std::span<const std::span<const iovec>> frames,
+                     std::shared_ptr<void> payload_owner);
+
 // Incremental decoder for one byte stream. Not thread-safe.
 class FrameDecoder {
  public:

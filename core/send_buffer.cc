@@ -4,37 +4,50 @@
 
 namespace macula {
 
-void SendBuffer::append(Bytes chunk) {
+void SendBuffer::append(OutChunk chunk) {
   if (chunk.size == 0) return;
   end_offset_ += chunk.size;
   chunks_.push_back(std::move(chunk));
 }
 
 size_t SendBuffer::unsent(ngtcp2_vec* vecs, size_t max) const {
-  size_t n = 0;
-  uint64_t chunk_start = base_offset_;
-  for (const Bytes& c : chunks_) {
-    if (n == max) break;
-    uint64_t chunk_end = chunk_start + c.size;
-    if (chunk_end > sent_offset_) {
-      size_t skip = sent_offset_ > chunk_start ? sent_offset_ - chunk_start : 0;
-      vecs[n].base = c.data.get() + skip;
-      vecs[n].len = c.size - skip;
+  size_t n = 0, off = cur_off_, iov = cur_iov_;
+  for (size_t c = cur_chunk_; c < chunks_.size() && n < max; ++c, iov = 0) {
+    const std::vector<iovec>& v = chunks_[c].iov;
+    for (; iov < v.size() && n < max; ++iov, off = 0) {
+      vecs[n].base = static_cast<uint8_t*>(v[iov].iov_base) + off;
+      vecs[n].len = v[iov].iov_len - off;
       ++n;
     }
-    chunk_start = chunk_end;
   }
   return n;
+}
+
+void SendBuffer::mark_sent(size_t n) {
+  sent_offset_ += n;
+  while (n > 0) {
+    const iovec& v = chunks_[cur_chunk_].iov[cur_iov_];
+    size_t take = std::min(n, v.iov_len - cur_off_);
+    cur_off_ += take;
+    n -= take;
+    if (cur_off_ < v.iov_len) break;
+    cur_off_ = 0;
+    if (++cur_iov_ == chunks_[cur_chunk_].iov.size()) {
+      cur_iov_ = 0;
+      ++cur_chunk_;
+    }
+  }
 }
 
 size_t SendBuffer::acknowledge(uint64_t offset, uint64_t len) {
   acked_offset_ = std::max(acked_offset_, offset + len);
   size_t freed = 0;
-  while (!chunks_.empty() &&
+  while (!chunks_.empty() && cur_chunk_ > 0 &&
          base_offset_ + chunks_.front().size <= acked_offset_) {
     base_offset_ += chunks_.front().size;
     freed += chunks_.front().size;
     chunks_.pop_front();
+    --cur_chunk_;
   }
   return freed;
 }

@@ -14,13 +14,14 @@ namespace macula {
 
 class SendBuffer {
  public:
-  void append(Bytes chunk);
+  void append(OutChunk chunk);
+  void append(Bytes bytes) { append(OutChunk::from_bytes(std::move(bytes))); }
 
   // Describes up to `max` iovecs of not-yet-sent bytes; returns the count.
   size_t unsent(ngtcp2_vec* vecs, size_t max) const;
 
   // ngtcp2 took `n` more bytes from the front of what unsent() described.
-  void mark_sent(size_t n) { sent_offset_ += n; }
+  void mark_sent(size_t n);
 
   // The peer acknowledged stream bytes [offset, offset+len). Frees whole
   // chunks below the acknowledged prefix; returns the bytes freed.
@@ -30,7 +31,9 @@ class SendBuffer {
   uint64_t held_bytes() const { return end_offset_ - base_offset_; }
 
  private:
-  std::deque<Bytes> chunks_;
+  std::deque<OutChunk> chunks_;
+  // Position of the first unsent byte: chunk, iovec, offset in the iovec.
+  size_t cur_chunk_ = 0, cur_iov_ = 0, cur_off_ = 0;
   uint64_t base_offset_ = 0;  // stream offset of chunks_.front()
   uint64_t sent_offset_ = 0;
   uint64_t acked_offset_ = 0;

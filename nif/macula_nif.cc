@@ -416,31 +416,37 @@ ERL_NIF_TERM send(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   unsigned n;
   if (!enif_get_list_length(env, argv[2], &n) || n == 0 || n > kMaxFramesPerSend)
     return badarg(env, "frames");
-  // Distribution data comes as lists of binaries (no copy needed here);
-  // handshake frames are arbitrary iolists, flattened first. Both live
-  // in `env`, which frees them.
-  std::vector<ErlNifIOVec*> iovecs(n, nullptr);
-  std::vector<iovec> flat(n);
+  // The frames are referenced, not copied: a private environment holds
+  // the binaries until the peer acknowledges them. Distribution data comes
+  // as lists of binaries; handshake frames are arbitrary iolists, which
+  // are flattened into a new binary in that environment.
+  std::shared_ptr<ErlNifEnv> owner(enif_alloc_env(), enif_free_env);
+  std::vector<iovec*> flats;
   std::vector<std::span<const iovec>> frames(n);
   ERL_NIF_TERM list = argv[2], head;
   for (unsigned i = 0; enif_get_list_cell(env, list, &head, &list); ++i) {
-    ERL_NIF_TERM tail;
+    ERL_NIF_TERM term = enif_make_copy(owner.get(), head), tail;
+    ErlNifIOVec* iov = nullptr;
     ErlNifBinary bin;
-    if (enif_inspect_iovec(env, ~size_t(0) >> 1, head, &tail, &iovecs[i]) &&
-        enif_is_empty_list(env, tail)) {
-      frames[i] = {reinterpret_cast<const iovec*>(iovecs[i]->iov), size_t(iovecs[i]->iovcnt)};
-    } else if (enif_inspect_iolist_as_binary(env, head, &bin)) {
-      flat[i] = {bin.data, bin.size};
-      frames[i] = {&flat[i], 1};
+    if (enif_inspect_iovec(owner.get(), ~size_t(0) >> 1, term, &tail, &iov) &&
+        enif_is_empty_list(owner.get(), tail)) {
+      frames[i] = {reinterpret_cast<const iovec*>(iov->iov), size_t(iov->iovcnt)};
+    } else if (enif_inspect_iolist_as_binary(owner.get(), term, &bin)) {
+      auto* flat = static_cast<iovec*>(enif_alloc(sizeof(iovec)));
+      *flat = {bin.data, bin.size};
+      frames[i] = {flat, 1};
+      flats.push_back(flat);
     } else {
+      for (iovec* f : flats) enif_free(f);
       return badarg(env, "frames");
     }
   }
-  Bytes framed = encode_frames(frames);
+  OutChunk chunk = frame_chunk(frames, owner);
+  for (iovec* f : flats) enif_free(f);
   ErlNifPid self;
   enif_self(env, &self);
   c->events->set_writable_pid(self);
-  return send_status(env, c->handle->send(ch, std::move(framed), n));
+  return send_status(env, c->handle->send(ch, std::move(chunk), n));
 }
 
 // tick(Conn): an empty frame on the control stream; never waits for data.
