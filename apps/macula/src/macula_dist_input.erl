@@ -31,7 +31,12 @@ loop(Conn, DHandle) ->
     end.
 
 deliver(Conn, DHandle, Frames, Credit) ->
-    put_all(DHandle, Frames),
+    try put_all(DHandle, Frames)
+    catch error:notsup ->
+        %% The VM took the connection down (disconnect) while frames were
+        %% on their way: nothing to deliver them to.
+        exit({shutdown, connection_closed})
+    end,
     macula_nif:consumed(Conn, Credit).
 
 put_all(_DHandle, []) ->
