@@ -20,6 +20,7 @@
 -export([timed_ping/1, rtt/4, echo/0, stream/6, counter/0, proc_cpu_ticks/1]).
 
 -define(SETUP_REPS, 20).
+-define(SETUP_MAX_FAILS, 3).
 -define(RTT_WARMUP, 2000).
 -define(RTT_N, 20000).
 -define(PAYLOAD_SMALL, 64).
@@ -41,7 +42,8 @@ main([BenchDir, OutMd, PidFile | Carriers]) ->
             port_base => list_to_integer(env("BENCH_PORT_BASE", "47100")),
             case_secs => list_to_integer(env("BENCH_CASE_SECONDS", "8")),
             clk_tck => list_to_integer(env("BENCH_CLK_TCK", "100")),
-            cookie => env("BENCH_COOKIE", "macula_bench_cookie")},
+            cookie => env("BENCH_COOKIE", "macula_bench_cookie"),
+            erl_flags => string:lexemes(env("BENCH_ERL_FLAGS", ""), " ")},
     T0 = erlang:monotonic_time(millisecond),
     Results = [{C, run_carrier(C, Cfg)} || C <- Carriers],
     Secs = (erlang:monotonic_time(millisecond) - T0) / 1000,
@@ -76,22 +78,32 @@ now_str() ->
 %% Returns #{metrics => #{Key => Value}, errors => [String]}.
 run_carrier(Carrier, Cfg) ->
     log("== carrier ~s: starting two nodes", [Carrier]),
-    try start_pair(Carrier, Cfg) of
+    case start_pair_safe(Carrier, Cfg) of
         {ok, Pair} ->
-            try measure(Carrier, Pair, Cfg)
-            after
-                stop_pair(Pair)
-            end;
+            measure(Carrier, Pair, Cfg);
+        {error, Err} ->
+            #{metrics => #{}, errors => [Err]}
+    end.
+
+start_pair_safe(Carrier, Cfg) ->
+    Result = try start_pair(Carrier, Cfg)
+             catch Class:Reason:Stack -> {error, {Class, Reason, Stack}}
+             end,
+    case Result of
+        {ok, Pair} ->
+            {ok, Pair#{carrier => Carrier, cfg => Cfg}};
         {error, Why} ->
             Err = lists:flatten(io_lib:format("~s: could not start nodes: ~p", [Carrier, Why])),
             log("ERROR ~s", [Err]),
-            #{metrics => #{}, errors => [Err]}
-    catch Class:Reason:Stack ->
-            Err = lists:flatten(io_lib:format("~s: could not start nodes: ~p:~p ~p",
-                                              [Carrier, Class, Reason, Stack])),
-            log("ERROR ~s", [Err]),
-            #{metrics => #{}, errors => [Err]}
+            {error, Err}
     end.
+
+%% After a failure the pair is replaced by two fresh nodes, so that one
+%% bug does not hide every later measurement.
+restart_pair(Pair = #{carrier := Carrier, cfg := Cfg}) ->
+    stop_pair(Pair),
+    log("   ~s: restarting both nodes after the failure", [Carrier]),
+    start_pair_safe(Carrier, Cfg).
 
 node_opts("macula", Which, Cfg = #{port_base := Base, tmp := Tmp}) ->
     Port = Base + which_index(Which),
@@ -128,8 +140,8 @@ start_node(Carrier, Which, Cfg = #{bench_dir := BenchDir, cookie := Cookie}) ->
              connection => standard_io,
              peer_down => continue,
              wait_boot => 30000,
-             args => ["-pa", BenchDir, "-setcookie", Cookie,
-                      "+sbwt", "none" | Args],
+             args => ["-pa", BenchDir, "-setcookie", Cookie
+                      | maps:get(erl_flags, Cfg) ++ Args],
              env => Env},
     case catch peer:start_link(Opts) of
         {ok, Peer, Node} ->
@@ -148,9 +160,28 @@ stop_pair(#{a := A, b := B}) ->
     stop_node(A),
     stop_node(B).
 
-stop_node(#{peer := Peer}) ->
+stop_node(#{peer := Peer, ospid := OsPid}) ->
     catch peer:stop(Peer),
+    %% peer:stop waits for the node; make sure it is gone (a hung node
+    %% would keep its UDP port or epmd name)
+    wait_os_exit(OsPid, 50),
     ok.
+
+wait_os_exit(OsPid, 0) ->
+    %% still there after 5 s: kill it, if the pid is still that node
+    case file:read_file("/proc/" ++ integer_to_list(OsPid) ++ "/cmdline") of
+        {ok, Cmd} ->
+            case binary:match(Cmd, <<"macula_bench">>) of
+                nomatch -> ok;
+                _ -> os:cmd("kill -9 " ++ integer_to_list(OsPid)), timer:sleep(100)
+            end;
+        _ -> ok
+    end;
+wait_os_exit(OsPid, N) ->
+    case filelib:is_file("/proc/" ++ integer_to_list(OsPid)) of
+        true -> timer:sleep(100), wait_os_exit(OsPid, N - 1);
+        false -> ok
+    end.
 
 call(#{peer := Peer}, M, F, A) ->
     call(#{peer => Peer}, M, F, A, ?CALL_TIMEOUT).
@@ -158,41 +189,56 @@ call(#{peer := Peer}, M, F, A) ->
 call(#{peer := Peer}, M, F, A, Timeout) ->
     peer:call(Peer, M, F, A, Timeout).
 
-%% Runs each measurement; stops at the first failure, since the later
-%% ones would run over a connection that no longer works.
-measure(Carrier, Pair = #{a := A, b := B}, Cfg) ->
-    BNode = maps:get(node, B),
-    Steps = [{connect, fun() -> first_connect(A, BNode) end},
-             {setup, fun() -> setup_times(Pair) end},
-             {rtt, fun() -> rtt_case(A, BNode, Cfg) end},
-             {stream_64, fun() -> stream_case(Pair, ?PAYLOAD_SMALL, 4000000, 1000, Cfg) end},
-             {stream_4k, fun() -> stream_case(Pair, ?PAYLOAD_4K, 1000000, 100, Cfg) end},
-             {stream_1m, fun() -> stream_case(Pair, ?PAYLOAD_1M, 2000, 1, Cfg) end}],
-    run_steps(Carrier, Steps, #{}).
+%% Runs each measurement. A failed one is reported, the pair restarted
+%% and the next one run on the fresh pair.
+measure(Carrier, Pair, Cfg) ->
+    Steps = [{connect, fun(P) -> first_connect(P) end},
+             {setup, fun(P) -> setup_times(P) end},
+             {rtt, fun(P) -> rtt_case(P, Cfg) end},
+             {stream_64, fun(P) -> stream_case(P, ?PAYLOAD_SMALL, 10000000, 1000, Cfg) end},
+             {stream_4k, fun(P) -> stream_case(P, ?PAYLOAD_4K, 1000000, 100, Cfg) end},
+             {stream_1m, fun(P) -> stream_case(P, ?PAYLOAD_1M, 2000, 1, Cfg) end}],
+    run_steps(Carrier, Steps, Pair, #{}, []).
 
-run_steps(_Carrier, [], Metrics) ->
-    #{metrics => Metrics, errors => []};
-run_steps(Carrier, [{Name, Fun} | Rest], Metrics) ->
+run_steps(_Carrier, [], Pair, Metrics, Errors) ->
+    stop_pair(Pair),
+    #{metrics => Metrics, errors => lists:reverse(Errors)};
+run_steps(Carrier, [{Name, Fun} | Rest], Pair, Metrics, Errors) ->
     log("   ~s: ~s", [Carrier, Name]),
-    try Fun() of
+    Result = try Fun(Pair)
+             catch
+                 throw:{error, _} = E -> E;
+                 Class:Reason:Stack -> {error, {Class, Reason, Stack}}
+             end,
+    case Result of
         {ok, M} ->
             log("   ~s: ~s -> ~s", [Carrier, Name, fmt_metrics(M)]),
-            run_steps(Carrier, Rest, maps:merge(Metrics, M));
+            run_steps(Carrier, Rest, Pair, maps:merge(Metrics, M), Errors);
+        {ok, M, StepErrors, Pair1} ->
+            %% a step that recovered from failures on its own
+            log("   ~s: ~s -> ~s", [Carrier, Name, fmt_metrics(M)]),
+            Errs = [error_text(Carrier, Name, W) || W <- StepErrors],
+            run_steps(Carrier, Rest, Pair1, maps:merge(Metrics, M),
+                      lists:reverse(Errs, Errors));
         {error, Why} ->
-            fail(Carrier, Name, Why, Metrics)
-    catch Class:Reason:Stack ->
-            fail(Carrier, Name, {Class, Reason, Stack}, Metrics)
+            Err = error_text(Carrier, Name, Why),
+            case restart_pair(Pair) of
+                {ok, Pair1} ->
+                    run_steps(Carrier, Rest, Pair1, Metrics, [Err | Errors]);
+                {error, RErr} ->
+                    #{metrics => Metrics, errors => lists:reverse(Errors, [Err, RErr])}
+            end
     end.
 
-fail(Carrier, Name, Why, Metrics) ->
+error_text(Carrier, Name, Why) ->
     Err = lists:flatten(io_lib:format("~s: ~s failed: ~p", [Carrier, Name, Why])),
     log("ERROR ~s", [Err]),
-    #{metrics => Metrics, errors => [Err]}.
+    Err.
 
 fmt_metrics(M) ->
     lists:join(", ", [io_lib:format("~s=~s", [K, fmt(V)]) || {K, V} <- lists:sort(maps:to_list(M))]).
 
-first_connect(A, BNode) ->
+first_connect(#{a := A, b := #{node := BNode}}) ->
     case call(A, ?MODULE, timed_ping, [BNode], 30000) of
         {pong, Us} ->
             {ok, #{first_connect_ms => Us / 1000}};
@@ -202,36 +248,71 @@ first_connect(A, BNode) ->
     end.
 
 %% Disconnect, wait until both sides have forgotten each other, then time
-%% one ping over a fresh connection.
-setup_times(Pair = #{a := A, b := B}) ->
-    BNode = maps:get(node, B),
-    Times = [begin
-                 ok = disconnect(Pair),
-                 case call(A, ?MODULE, timed_ping, [BNode], 30000) of
-                     {pong, Us} -> Us;
-                     {pang, Us} -> throw({error, {reconnect_failed, I, Us}})
-                 end
-             end || I <- lists:seq(1, ?SETUP_REPS)],
-    S = lists:sort(Times),
-    {ok, #{setup_p50_ms => pct(S, 50) / 1000, setup_min_ms => hd(S) / 1000}}.
+%% one ping over a fresh connection. A repetition that fails is reported
+%% and the pair restarted; after ?SETUP_MAX_FAILS failures the step fails.
+setup_times(Pair) ->
+    setup_times(Pair, 1, [], [], 0).
+
+setup_times(Pair, I, Times, Errors, Fails) when I > ?SETUP_REPS ->
+    case Times of
+        [] -> {error, {no_successful_reconnect, lists:reverse(Errors)}};
+        _ ->
+            S = lists:sort(Times),
+            {ok, #{setup_p50_ms => pct(S, 50) / 1000, setup_min_ms => hd(S) / 1000,
+                   setup_fails => Fails, setup_ok => length(S)},
+             lists:reverse(Errors), Pair}
+    end;
+setup_times(Pair = #{a := A, b := #{node := BNode}}, I, Times, Errors, Fails) ->
+    Rep = try
+              ok = disconnect(Pair),
+              case call(A, ?MODULE, timed_ping, [BNode], 30000) of
+                  {pong, Us0} -> {ok, Us0};
+                  {pang, Us0} -> {error, {reconnect_pang_after_us, Us0}}
+              end
+          catch
+              throw:{error, W} -> {error, W};
+              C:R:St -> {error, {C, R, St}}
+          end,
+    case Rep of
+        {ok, Us} ->
+            setup_times(Pair, I + 1, [Us | Times], Errors, Fails);
+        {error, Why} ->
+            Err = {repetition, I, of_, ?SETUP_REPS, Why},
+            case Fails + 1 >= ?SETUP_MAX_FAILS of
+                true ->
+                    throw({error, {too_many_failed_repetitions, lists:reverse([Err | Errors])}});
+                false ->
+                    case restart_pair(Pair) of
+                        {ok, Pair1} ->
+                            %% the fresh pair's first connection is not timed
+                            case call(maps:get(a, Pair1), ?MODULE, timed_ping, [BNode], 30000) of
+                                {pong, _} -> setup_times(Pair1, I + 1, Times, [Err | Errors], Fails + 1);
+                                {pang, _} -> throw({error, {could_not_connect_after_restart, [Err | Errors]}})
+                            end;
+                        {error, RErr} ->
+                            throw({error, {RErr, [Err | Errors]}})
+                    end
+            end
+    end.
 
 disconnect(#{a := A, b := B}) ->
     BNode = maps:get(node, B),
     _ = call(A, erlang, disconnect_node, [BNode]),
-    wait_no_nodes([A, B], erlang:monotonic_time(millisecond) + 10000).
+    wait_no_nodes([A, B], erlang:monotonic_time(millisecond) + 5000).
 
 wait_no_nodes(Nodes, Deadline) ->
     case lists:all(fun(N) -> call(N, erlang, nodes, []) =:= [] end, Nodes) of
         true -> ok;
         false ->
             case erlang:monotonic_time(millisecond) > Deadline of
-                true -> throw({error, {disconnect_timeout,
-                                       [call(N, erlang, nodes, []) || N <- Nodes]}});
+                true -> throw({error, {still_connected_5s_after_disconnect_node,
+                                       [{maps:get(node, N), call(N, erlang, nodes, [])}
+                                        || N <- Nodes]}});
                 false -> timer:sleep(5), wait_no_nodes(Nodes, Deadline)
             end
     end.
 
-rtt_case(A, BNode, #{case_secs := Secs}) ->
+rtt_case(#{a := A, b := #{node := BNode}}, #{case_secs := Secs}) ->
     case call(A, ?MODULE, rtt, [BNode, ?RTT_WARMUP, ?RTT_N, Secs], (Secs + 60) * 1000) of
         {ok, Sorted} ->
             {ok, #{rtt_p50_us => pct(Sorted, 50) / 1000,
@@ -342,7 +423,7 @@ stream(Node, Size, MaxMsgs, Batch, MaxSecs, OsPids) ->
     %% counter are ready before the clock starts
     _ = send_n(Counter, Bin, min(Batch, 10)),
     Counter ! {done, min(Batch, 10), self()},
-    case wait_counted(MRef, 30000) of
+    case wait_counted(MRef, 10000) of
         {ok, _} ->
             erlang:garbage_collect(),
             Ticks0 = [proc_cpu_ticks(P) || P <- OsPids],
@@ -350,7 +431,7 @@ stream(Node, Size, MaxMsgs, Batch, MaxSecs, OsPids) ->
             Deadline = T0 + erlang:convert_time_unit(MaxSecs, second, native),
             Sent = send_loop(Counter, Bin, Batch, MaxMsgs, Deadline, 0),
             Counter ! {done, Sent, self()},
-            Result = wait_counted(MRef, 60000),
+            Result = wait_counted(MRef, 20000),
             T1 = erlang:monotonic_time(),
             Ticks1 = [proc_cpu_ticks(P) || P <- OsPids],
             erlang:demonitor(MRef, [flush]),
@@ -423,8 +504,8 @@ split_after_comm(Data) ->
 
 -define(ROWS,
         [{setup_p50_ms, "connection setup p50 (fresh net_adm:ping, 20x)", "ms", lower},
-         {rtt_p50_us, "64 B round trip p50", "µs", lower},
-         {rtt_p99_us, "64 B round trip p99", "µs", lower},
+         {rtt_p50_us, "64 B round trip p50", "us", lower},
+         {rtt_p99_us, "64 B round trip p99", "us", lower},
          {s64_msgs_per_s, "64 B one-way", "msgs/s", higher},
          {s4k_msgs_per_s, "4 KiB one-way", "msgs/s", higher},
          {s4k_mb_per_s, "4 KiB one-way", "MB/s", higher},
@@ -436,7 +517,7 @@ split_after_comm(Data) ->
 render(Results, _Cfg, Secs) ->
     Get = fun(C) -> case lists:keyfind(C, 1, Results) of
                         {_, R} -> R;
-                        false -> #{metrics => #{}, errors => [C ++ ": not run"]}
+                        false -> not_run
                     end
           end,
     Mac = Get("macula"), Tcp = Get("inet_tcp"), Tls = Get("inet_tls"),
@@ -457,11 +538,13 @@ render(Results, _Cfg, Secs) ->
                                       {s1m_msgs, "1 MiB messages sent", "msgs"},
                                       {s1m_secs, "1 MiB stream time", "s"},
                                       {rtt_n, "round trips measured", "count"},
+                                      {setup_ok, "fresh connections timed (of 20)", "count"},
+                                      {setup_fails, "fresh connections failed (pair restarted)", "count"},
                                       {first_connect_ms, "first connection (cold)", "ms"}]],
     Errors = lists:append([maps:get(errors, R) || {_, R} <- Results]),
     {ok, Host} = inet:gethostname(),
     [io_lib:format("# macula distribution benchmark\n\n"
-                   "OTP ~s, ERTS ~s, ~p schedulers, host ~s, ~s UTC; bench took ~.0f s.\n"
+                   "OTP ~s, ERTS ~s, ~p schedulers, host ~s, ~s UTC; bench took ~.1f s.\n"
                    "Two nodes per carrier on 127.0.0.1, all carriers measured in the same run.\n"
                    "inet_tls = inet_tls_dist, TLS 1.3 only, verify_peer, ECDSA P-256 certs.\n"
                    "Ratios are macula value / baseline value; the (+)/(-) mark says\n"
@@ -470,7 +553,7 @@ render(Results, _Cfg, Secs) ->
                    [erlang:system_info(otp_release), erlang:system_info(version),
                     erlang:system_info(schedulers_online), Host, utc_now(), Secs]),
      Header, Rows,
-     "\nDetails of the streams (each bounded to ~BENCH_CASE_SECONDS of sending):\n\n"
+     "\nDetails (each stream bounded to BENCH_CASE_SECONDS of sending, then drained):\n\n"
      "| detail | macula | inet_tcp | inet_tls | unit |\n|---|---:|---:|---:|---|\n",
      Sample,
      case Errors of
@@ -480,11 +563,13 @@ render(Results, _Cfg, Secs) ->
 
 utc_now() ->
     {{Y, Mo, D}, {H, Mi, _}} = calendar:universal_time(),
-    io_lib:format("~4..0w-~2..0w-~2..0w ~2..0w:~2..0w", [Y, Mo, D, H, Mi]).
+    lists:flatten(io_lib:format("~4..0w-~2..0w-~2..0w ~2..0w:~2..0w", [Y, Mo, D, H, Mi])).
 
+val(_Key, not_run) -> not_run;
 val(Key, #{metrics := M}) -> maps:get(Key, M, undefined).
 
 fmt(undefined) -> "FAILED";
+fmt(not_run) -> "not run";
 fmt(V) when is_integer(V) -> integer_to_list(V);
 fmt(V) when is_float(V), V >= 1000 -> integer_to_list(round(V));
 fmt(V) when is_float(V), V >= 100 -> io_lib:format("~.1f", [V]);
@@ -492,8 +577,7 @@ fmt(V) when is_float(V), V >= 1 -> io_lib:format("~.2f", [V]);
 fmt(V) when is_float(V) -> io_lib:format("~.3f", [V]);
 fmt(V) -> io_lib:format("~p", [V]).
 
-ratio(undefined, _, _) -> "n/a";
-ratio(_, undefined, _) -> "n/a";
+ratio(A, B, _) when not is_number(A); not is_number(B) -> "n/a";
 ratio(_, B, _) when B == 0 -> "n/a";
 ratio(A, B, Better) ->
     R = A / B,

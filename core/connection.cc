@@ -559,6 +559,24 @@ bool Connection::flush(uint64_t now) {
   return total >= kMaxPacketsPerFlush;
 }
 
+bool Connection::is_reset_token(const uint8_t* tail) const {
+  if (state_ != State::kOpen) return false;
+  size_t n = ngtcp2_conn_get_num_active_dcid(conn_);
+  std::vector<ngtcp2_cid_token> dcids(n);
+  ngtcp2_conn_get_active_dcid(conn_, dcids.data());
+  for (const ngtcp2_cid_token& t : dcids)
+    if (t.token_present &&
+        std::memcmp(t.token, tail, NGTCP2_STATELESS_RESET_TOKENLEN) == 0)
+      return true;
+  return false;
+}
+
+void Connection::on_unreachable(const Address& remote, uint64_t now) {
+  if (state_ != State::kHandshake) return;
+  if (!(address_of(ngtcp2_conn_get_path(conn_)->remote) == remote)) return;
+  enter_closed(State::kClosed, {CloseInfo::Kind::kUnreachable, 0, "connection refused"}, now);
+}
+
 uint64_t Connection::expiry() const {
   if (state_ == State::kClosing || state_ == State::kDraining) return drain_deadline_;
   if (state_ == State::kClosed) return 0;

@@ -81,6 +81,14 @@ class Connection {
   // Hands data frames gathered since the last call to the events.
   void deliver();
 
+  // True if `tail` (the last 16 bytes of a datagram for an unknown
+  // connection ID) is a stateless reset token the peer gave us.
+  bool is_reset_token(const uint8_t* tail) const;
+  // An ICMP error says `remote` refused our packets. Only a connection
+  // still in its handshake gives up (an established one ignores ICMP,
+  // which anyone can forge).
+  void on_unreachable(const Address& remote, uint64_t now);
+
   uint64_t expiry() const;
   // Closed and past its draining period: the endpoint may delete it.
   bool finished(uint64_t now) const;

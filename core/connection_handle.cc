@@ -13,6 +13,7 @@ const char* close_kind_name(CloseInfo::Kind kind) {
     case CloseInfo::Kind::kTlsAlert: return "tls_alert";
     case CloseInfo::Kind::kProtocol: return "protocol_error";
     case CloseInfo::Kind::kEndpointStopped: return "endpoint_stopped";
+    case CloseInfo::Kind::kUnreachable: return "unreachable";
   }
   return "unknown";
 }

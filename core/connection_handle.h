@@ -31,6 +31,7 @@ struct CloseInfo {
     kHandshakeTimeout,
     kTlsAlert,          // code = alert number (42 bad cert, 120 no ALPN...)
     kProtocol,          // QUIC error or a framing violation
+    kUnreachable,       // ICMP: nothing listens at the peer's address
     kEndpointStopped,
   };
   Kind kind = Kind::kLocal;

@@ -122,6 +122,7 @@ void Endpoint::run() {
       int fd = evs[i].data.fd;
       uint64_t drain;
       if (fd == socket_.fd()) {
+        if (evs[i].events & EPOLLERR) on_socket_errors(now);
         read_socket(now);
       } else {
         [[maybe_unused]] ssize_t r = read(fd, &drain, sizeof drain);
@@ -165,7 +166,32 @@ void Endpoint::dispatch(const Datagram& d, uint64_t now) {
     accept_new(d, now);
     return;
   }
+  if (Connection* c = reset_target(d)) {
+    // A stateless reset from a peer that lost our connection (it
+    // restarted): ngtcp2 verifies it and drains at once.
+    c->on_datagram(socket_.local(), d.from, d.data, d.size, now);
+    dirty_.insert(c);
+    return;
+  }
   send_reset(d, vc.dcid, vc.dcidlen, now);
+}
+
+Connection* Endpoint::reset_target(const Datagram& d) {
+  if (d.size < NGTCP2_STATELESS_RESET_TOKENLEN + 5) return nullptr;
+  const uint8_t* tail = d.data + d.size - NGTCP2_STATELESS_RESET_TOKENLEN;
+  for (auto& [id, c] : conns_)
+    if (c->is_reset_token(tail)) return c.get();
+  return nullptr;
+}
+
+void Endpoint::on_socket_errors(uint64_t now) {
+  Address offender;
+  while (socket_.next_refused(offender)) {
+    for (auto& [id, c] : conns_) {
+      c->on_unreachable(offender, now);
+      dirty_.insert(c.get());
+    }
+  }
 }
 
 void Endpoint::accept_new(const Datagram& d, uint64_t now) {

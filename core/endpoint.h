@@ -90,6 +90,8 @@ class Endpoint : private ConnectionHost {
   void read_socket(uint64_t now);
   void dispatch(const Datagram& d, uint64_t now);
   void accept_new(const Datagram& d, uint64_t now);
+  Connection* reset_target(const Datagram& d);
+  void on_socket_errors(uint64_t now);
   void send_reset(const Datagram& d, const uint8_t* dcid, size_t dcidlen, uint64_t now);
   void drain_mailbox(uint64_t now);
   void start_dial(DialRequest& dial, uint64_t now);

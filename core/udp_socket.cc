@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/errqueue.h>
 #include <netinet/udp.h>
 #include <string.h>
 #include <unistd.h>
@@ -104,6 +105,10 @@ bool UdpSocket::open(const std::string& ip, uint16_t port, std::string& error) {
   set_buffer(fd_, SO_RCVBUFFORCE, SO_RCVBUF);
   set_buffer(fd_, SO_SNDBUFFORCE, SO_SNDBUF);
   int on = 1;
+  // ICMP errors (nothing listening at a peer) arrive on the error queue.
+  setsockopt(fd_, IPPROTO_IP, IP_RECVERR, &on, sizeof on);
+  if (addr.storage.ss_family == AF_INET6)
+    setsockopt(fd_, IPPROTO_IPV6, IPV6_RECVERR, &on, sizeof on);
   gro_ = setsockopt(fd_, IPPROTO_UDP, UDP_GRO, &on, sizeof on) == 0;
   local_.len = sizeof local_.storage;
   getsockname(fd_, local_.sa(), &local_.len);
@@ -194,6 +199,31 @@ void UdpSocket::receive(std::vector<Datagram>& out) {
     const uint8_t* base = rx_buf_.data() + i * kRxSlotSize;
     for (size_t off = 0; off < len; off += seg)
       out.push_back({base + off, std::min(seg, len - off), rx_from_[i]});
+  }
+}
+
+bool UdpSocket::next_refused(Address& to) {
+  for (;;) {
+    char data[64];
+    alignas(cmsghdr) char control[512];
+    iovec iov{data, sizeof data};
+    msghdr msg{};
+    to = Address{};
+    msg.msg_name = to.sa();
+    msg.msg_namelen = sizeof to.storage;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    if (recvmsg(fd_, &msg, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) return false;
+    to.len = msg.msg_namelen;
+    for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+      bool ip_err = (cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_RECVERR) ||
+                    (cm->cmsg_level == IPPROTO_IPV6 && cm->cmsg_type == IPV6_RECVERR);
+      if (!ip_err) continue;
+      auto* ee = reinterpret_cast<const sock_extended_err*>(CMSG_DATA(cm));
+      if (ee->ee_errno == ECONNREFUSED) return true;
+    }
   }
 }
 

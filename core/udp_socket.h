@@ -60,6 +60,11 @@ class UdpSocket {
   // into the socket's own buffers, valid until the next call.
   void receive(std::vector<Datagram>& out);
 
+  // Reads one error from the socket's error queue; true and `to` set when
+  // it was an ICMP "port unreachable" for a datagram we sent to `to`.
+  // False when the queue is empty.
+  bool next_refused(Address& to);
+
  private:
   int fd_ = -1;
   Address local_;

@@ -7,10 +7,10 @@ root=$(pwd)
 
 echo "== C++ core tests (ctest)"
 ctest --test-dir build --output-on-failure -j2 2>&1 | tee build/ctest.log | tail -n 15
-cxx_pass=$(grep -oP '\d+(?=% tests passed)' build/ctest.log >/dev/null; grep -oP '(?<=tests passed, )\d+(?= tests failed out of )' build/ctest.log || echo 0)
-cxx_total=$(grep -oP '(?<=tests failed out of )\d+' build/ctest.log || echo 0)
-cxx_fail=$(( cxx_total - $(grep -oP '\d+(?= tests failed out of)' build/ctest.log | head -1 || echo 0) ))
-cxx_failed=$(grep -oP '\d+(?= tests failed out of)' build/ctest.log | head -1 || echo 0)
+cxx_total=$(grep -oP '(?<=tests failed out of )\d+' build/ctest.log | head -1)
+cxx_total=${cxx_total:-0}
+cxx_failed=$(grep -oP '\d+(?= tests failed out of)' build/ctest.log | head -1)
+cxx_failed=${cxx_failed:-1}
 cxx_passed=$(( cxx_total - cxx_failed ))
 
 echo "== Erlang tests (common_test)"
@@ -21,11 +21,19 @@ if [ -n "$suites" ]; then
   ct_run -noshell -dir apps/macula/test -logdir logs -pa "$root/apps/macula/ebin" \
          -include "$root/apps/macula/src" -suite $suites 2>&1 | tee logs/ct.out | \
          grep -E "^(TEST COMPLETE|Testing|%%%|.*FAILED|.*failed)" | tail -n 40
-  line=$(grep "TEST COMPLETE" logs/ct.out | tail -1)
-  erl_passed=$(echo "$line" | grep -oP '\d+(?= ok)' || echo 0)
-  erl_failed=$(echo "$line" | grep -oP '\d+(?= failed)' || echo 0)
-  erl_skipped=$(echo "$line" | grep -oP '\d+(?= skipped)' | paste -sd+ - | bc 2>/dev/null || echo 0)
-  [ -n "$line" ] || erl_failed=$((erl_failed + 1))
+  # ct_run prints one "TEST COMPLETE, N ok, M failed[, K skipped] of T test
+  # cases" line per suite: add them up. A suite without that line (it did
+  # not compile or did not run) counts as one failure; skipped cases count
+  # as failures too (the suites skip nothing on purpose, so a skip means an
+  # init_per_* crashed).
+  sum() { grep "TEST COMPLETE" logs/ct.out | grep -oP "\d+(?= $1)" | awk '{s+=$1} END {print s+0}'; }
+  erl_passed=$(sum ok)
+  erl_failed=$(sum failed)
+  erl_skipped=$(sum skipped)
+  n_suites=$(echo "$suites" | wc -w)
+  n_complete=$(grep -c "TEST COMPLETE" logs/ct.out)
+  [ "$n_complete" -ge "$n_suites" ] || erl_failed=$((erl_failed + n_suites - n_complete))
+  erl_failed=$((erl_failed + erl_skipped))
 fi
 
 passed=$(( cxx_passed + ${erl_passed:-0} ))

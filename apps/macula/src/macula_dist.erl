@@ -19,7 +19,7 @@ listen(Name) ->
 
 %% Name is the part before '@': `4433` in `4433@host` chooses the port.
 listen(Name, Host) ->
-    try listen_port(atom_to_list(Name)) of
+    try listen_port(Name, Host) of
         Port ->
             case macula_endpoint:listen(Port) of
                 {ok, Ep} ->
@@ -33,10 +33,20 @@ listen(Name, Host) ->
         {error, Text}
     end.
 
-listen_port(Name) ->
-    case string:to_integer(Name) of
-        {Port, ""} when Port >= 1, Port =< 65535 -> Port;
-        _ -> macula_config:default_port()
+%% The port peers will dial: the one splitname/1 gives for the full node
+%% name. A name they could not dial stops the node here, with a message.
+%% Reading the configuration first makes a bad setting fail here too, with
+%% its own message rather than a stack trace from the endpoint opener.
+listen_port(Name, Host) ->
+    _ = macula_config:get(),
+    Node = list_to_atom(atom_to_list(Name) ++ "@" ++ Host),
+    case parse(Node) of
+        {ok, {_Name, _Host, Port, _Kind}} ->
+            Port;
+        {error, Why} ->
+            Text = lists:flatten(io_lib:format("invalid node name ~s: ~s", [Node, Why])),
+            logger:error("macula: ~s", [Text]),
+            error({macula_config, Text})
     end.
 
 %% OTP avoids creations 0..3; a fresh one at each start lets peers tell
