@@ -121,6 +121,7 @@ void Endpoint::run() {
     for (int i = 0; i < n; ++i) {
       int fd = evs[i].data.fd;
       uint64_t drain;
+      if (fd == timer_fd_) armed_for_ = 0;  // fired: re-arm next time
       if (fd == socket_.fd()) {
         if (evs[i].events & EPOLLERR) on_socket_errors(now);
         read_socket(now);
@@ -306,9 +307,12 @@ void Endpoint::reap(uint64_t now) {
 void Endpoint::arm_timer(uint64_t now) {
   uint64_t next = UINT64_MAX;
   for (auto& [id, c] : conns_) next = std::min(next, c->expiry());
+  if (next <= now) next = now + 1;
+  // timerfd_settime is not free: skip it when the deadline did not move.
+  if (next == armed_for_) return;
+  armed_for_ = next;
   itimerspec its{};
   if (next != UINT64_MAX) {
-    if (next <= now) next = now + 1;
     its.it_value.tv_sec = time_t(next / 1000000000ull);
     its.it_value.tv_nsec = long(next % 1000000000ull);
   }

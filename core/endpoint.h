@@ -118,6 +118,7 @@ class Endpoint : private ConnectionHost {
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns_;
   std::unordered_map<std::string, Connection*> by_cid_;
   std::unordered_set<Connection*> dirty_;
+  uint64_t armed_for_ = 0;  // deadline the timerfd is set to
   uint64_t reset_window_start_ = 0;
   uint32_t resets_in_window_ = 0;
 
