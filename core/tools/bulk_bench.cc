@@ -1,7 +1,9 @@
 // Raw core throughput: two endpoints in one process on loopback, one
 // connection, N frames of S bytes on the data channel, credit returned at
 // once. Prints MB/s. Used to profile the core without the Erlang VM.
+#include <algorithm>
 #include <chrono>
+#include <string>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -17,6 +19,7 @@ struct Sink : ConnectionEvents {
   std::mutex mu;
   std::condition_variable cv;
   bool up = false;
+  bool echo = false;
   uint64_t frames = 0, bytes = 0;
   std::shared_ptr<ConnectionHandle> handle;
   void connected() override { std::lock_guard l(mu); up = true; cv.notify_all(); }
@@ -26,6 +29,12 @@ struct Sink : ConnectionEvents {
     for (auto& f : fs) bytes += f.size;
     frames += fs.size();
     if (handle) handle->consumed(credit);
+    if (echo && handle)
+      for (auto& f : fs) {
+        iovec v{f.data.get(), f.size};
+        std::span<const iovec> one(&v, 1);
+        handle->send(Channel::kData, encode_frames(std::span<const std::span<const iovec>>(&one, 1)), 1);
+      }
     cv.notify_all();
   }
   void writable() override { std::lock_guard l(mu); cv.notify_all(); }
@@ -42,6 +51,7 @@ struct Acceptor : EndpointEvents {
 
 int main(int argc, char** argv) {
   size_t n = argc > 1 ? atoi(argv[1]) : 500, size = argc > 2 ? atoi(argv[2]) : 1000000;
+  bool rtt = argc > 3 && std::string(argv[3]) == "rtt";
   EndpointConfig sc, cc;
   sc.bind_ip = cc.bind_ip = "127.0.0.1";
   sc.tls.cert_dir = cc.tls.cert_dir = "/tmp/macula-bench-certs";
@@ -57,6 +67,26 @@ int main(int argc, char** argv) {
   auto h = client->dial(to, "127.0.0.1", [&](uint64_t) { return csink; });
   { std::unique_lock l(csink->mu); csink->cv.wait(l, [&] { return csink->up; }); }
   std::vector<uint8_t> payload(size, 7);
+  if (rtt) {
+    // Ping-pong: the server echoes each data frame back.
+    auto& s = *acc->sink;
+    s.echo = true;
+    std::vector<double> us;
+    for (size_t i = 0; i < n; ++i) {
+      iovec v{payload.data(), payload.size()};
+      std::span<const iovec> one(&v, 1);
+      uint64_t before;
+      { std::lock_guard l(csink->mu); before = csink->frames; }
+      auto t = std::chrono::steady_clock::now();
+      h->send(Channel::kData, encode_frames(std::span<const std::span<const iovec>>(&one, 1)), 1);
+      std::unique_lock l(csink->mu);
+      csink->cv.wait(l, [&] { return csink->frames > before; });
+      us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t).count());
+    }
+    std::sort(us.begin(), us.end());
+    std::printf("rtt p50 %.1f us p99 %.1f us\n", us[us.size() / 2], us[us.size() * 99 / 100]);
+    return 0;
+  }
   iovec v{payload.data(), payload.size()};
   std::span<const iovec> one(&v, 1);
   auto t0 = std::chrono::steady_clock::now();
