@@ -17,6 +17,7 @@ constexpr size_t kMaxGsoBytes = 65000;  // one UDP datagram's length field
 constexpr size_t kMaxPacketsPerFlush = 1024;
 constexpr size_t kMaxVecs = 16;
 constexpr uint64_t kControlWindow = 1 << 20;
+constexpr size_t kMaxControlFrames = 64;  // non-tick frames per connection
 constexpr uint64_t kConnWindow = 64ull << 20;
 constexpr size_t kMaxUdpPayload = 1452;
 // Loopback has a 64 KB MTU and per-packet costs dominate, so peers on the
@@ -267,8 +268,13 @@ int Connection::on_stream_data(int64_t id, const uint8_t* data, size_t len) {
   handle_->count_frames_in(frames.size());
   if (in.channel == Channel::kControl) {
     control_credit_ += len;
-    for (Bytes& f : frames)
-      if (f.size) pending_control_.push_back(std::move(f));
+    for (Bytes& f : frames) {
+      if (f.size == 0) continue;
+      // The protocol needs a handful (proof, handshake); after that only
+      // ticks. More is a peer trying to fill our memory.
+      if (++control_frames_in_ > kMaxControlFrames) return NGTCP2_ERR_CALLBACK_FAILURE;
+      pending_control_.push_back(std::move(f));
+    }
     return 0;
   }
   data_credit_held_ += len;

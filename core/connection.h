@@ -151,6 +151,7 @@ class Connection {
   StreamOut control_out_, data_out_;
   std::map<int64_t, StreamIn> streams_in_;
   uint64_t control_credit_ = 0;   // control bytes to give back at once
+  size_t control_frames_in_ = 0;  // non-tick control frames received
   uint64_t conn_credit_ = 0;      // connection-level bytes to give back
   uint64_t data_credit_held_ = 0; // data stream bytes waiting for consumed()
   uint64_t unconsumed_ = 0;       // delivered data bytes not yet consumed
