@@ -192,7 +192,7 @@ std::unique_ptr<Connection> Connection::dial(
   int rv = ngtcp2_conn_client_new(&c->conn_, &dcid, &scid, &path,
                                   NGTCP2_PROTO_VER_V1, &cb, &s, &p, nullptr,
                                   c.get());
-  if (rv != 0 || !c->init_tls(peer_host)) {
+  if (rv != 0 || !c->init_tls(c->peer_host_)) {
     error = rv != 0 ? ngtcp2_strerror(rv) : "TLS session setup failed";
     return nullptr;
   }
@@ -357,7 +357,12 @@ void Connection::establish() {
 }
 
 void Connection::open_streams() {
-  if (role_ == Role::kClient) ngtcp2_conn_open_bidi_stream(conn_, &control_out_.id, nullptr);
+  if (role_ == Role::kClient) {
+    ngtcp2_conn_open_bidi_stream(conn_, &control_out_.id, nullptr);
+    Bytes tick(kFrameHeaderSize);
+    std::memset(tick.data.get(), 0, tick.size);
+    handle_->send(Channel::kControl, std::move(tick), 1);
+  }
   ngtcp2_conn_open_uni_stream(conn_, &data_out_.id, nullptr);
 }
 
@@ -368,7 +373,10 @@ void Connection::on_inbox(uint64_t now) {
     if (pending_connected_) events_->connected();
     for (Bytes& f : pending_control_) events_->control_frame(std::move(f));
     pending_control_.clear();
-    if (closed_reported_) events_->closed(close_info_);
+    if (closed_reported_) {
+      deliver();
+      events_->closed(close_info_);
+    }
   }
   if (state_ == State::kOpen || state_ == State::kHandshake) {
     for (auto& [channel, bytes] : in.sends)
@@ -590,6 +598,9 @@ uint64_t Connection::expiry() const {
 }
 
 bool Connection::finished(uint64_t now) const {
+  // Closed before anyone attached: keep it for attach(), as long as
+  // someone still holds the handle and so may attach.
+  if (closed_reported_ && !events_ && handle_.use_count() > 1) return false;
   return state_ == State::kClosed ||
          ((state_ == State::kClosing || state_ == State::kDraining) && now >= drain_deadline_);
 }

@@ -327,6 +327,8 @@ void Endpoint::shutdown_all() {
     dial.handle->set_closed();
     dial.events->closed(info);
   }
+  for (uint64_t id : mailbox_->take_ids())
+    if (auto it = conns_.find(id); it != conns_.end()) it->second->on_inbox(now);
   for (auto& [id, c] : conns_) c->abort(info, now);
   conns_.clear();
   by_cid_.clear();

@@ -37,7 +37,9 @@ class FrameDecoder {
   Status feed(const uint8_t* data, size_t len, std::vector<Bytes>& out);
 
   // Bytes of a frame received but not yet complete (header included).
-  size_t partial_bytes() const { return header_len_ + filled_; }
+  size_t partial_bytes() const {
+    return in_body_ ? kFrameHeaderSize + filled_ : header_len_;
+  }
 
  private:
   size_t max_frame_;

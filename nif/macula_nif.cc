@@ -26,9 +26,7 @@ namespace {
 
 ErlNifResourceType* g_endpoint_type;
 ErlNifResourceType* g_conn_type;
-ErlNifResourceType* g_frame_type;
 
-constexpr size_t kCopyThreshold = 8192;  // larger frames are not copied
 constexpr unsigned kMaxFramesPerSend = 4096;
 
 ERL_NIF_TERM atom(ErlNifEnv* env, const char* name) {
@@ -60,18 +58,11 @@ bool get_string(ErlNifEnv* env, ERL_NIF_TERM t, std::string& out) {
   return true;
 }
 
-// A frame delivered without copying: the binary points into this object.
-struct FrameResource {
-  std::unique_ptr<uint8_t[]> data;
-};
-
+// Frames are copied into ordinary binaries: the VM's decoder makes
+// sub-binaries that point into the binary given to dist_ctrl_put_data, and
+// those must lie inside its own storage (a resource binary breaks that).
 ERL_NIF_TERM frame_term(ErlNifEnv* env, Bytes& frame) {
-  if (frame.size <= kCopyThreshold) return make_binary(env, frame.data.get(), frame.size);
-  auto* res = static_cast<FrameResource*>(enif_alloc_resource(g_frame_type, sizeof(FrameResource)));
-  new (res) FrameResource{std::move(frame.data)};
-  ERL_NIF_TERM t = enif_make_resource_binary(env, res, res->data.get(), frame.size);
-  enif_release_resource(res);
-  return t;
+  return make_binary(env, frame.data.get(), frame.size);
 }
 
 // One process-independent environment per I/O thread for outgoing messages.
@@ -234,10 +225,6 @@ void conn_dtor(ErlNifEnv*, void* obj) {
 void conn_down(ErlNifEnv*, void* obj, ErlNifPid*, ErlNifMonitor*) {
   auto* res = static_cast<ConnResource*>(obj);
   if (res->handle) res->handle->close(0, "owner down");
-}
-
-void frame_dtor(ErlNifEnv*, void* obj) {
-  static_cast<FrameResource*>(obj)->~FrameResource();
 }
 
 bool get_endpoint(ErlNifEnv* env, ERL_NIF_TERM t, EndpointResource*& out) {
@@ -581,8 +568,7 @@ int load(ErlNifEnv* env, void**, ERL_NIF_TERM) {
   conn_init.dtor = conn_dtor;
   conn_init.down = conn_down;
   g_conn_type = enif_open_resource_type_x(env, "macula_conn", &conn_init, flags, nullptr);
-  g_frame_type = enif_open_resource_type(env, nullptr, "macula_frame", frame_dtor, flags, nullptr);
-  return g_endpoint_type && g_conn_type && g_frame_type ? 0 : 1;
+  return g_endpoint_type && g_conn_type ? 0 : 1;
 }
 
 ErlNifFunc nif_funcs[] = {

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -76,6 +78,63 @@ TEST(EncodeFrames, OnlyTicksAreOnlyHeaders) {
 TEST(EncodeFrames, NoFramesIsAnEmptyBuffer) {
   Bytes out = encode({});
   EXPECT_EQ(out.size, 0u);
+}
+
+// Frames as frame_chunk() sees them: spans of iovecs over `pieces`.
+struct Spans {
+  explicit Spans(const std::vector<std::vector<std::string>>& pieces) {
+    for (const auto& frame : pieces) {
+      vecs.emplace_back();
+      for (const std::string& p : frame) vecs.back().push_back(iov(p));
+    }
+    spans.assign(vecs.begin(), vecs.end());
+  }
+  std::vector<std::vector<iovec>> vecs;
+  std::vector<std::span<const iovec>> spans;
+};
+
+std::string flatten(const OutChunk& c) {
+  std::string out;
+  for (const iovec& v : c.iov) out.append(static_cast<const char*>(v.iov_base), v.iov_len);
+  return out;
+}
+
+TEST(FrameChunk, HoldsTheSameBytesAsEncodeFrames) {
+  auto payloads = std::make_shared<std::vector<std::vector<std::string>>>(
+      std::vector<std::vector<std::string>>{
+          {"hello"}, {}, {"wor", "", "ld!"}, {std::string(70000, 'z')}, {""}});
+  OutChunk chunk;
+  {
+    Spans in(*payloads);
+    chunk = frame_chunk(in.spans, payloads);
+  }  // the iovec lists are gone; headers must live in the chunk's owner
+  Bytes expected = encode(*payloads);
+  EXPECT_EQ(chunk.size, expected.size);
+  EXPECT_EQ(flatten(chunk), str(expected));
+}
+
+TEST(FrameChunk, PointsIntoThePayloadsAndSkipsEmptySpans) {
+  std::vector<std::vector<std::string>> pieces = {{"abc", ""}, {}, {"", "de"}};
+  Spans in(pieces);
+  OutChunk chunk = frame_chunk(in.spans, nullptr);
+  // header, "abc", header, header, "de": no copies, no empty entries.
+  ASSERT_EQ(chunk.iov.size(), 5u);
+  EXPECT_EQ(chunk.iov[1].iov_base, pieces[0][0].data());
+  EXPECT_EQ(chunk.iov[4].iov_base, pieces[2][1].data());
+  for (const iovec& v : chunk.iov) EXPECT_GT(v.iov_len, 0u);
+}
+
+TEST(FrameChunk, KeepsThePayloadOwnerAliveUntilDropped) {
+  auto payload = std::make_shared<std::string>("payload");
+  std::weak_ptr<std::string> alive = payload;
+  iovec v = iov(*payload);
+  std::span<const iovec> one(&v, 1);
+  std::optional<OutChunk> chunk =
+      frame_chunk(std::span<const std::span<const iovec>>(&one, 1), std::move(payload));
+  EXPECT_FALSE(alive.expired());
+  EXPECT_EQ(flatten(*chunk).substr(4), "payload");
+  chunk.reset();
+  EXPECT_TRUE(alive.expired());
 }
 
 TEST(FrameDecoder, DecodesAWholeBufferAtOnce) {

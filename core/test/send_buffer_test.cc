@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <memory>
 #include <string>
+#include <vector>
 
 namespace macula {
 namespace {
@@ -100,6 +102,89 @@ TEST_F(SendBufferTest, UnsentPointersStayValidWhileUnacknowledged) {
   buf_.acknowledge(0, 3);
   buf_.append(chunk("more"));
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(second), 5), "defgh");
+}
+
+// A zero-copy chunk over `parts`, owned by a shared vector the test can
+// watch (as Erlang binaries are pinned until acknowledged).
+OutChunk shared_chunk(std::vector<std::string> parts,
+                      std::weak_ptr<void>* watch = nullptr) {
+  auto owner = std::make_shared<std::vector<std::string>>(std::move(parts));
+  OutChunk c;
+  for (std::string& p : *owner) {
+    c.iov.push_back({p.data(), p.size()});
+    c.size += p.size();
+  }
+  if (watch) *watch = owner;
+  c.owner = std::move(owner);
+  return c;
+}
+
+std::vector<std::string> unsent_strings(const SendBuffer& buf, size_t max = 16) {
+  ngtcp2_vec v[16];
+  size_t n = buf.unsent(v, max);
+  std::vector<std::string> out;
+  for (size_t i = 0; i < n; ++i) out.push_back(vec_str(v[i]));
+  return out;
+}
+
+using Strings = std::vector<std::string>;
+
+// Chunks of several iovecs: offsets [0,5) "ab"+"cde", [5,10) "f"+"ghij".
+class MultiIovecTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    buf_.append(shared_chunk({"ab", "cde"}, &first_));
+    buf_.append(shared_chunk({"f", "ghij"}, &second_));
+  }
+  SendBuffer buf_;
+  std::weak_ptr<void> first_, second_;
+};
+
+TEST_F(MultiIovecTest, UnsentListsEveryIovec) {
+  EXPECT_EQ(unsent_strings(buf_), (Strings{"ab", "cde", "f", "ghij"}));
+  EXPECT_EQ(unsent_strings(buf_, 3), (Strings{"ab", "cde", "f"}));
+  EXPECT_EQ(buf_.held_bytes(), 10u);
+}
+
+TEST_F(MultiIovecTest, MarkSentWalksIovecsAndChunks) {
+  buf_.mark_sent(3);  // inside the second iovec
+  EXPECT_EQ(unsent_strings(buf_), (Strings{"de", "f", "ghij"}));
+  buf_.mark_sent(2);  // exactly at the chunk boundary
+  EXPECT_EQ(unsent_strings(buf_), (Strings{"f", "ghij"}));
+  buf_.mark_sent(2);  // across an iovec boundary
+  EXPECT_EQ(unsent_strings(buf_), (Strings{"hij"}));
+  buf_.mark_sent(3);
+  EXPECT_TRUE(unsent_strings(buf_).empty());
+  EXPECT_FALSE(buf_.has_unsent());
+}
+
+TEST_F(MultiIovecTest, OneMarkSentCanSpanSeveralIovecs) {
+  buf_.mark_sent(7);  // "ab", "cde", "f" and into "ghij"
+  EXPECT_EQ(unsent_strings(buf_), (Strings{"hij"}));
+}
+
+TEST_F(MultiIovecTest, OwnerIsReleasedOnlyOnceItsChunkIsAcknowledged) {
+  buf_.mark_sent(10);
+  EXPECT_EQ(buf_.acknowledge(0, 4), 0u);
+  EXPECT_FALSE(first_.expired());
+  EXPECT_EQ(buf_.acknowledge(4, 3), 5u);
+  EXPECT_TRUE(first_.expired()) << "acknowledged memory stays pinned";
+  EXPECT_FALSE(second_.expired()) << "unacknowledged memory was released";
+  EXPECT_EQ(buf_.held_bytes(), 5u);
+  EXPECT_EQ(buf_.acknowledge(7, 3), 5u);
+  EXPECT_TRUE(second_.expired());
+  EXPECT_EQ(buf_.held_bytes(), 0u);
+}
+
+TEST_F(MultiIovecTest, AppendAfterEverythingWasSentResumesThere) {
+  buf_.mark_sent(10);
+  buf_.append(shared_chunk({"kl", "m"}));
+  EXPECT_EQ(unsent_strings(buf_), (Strings{"kl", "m"}));
+  buf_.mark_sent(1);
+  EXPECT_EQ(unsent_strings(buf_), (Strings{"l", "m"}));
+  EXPECT_EQ(buf_.acknowledge(0, 10), 10u);
+  EXPECT_EQ(unsent_strings(buf_), (Strings{"l", "m"}));
+  EXPECT_EQ(buf_.held_bytes(), 3u);
 }
 
 TEST(SendBuffer, EmptyChunksAreIgnored) {

@@ -100,6 +100,9 @@ erl_env(Config, Opts) ->
 %%             macula, "ct<N>" for inet_tcp)
 %%   port   => the UDP port to use in a generated macula name
 %%   cookie => string(), args => [string()], env => [{K, V}]
+%%   host   => the part after '@' (default "127.0.0.1")
+%%   netns  => a network namespace to run the node in (through
+%%             `ip netns exec NS erl ...`; the CT node stays outside)
 %% Everything the peer prints (including logger output) is captured and
 %% can be read back with output/1; it is also copied to the CT log.
 start_node(Config, Opts) ->
@@ -111,12 +114,20 @@ start_node(Config, Opts) ->
                error ->
                    "ct" ++ integer_to_list(next_port(Config))
            end,
-    PeerOpts = #{name => Name, host => "127.0.0.1", longnames => true,
-                 connection => standard_io,
-                 args => erl_args(Proto, Opts),
-                 env => erl_env(Config, Opts),
-                 wait_boot => 30000},
-    Label = Name ++ "@127.0.0.1",
+    Host = maps:get(host, Opts, "127.0.0.1"),
+    PeerOpts0 = #{name => Name, host => Host, longnames => true,
+                  connection => standard_io,
+                  args => erl_args(Proto, Opts),
+                  env => erl_env(Config, Opts),
+                  wait_boot => 30000},
+    PeerOpts = case maps:find(netns, Opts) of
+                   {ok, NS} ->
+                       PeerOpts0#{exec => {ip_exe(),
+                                           ["netns", "exec", NS, erl_exe()]}};
+                   error ->
+                       PeerOpts0
+               end,
+    Label = Name ++ "@" ++ Host,
     Capture = spawn(?MODULE, capture_init, [group_leader(), Label]),
     %% The peer's control process inherits our group leader: it forwards
     %% the peer's I/O there, so make it the capture process for the start.
@@ -135,6 +146,18 @@ start_node(Config, Opts) ->
                    [Label, Other, capture_get(Capture)]),
             exit(Capture, kill),
             ct:fail({peer_start_failed, Label, Other})
+    end.
+
+ip_exe() ->
+    case os:find_executable("ip") of
+        false -> "/usr/sbin/ip";
+        Ip -> Ip
+    end.
+
+erl_exe() ->
+    case os:find_executable("erl") of
+        false -> filename:join([code:root_dir(), "bin", "erl"]);
+        Erl -> Erl
     end.
 
 stop_node(Node) ->
