@@ -16,14 +16,14 @@ loop(Kernel) ->
     receive
         {macula_accept, _Port, Conn} ->
             Kernel ! {accept, self(), Conn, inet, macula},
-            hand_over(Kernel, Conn),
+            hand_over(Kernel),
             loop(Kernel)
     end.
 
-hand_over(Kernel, Conn) ->
+hand_over(Kernel) ->
     receive
         {Kernel, controller, Pid} ->
-            Pid ! {self(), controller, Conn};
+            Pid ! {self(), controller};
         {Kernel, unsupported_protocol} ->
             exit(unsupported_protocol)
     end.

@@ -22,8 +22,8 @@ setup(Kernel, Node, Type, MyNode, SetupTime) ->
 
 %% @doc Starts the handshake of a connection the acceptor got.
 -spec accept(pid(), pid(), reference(), node(), list(), non_neg_integer()) -> pid().
-accept(Kernel, AcceptPid, _Conn, MyNode, Allowed, SetupTime) ->
-    spawn_opt(fun() -> do_accept(Kernel, AcceptPid, MyNode, Allowed, SetupTime) end,
+accept(Kernel, AcceptPid, Conn, MyNode, Allowed, SetupTime) ->
+    spawn_opt(fun() -> do_accept(Kernel, AcceptPid, Conn, MyNode, Allowed, SetupTime) end,
               [link, {priority, max}]).
 
 %%% Outgoing
@@ -81,8 +81,8 @@ client_proof(Ctx = #macula_ctx{conn = Conn}, Node, MyNode) ->
 
 %%% Incoming
 
-do_accept(Kernel, AcceptPid, MyNode, Allowed, SetupTime) ->
-    Conn = receive {AcceptPid, controller, C} -> C end,
+do_accept(Kernel, AcceptPid, Conn, MyNode, Allowed, SetupTime) ->
+    receive {AcceptPid, controller} -> ok end,
     Timer = dist_util:start_timer(SetupTime),
     {Input, Output} = start_workers(),
     Id = macula_nif:attach(Conn, self(), Input),
