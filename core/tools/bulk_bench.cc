@@ -89,6 +89,23 @@ int main(int argc, char** argv) {
   }
   iovec v{payload.data(), payload.size()};
   std::span<const iovec> one(&v, 1);
+  if (getenv("WARM_SMALL")) {
+    // Many small frames first, as a busy node would.
+    std::vector<uint8_t> small(64, 1);
+    iovec sv{small.data(), small.size()};
+    std::vector<std::span<const iovec>> batch(100, std::span<const iovec>(&sv, 1));
+    for (int i = 0; i < 30000; ++i) {
+      if (h->send(Channel::kData, encode_frames(batch), 100) == SendStatus::kBusy) {
+        std::unique_lock l(csink->mu);
+        csink->cv.wait_for(l, std::chrono::milliseconds(50));
+      }
+    }
+    auto& s = *acc->sink;
+    std::unique_lock l(s.mu);
+    s.cv.wait(l, [&] { return s.frames >= 3000000; });
+    s.frames = 0;
+    std::printf("small frames done\n");
+  }
   auto t0 = std::chrono::steady_clock::now();
   for (size_t i = 0; i < n; ++i) {
     Bytes b = encode_frames(std::span<const std::span<const iovec>>(&one, 1));
