@@ -18,6 +18,9 @@
 %% CONFIG_NET_SCH_NETEM is not set) by mcl_netem, a small user-space
 %% bridge built from macula_netns_SUITE_data/mcl_netem.c that forwards
 %% every frame between mclM1 and mclM2 with the delay and loss asked for.
+%% mclA1 and mclB1 have gso_max_segs 1, so the bridge sees, and loses,
+%% single 1500-byte packets (netem, which sits before the segmentation,
+%% would drop whole GSO batches).
 %%
 %% The suite needs root (ip netns). Without it every case FAILS (it does
 %% not skip): CI runs as root and must run these.
@@ -30,7 +33,8 @@
 -export([mtu1500_basic/1, inet_tcp_basic/1, delay_loss/1,
          partition_nodedown/1, partition_linkdown/1]).
 %% run on the nodes
--export([whereami/0, stream/3, stream_sink/4, ordered/2, ordered_sink/2]).
+-export([whereami/0, big_roundtrip/3, stream/3, stream_sink/4, ordered/2,
+         ordered_sink/2]).
 
 -define(NS1, "mcl_t1").
 -define(NS2, "mcl_t2").
@@ -43,6 +47,7 @@
 -define(BIG_LOSSY, (16 * ?MB)).
 -define(STREAM_N, 300).          % one-way stream: 300 messages of 1 MB
 -define(ORDER_N, 2000).
+-define(MIN_STREAM_RATE, 20).     % MB/s
 -define(BRIDGE, macula_netns_bridge).
 
 suite() ->
@@ -131,7 +136,7 @@ setup(Config) ->
                       netem;
                   {_, Why} ->
                       ct:pal("tc netem not available (~ts): delay and loss "
-                             "come from the mcl_netem bridge", [Why]),
+                             "come from the mcl_netem bridge", [string:trim(Why)]),
                       mcl_netem
               end,
     Exe = build_bridge(Config),
@@ -213,14 +218,20 @@ impair(Config, Delay, Loss) ->
             ok
     end.
 
-%% Frames the bridge forwarded and dropped so far (zeros with netem,
-%% whose statistics are not read here).
+%% What the mcl_netem bridge saw since the last bridge_zero/0: frames
+%% forwarded, dropped as loss, dropped for a full queue; IPv4 fragments;
+%% the longest frame.
 bridge_stats() ->
     Line = bridge_cmd("stats"),
-    ["stats", "fwd", Fwd, "lost", Lost, "overflow", Over, "queued", _] =
-        string:lexemes(binary_to_list(Line), " "),
+    ["stats", "fwd", Fwd, "lost", Lost, "overflow", Over, "queued", _,
+     "frags", Frags, "maxframe", Max] = string:lexemes(binary_to_list(Line), " "),
     #{fwd => list_to_integer(Fwd), lost => list_to_integer(Lost),
-      overflow => list_to_integer(Over)}.
+      overflow => list_to_integer(Over), frags => list_to_integer(Frags),
+      max_frame => list_to_integer(Max)}.
+
+bridge_zero() ->
+    <<"ok">> = bridge_cmd("zero"),
+    ok.
 
 bridge_start(Exe) ->
     Parent = self(),
@@ -330,17 +341,21 @@ ping_rpc(A, NA, B, NB) ->
 
 %% Round trip of Size random bytes, compared byte for byte on both sides.
 roundtrip(A, NB, Size) ->
-    case peer:call(A, macula_ct, big_roundtrip, [NB, Size], 180000) of
+    case peer:call(A, ?MODULE, big_roundtrip, [NB, Size, 170000], 180000) of
         {ok, Ms} -> Ms;
         Other -> ct:fail({roundtrip_failed, Size, Other})
     end.
 
 %% One-way stream of ?STREAM_N messages of 1 MB, A -> B, checked in order
-%% on B. Returns MB/s.
+%% on B. Returns MB/s, which must be at least ?MIN_STREAM_RATE (a floor
+%% far below what either carrier does here, to catch a collapse only).
 stream_rate(A, NB) ->
     case peer:call(A, ?MODULE, stream, [NB, ?STREAM_N, ?MB], 180000) of
         {ok, Ms, Bytes} ->
-            Bytes / ?MB / (max(Ms, 1) / 1000);
+            Rate = Bytes / ?MB / (max(Ms, 1) / 1000),
+            Rate >= ?MIN_STREAM_RATE orelse
+                ct:fail({stream_too_slow, Rate, min, ?MIN_STREAM_RATE}),
+            Rate;
         Other ->
             ct:fail({stream_failed, Other})
     end.
@@ -348,6 +363,9 @@ stream_rate(A, NB) ->
 %% Bytes sent and received on a namespace's interface.
 veth_bytes(NS, Dev) ->
     {stat(NS, Dev, "tx_bytes"), stat(NS, Dev, "rx_bytes")}.
+
+veth_packets(NS, Dev) ->
+    {stat(NS, Dev, "tx_packets"), stat(NS, Dev, "rx_packets")}.
 
 stat(NS, Dev, Name) ->
     {0, Out} = cmd(ip(), ["netns", "exec", NS, "cat",
@@ -372,10 +390,16 @@ mtu1500_basic(Config) ->
     {A, NA, B, NB} = pair(Config, macula, direct, []),
     ping_rpc(A, NA, B, NB),
     {Tx0, Rx0} = veth_bytes(?NS1, "mclA0"),
+    {TxP0, RxP0} = veth_packets(?NS1, "mclA0"),
     Ms = roundtrip(A, NB, ?BIG),
     {Tx1, Rx1} = veth_bytes(?NS1, "mclA0"),
-    ct:pal("veth mclA0 during the round trip: ~p MB out, ~p MB in",
-           [(Tx1 - Tx0) div ?MB, (Rx1 - Rx0) div ?MB]),
+    {TxP1, RxP1} = veth_packets(?NS1, "mclA0"),
+    %% a veth passes GSO batches whole: more than 1500 bytes per skb on
+    %% average means the sender used UDP GSO
+    ct:pal("veth mclA0 during the round trip: ~p MB out in ~p skbs "
+           "(~p bytes each), ~p MB in in ~p skbs (~p bytes each)",
+           [(Tx1 - Tx0) div ?MB, TxP1 - TxP0, (Tx1 - Tx0) div max(1, TxP1 - TxP0),
+            (Rx1 - Rx0) div ?MB, RxP1 - RxP0, (Rx1 - Rx0) div max(1, RxP1 - RxP0)]),
     true = Tx1 - Tx0 >= ?BIG,
     true = Rx1 - Rx0 >= ?BIG,
     Rate = stream_rate(A, NB),
@@ -424,6 +448,8 @@ start_epmd(NS) ->
 delay_loss(Config) ->
     need_netns(Config),
     impair(Config, 20, 1),
+    Backend = ?config(impair_backend, Config),
+    Backend =:= mcl_netem andalso bridge_zero(),
     {A, NA, B, NB} = pair(Config, macula, impaired, []),
     ping_rpc(A, NA, B, NB),
     %% the delay is really there: an rpc takes one round trip, >= 40 ms
@@ -435,11 +461,18 @@ delay_loss(Config) ->
     ok = peer:call(A, ?MODULE, ordered, [NB, ?ORDER_N], 120000),
     [NB] = peer:call(A, erlang, nodes, []),
     [NA] = peer:call(B, erlang, nodes, []),
-    Stats = case ?config(impair_backend, Config) of
+    Stats = case Backend of
                 mcl_netem ->
-                    S = bridge_stats(),
-                    %% the loss was really applied
-                    true = maps:get(lost, S) > 0,
+                    S = #{fwd := Fwd, lost := Lost, frags := Frags,
+                          max_frame := MaxFrame} = bridge_stats(),
+                    %% the loss was really applied, about 1 %
+                    true = Lost > 0,
+                    true = Lost * 100 < Fwd * 3,
+                    %% wire packets fit the 1500-byte MTU (the frame
+                    %% adds a 14-byte Ethernet header) without IP
+                    %% fragmentation
+                    0 = Frags,
+                    true = MaxFrame =< 1514,
                     S;
                 netem ->
                     netem
@@ -582,6 +615,27 @@ whereami() ->
     {ok, Ifs} = inet:getifaddrs(),
     {node(), [inet:ntoa(A) || {_, Opts} <- Ifs, {addr, A} <- Opts,
                               tuple_size(A) =:= 4]}.
+
+%% macula_ct:big_roundtrip/2 with a deadline of Timeout ms: Size random
+%% bytes to an echo on Node (macula_ct:big_echo/0), which returns its
+%% size, md5 and the bytes.
+big_roundtrip(Node, Size, Timeout) ->
+    Bin = crypto:strong_rand_bytes(Size),
+    Md5 = erlang:md5(Bin),
+    Echo = spawn(Node, macula_ct, big_echo, []),
+    T0 = erlang:monotonic_time(millisecond),
+    Echo ! {self(), Bin},
+    receive
+        {Echo, RemoteSize, RemoteMd5, Back} ->
+            Ms = erlang:monotonic_time(millisecond) - T0,
+            if RemoteSize =/= Size -> {bad_size_remote, RemoteSize};
+               RemoteMd5 =/= Md5 -> bad_md5_remote;
+               Back =/= Bin -> {bad_echo, byte_size(Back)};
+               true -> {ok, Ms}
+            end
+    after Timeout ->
+            {timeout, Timeout}
+    end.
 
 %% N messages of Size random bytes to a sink on Node, which checks each
 %% (sequence number, size, tail); {ok, Ms, Bytes} once the sink has them all.

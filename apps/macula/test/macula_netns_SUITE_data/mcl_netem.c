@@ -15,7 +15,12 @@
  * "error ..."):
  *   delay MS        one-way delay added to each direction
  *   loss PCT        random loss, percent (0..100), each direction
- *   stats           prints "stats fwd N lost N overflow N queued N"
+ *   zero            sets the counters below to zero
+ *   stats           prints "stats fwd N lost N overflow N queued N frags N
+ *                   maxframe N": frames forwarded, dropped as loss, dropped
+ *                   for a full queue, delayed; IPv4 fragments seen; the
+ *                   longest frame (Ethernet header included, a GSO batch
+ *                   counted whole)
  * It prints "ready" once both sockets are bound and exits at end of input.
  */
 #define _GNU_SOURCE
@@ -53,6 +58,7 @@ struct dir {
 static uint64_t delay_ns = 0;
 static uint32_t loss_ppm = 0; /* parts per million */
 static uint64_t n_fwd = 0, n_lost = 0, n_overflow = 0, n_queued = 0;
+static uint64_t n_frags = 0, max_frame = 0;
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
 static uint64_t now_ns(void) {
@@ -125,6 +131,19 @@ static void flush_due(struct dir *d, uint64_t now) {
     }
 }
 
+/* buf: virtio_net_hdr, then the Ethernet frame */
+static void count_frame(const unsigned char *buf, size_t n) {
+    const size_t vh = sizeof(struct virtio_net_hdr);
+    if (n < vh + 14) return;
+    size_t frame = n - vh;
+    if (frame > max_frame) max_frame = frame;
+    const unsigned char *eth = buf + vh;
+    if (eth[12] == 0x08 && eth[13] == 0x00 && frame >= 14 + 20) {
+        unsigned frag = ((unsigned)eth[14 + 6] << 8 | eth[14 + 7]) & 0x3fff;
+        if (frag) n_frags++; /* MF set or a non-zero offset */
+    }
+}
+
 static void drain(struct dir *d, unsigned char *buf) {
     for (int i = 0; i < 256; i++) {
         struct sockaddr_ll from;
@@ -132,6 +151,7 @@ static void drain(struct dir *d, unsigned char *buf) {
         ssize_t n = recvfrom(d->in, buf, BUF_SIZE, 0, (struct sockaddr *)&from, &fl);
         if (n < 0) return; /* EAGAIN or a transient error */
         if (from.sll_pkttype == PACKET_OUTGOING) continue;
+        count_frame(buf, (size_t)n);
         if (loss_ppm && rnd_ppm() < loss_ppm) { n_lost++; continue; }
         if (delay_ns == 0 && !d->head) { send_frame(d->out, buf, (size_t)n); continue; }
         if (d->queued_bytes + (size_t)n > QUEUE_BYTES_MAX) { n_overflow++; continue; }
@@ -154,10 +174,13 @@ static int command(char *line) {
         delay_ns = (uint64_t)(v * 1e6);
     } else if (sscanf(line, "loss %lf", &v) == 1 && v >= 0 && v <= 100) {
         loss_ppm = (uint32_t)(v * 10000.0 + 0.5);
+    } else if (strncmp(line, "zero", 4) == 0) {
+        n_fwd = n_lost = n_overflow = n_queued = n_frags = max_frame = 0;
     } else if (strncmp(line, "stats", 5) == 0) {
-        printf("stats fwd %llu lost %llu overflow %llu queued %llu\n",
+        printf("stats fwd %llu lost %llu overflow %llu queued %llu frags %llu maxframe %llu\n",
                (unsigned long long)n_fwd, (unsigned long long)n_lost,
-               (unsigned long long)n_overflow, (unsigned long long)n_queued);
+               (unsigned long long)n_overflow, (unsigned long long)n_queued,
+               (unsigned long long)n_frags, (unsigned long long)max_frame);
         fflush(stdout);
         return 0;
     } else {
