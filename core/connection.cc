@@ -150,6 +150,7 @@ void Connection::settings_and_params(uint64_t now, const Address& remote,
     s.no_tx_udp_payload_size_shaping = 1;
   }
   s.initial_ts = now;
+  s.cc_algo = config_.cc_algo;
   s.rand_ctx.native_handle = nullptr;
   s.handshake_timeout = config_.handshake_timeout_ns;
   s.max_window = 4 * kConnWindow;

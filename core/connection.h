@@ -49,6 +49,7 @@ struct ConnectionConfig {
   uint64_t recv_unconsumed_limit = 0;  // delivered, not yet consumed
   size_t max_control_frame = 0;
   size_t max_data_frame = 0;
+  ngtcp2_cc_algo cc_algo = NGTCP2_CC_ALGO_BBR2;
 };
 
 inline constexpr size_t kCidLen = 17;

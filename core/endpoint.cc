@@ -96,6 +96,7 @@ ConnectionConfig Endpoint::connection_config() {
   c.recv_unconsumed_limit = config_.recv_unconsumed_limit;
   c.max_control_frame = config_.max_control_frame;
   c.max_data_frame = config_.max_data_frame;
+  c.cc_algo = config_.cc_algo;
   return c;
 }
 

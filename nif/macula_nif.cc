@@ -258,6 +258,17 @@ bool map_uint64(ErlNifEnv* env, ERL_NIF_TERM map, const char* key, uint64_t& out
   return true;
 }
 
+bool parse_cc(ErlNifEnv* env, ERL_NIF_TERM map, ngtcp2_cc_algo& cc) {
+  ERL_NIF_TERM v;
+  if (!enif_get_map_value(env, map, atom(env, "cc"), &v)) return true;
+  if (enif_is_identical(v, atom(env, "cubic"))) cc = NGTCP2_CC_ALGO_CUBIC;
+  else if (enif_is_identical(v, atom(env, "reno"))) cc = NGTCP2_CC_ALGO_RENO;
+  else if (enif_is_identical(v, atom(env, "bbr"))) cc = NGTCP2_CC_ALGO_BBR;
+  else if (enif_is_identical(v, atom(env, "bbr2"))) cc = NGTCP2_CC_ALGO_BBR2;
+  else return false;
+  return true;
+}
+
 bool parse_mode(ErlNifEnv* env, ERL_NIF_TERM map, TrustMode& mode) {
   ERL_NIF_TERM v;
   if (!enif_get_map_value(env, map, atom(env, "trust"), &v)) return true;
@@ -282,6 +293,7 @@ ERL_NIF_TERM open_endpoint(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   if (!map_uint64(env, m, "port", port) || port > 65535) return badarg(env, "port");
   if (!map_uint64(env, m, "accept", accept)) return badarg(env, "accept");
   if (!parse_mode(env, m, c.tls.mode)) return badarg(env, "trust");
+  if (!parse_cc(env, m, c.cc_algo)) return badarg(env, "cc");
   if (!map_string(env, m, "cert_dir", c.tls.cert_dir)) return badarg(env, "cert_dir");
   if (!map_string(env, m, "cacertfile", c.tls.cacertfile)) return badarg(env, "cacertfile");
   if (!map_string(env, m, "certfile", c.tls.certfile)) return badarg(env, "certfile");

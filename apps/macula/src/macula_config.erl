@@ -13,7 +13,7 @@
 -type config() :: #{port := 1..65535, bind := string(), mode := direct,
                     trust := cookie | ca | insecure, cert_dir := string(),
                     cacertfile := string(), certfile := string(),
-                    keyfile := string()}.
+                    keyfile := string(), cc := cubic | reno | bbr | bbr2}.
 
 %% @doc The validated configuration; read once, then cached.
 -spec get() -> config().
@@ -44,7 +44,16 @@ read() ->
       cert_dir => string(macula_dist_cert_dir, default_cert_dir()),
       cacertfile => Cacert,
       certfile => string(macula_dist_certfile, ""),
-      keyfile => string(macula_dist_keyfile, "")}.
+      keyfile => string(macula_dist_keyfile, ""),
+      cc => cc()}.
+
+cc() ->
+    case string(macula_dist_cc, "bbr2") of
+        CC when CC =:= "cubic"; CC =:= "reno"; CC =:= "bbr"; CC =:= "bbr2" ->
+            list_to_atom(CC);
+        Other ->
+            invalid(macula_dist_cc, Other, "expected cubic, reno, bbr or bbr2")
+    end.
 
 default_cert_dir() ->
     filename:basedir(user_data, "macula").

@@ -66,7 +66,8 @@ open_locked(Port, Accept) ->
                      cert_dir => maps:get(cert_dir, Config),
                      cacertfile => maps:get(cacertfile, Config),
                      certfile => maps:get(certfile, Config),
-                     keyfile => maps:get(keyfile, Config)},
+                     keyfile => maps:get(keyfile, Config),
+                     cc => maps:get(cc, Config)},
             case macula_nif:open_endpoint(Opts) of
                 {ok, Ep} ->
                     persistent_term:put(?KEY, Ep),
