@@ -57,6 +57,7 @@ std::unique_ptr<TlsContext> TlsContext::create(const TlsConfig& config,
   }
   std::unique_ptr<TlsContext> ctx(new TlsContext());
   ctx->mode_ = config.mode;
+  ctx->alpn_ = config.alpn;
   gnutls_certificate_allocate_credentials(&ctx->cred_);
   int rv = gnutls_certificate_set_x509_key_file(
       ctx->cred_, certfile.c_str(), keyfile.c_str(), GNUTLS_X509_FMT_PEM);
@@ -96,7 +97,7 @@ gnutls_session_t TlsContext::new_session(Role role,
   int rv = gnutls_priority_set_direct(s, kPriority, nullptr);
   rv |= role == Role::kClient ? ngtcp2_crypto_gnutls_configure_client_session(s)
                               : ngtcp2_crypto_gnutls_configure_server_session(s);
-  gnutls_datum_t alpn{(unsigned char*)kAlpn, sizeof kAlpn - 1};
+  gnutls_datum_t alpn{(unsigned char*)alpn_.data(), unsigned(alpn_.size())};
   rv |= gnutls_alpn_set_protocols(s, &alpn, 1, GNUTLS_ALPN_MANDATORY);
   rv |= gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, cred_);
   if (role == Role::kServer) {

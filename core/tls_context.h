@@ -14,6 +14,8 @@ namespace macula {
 
 enum class Role { kClient, kServer };
 
+inline constexpr char kAlpnName[] = "macula-dist";
+
 enum class TrustMode {
   // Self-signed certificates; peers prove the Erlang cookie over a TLS
   // exporter before the distribution handshake (see cookie_proof.h).
@@ -31,9 +33,9 @@ struct TlsConfig {
   std::string cacertfile;  // kCa
   std::string certfile;    // kCa (also accepted in the other modes)
   std::string keyfile;
+  std::string alpn = kAlpnName;  // another value only to test refusal
 };
 
-inline constexpr char kAlpn[] = "macula-dist";
 
 class TlsContext {
  public:
@@ -59,6 +61,7 @@ class TlsContext {
  private:
   TlsContext() = default;
   TrustMode mode_ = TrustMode::kCookie;
+  std::string alpn_;
   gnutls_certificate_credentials_t cred_ = nullptr;
   uint8_t reset_secret_[32] = {};
 };

@@ -788,6 +788,24 @@ uint16_t udp_port(bool keep_open, int* fd_out = nullptr) {
   return addr.port();
 }
 
+// A client speaking another application protocol is refused during the
+// TLS handshake (alert 120, no_application_protocol) and never accepted.
+TEST_F(EndpointTest, ClientWithAnotherAlpnIsRefused) {
+  ASSERT_NO_FATAL_FAILURE(open_server(config("server")));
+  EndpointConfig cc = config("client");
+  cc.tls.alpn = "h3";
+  ASSERT_NO_FATAL_FAILURE(open_client(cc));
+  Link link;
+  ASSERT_NO_FATAL_FAILURE(dial(server_->port(), "127.0.0.1", link));
+  ASSERT_TRUE(link.client_events->wait_closed(3s));
+  Seen seen = link.client_events->seen();
+  EXPECT_EQ(seen.connected, 0);
+  EXPECT_EQ(seen.closed->kind, CloseInfo::Kind::kTlsAlert)
+      << close_kind_name(seen.closed->kind) << ": " << seen.closed->text;
+  EXPECT_EQ(seen.closed->code, 120u);
+  EXPECT_EQ(server_->stats().accepted, 0u);
+}
+
 // ICMP port unreachable ends a dial at once instead of after the timeout.
 TEST_F(EndpointTest, DialingAPortWithoutListenerFailsFast) {
   EndpointConfig cc = config("client");
