@@ -420,7 +420,7 @@ ERL_NIF_TERM send(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   // as lists of binaries; handshake frames are arbitrary iolists, which
   // are flattened into a new binary in that environment.
   std::shared_ptr<ErlNifEnv> owner(enif_alloc_env(), enif_free_env);
-  std::vector<iovec*> flats;
+  std::vector<iovec> flat(n);  // spans of flattened frames point here
   std::vector<std::span<const iovec>> frames(n);
   ERL_NIF_TERM list = argv[2], head;
   for (unsigned i = 0; enif_get_list_cell(env, list, &head, &list); ++i) {
@@ -431,17 +431,13 @@ ERL_NIF_TERM send(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
         enif_is_empty_list(owner.get(), tail)) {
       frames[i] = {reinterpret_cast<const iovec*>(iov->iov), size_t(iov->iovcnt)};
     } else if (enif_inspect_iolist_as_binary(owner.get(), term, &bin)) {
-      auto* flat = static_cast<iovec*>(enif_alloc(sizeof(iovec)));
-      *flat = {bin.data, bin.size};
-      frames[i] = {flat, 1};
-      flats.push_back(flat);
+      flat[i] = {bin.data, bin.size};
+      frames[i] = {&flat[i], 1};
     } else {
-      for (iovec* f : flats) enif_free(f);
       return badarg(env, "frames");
     }
   }
   OutChunk chunk = frame_chunk(frames, owner);
-  for (iovec* f : flats) enif_free(f);
   ErlNifPid self;
   enif_self(env, &self);
   c->events->set_writable_pid(self);
