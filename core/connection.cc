@@ -133,8 +133,9 @@ uint64_t now_ns() {
 
 Connection::Connection(const ConnectionConfig& config,
                        std::shared_ptr<ConnectionHandle> handle, Role role)
-    : config_(config), handle_(std::move(handle)), role_(role),
-      tx_(kMaxGsoBytes + kLoopbackUdpPayload) {}
+    : config_(config), handle_(std::move(handle)), role_(role) {}
+
+size_t tx_buffer_size() { return kMaxGsoBytes + kLoopbackUdpPayload; }
 
 Connection::~Connection() {
   if (conn_) ngtcp2_conn_del(conn_);
@@ -516,11 +517,12 @@ bool Connection::flush(uint64_t now) {
   ngtcp2_path_storage_zero(&ps);
   ngtcp2_pkt_info pi{};
   size_t max_udp = ngtcp2_conn_get_max_tx_udp_payload_size(conn_);
+  std::vector<uint8_t>& tx = config_.host->tx_buffer();
   size_t off = 0, npkts = 0, seg = 0, total = 0;
   Address batch_to;
   control_out_.blocked = data_out_.blocked = false;
   auto send_pending = [&] {
-    if (off) send_batch(batch_to, tx_.data(), off, seg);
+    if (off) send_batch(batch_to, tx.data(), off, seg);
     off = npkts = 0;
   };
   while (total < kMaxPacketsPerFlush) {
@@ -530,7 +532,7 @@ bool Connection::flush(uint64_t now) {
     ngtcp2_ssize datalen = -1;
     uint32_t flags = s ? NGTCP2_WRITE_STREAM_FLAG_MORE : 0;
     ngtcp2_ssize n = ngtcp2_conn_writev_stream(
-        conn_, &ps.path, &pi, tx_.data() + off, max_udp, &datalen, flags,
+        conn_, &ps.path, &pi, tx.data() + off, max_udp, &datalen, flags,
         s ? s->id : -1, vecs, nvecs, now);
     if (n < 0) {
       if (n == NGTCP2_ERR_WRITE_MORE) {
@@ -551,8 +553,8 @@ bool Connection::flush(uint64_t now) {
     Address to = address_of(ps.path.remote);
     if (npkts > 0 && (size_t(n) > seg || !(to == batch_to))) {
       // This packet cannot join the batch: send the batch, keep the packet.
-      send_batch(batch_to, tx_.data(), off, seg);
-      std::memmove(tx_.data(), tx_.data() + off, size_t(n));
+      send_batch(batch_to, tx.data(), off, seg);
+      std::memmove(tx.data(), tx.data() + off, size_t(n));
       off = npkts = 0;
     }
     if (npkts == 0) {

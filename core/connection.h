@@ -37,6 +37,9 @@ class ConnectionHost {
   // A server-side connection finished its handshake.
   virtual void accepted(Connection& conn) = 0;
   virtual UdpSocket& socket() = 0;
+  // Scratch space for one GSO batch, shared by all connections (only one
+  // flushes at a time on the I/O thread).
+  virtual std::vector<uint8_t>& tx_buffer() = 0;
 };
 
 struct ConnectionConfig {
@@ -53,6 +56,8 @@ struct ConnectionConfig {
 };
 
 inline constexpr size_t kCidLen = 17;
+// Size of ConnectionHost::tx_buffer().
+size_t tx_buffer_size();
 
 class Connection {
  public:
@@ -169,7 +174,6 @@ class Connection {
   std::vector<uint8_t> close_packet_;
   Address close_to_;
   uint64_t drain_deadline_ = 0;
-  std::vector<uint8_t> tx_;
 };
 
 // CLOCK_MONOTONIC in nanoseconds.

@@ -89,6 +89,7 @@ class Endpoint : private ConnectionHost {
   void remove_cid(const ngtcp2_cid& cid) override;
   void accepted(Connection& conn) override;
   UdpSocket& socket() override { return socket_; }
+  std::vector<uint8_t>& tx_buffer() override { return tx_buffer_; }
 
   void run();
   void read_socket(uint64_t now);
@@ -119,6 +120,7 @@ class Endpoint : private ConnectionHost {
   uint8_t reset_secret_[32];
 
   // I/O thread only.
+  std::vector<uint8_t> tx_buffer_ = std::vector<uint8_t>(tx_buffer_size());
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns_;
   std::unordered_map<std::string, Connection*> by_cid_;
   std::unordered_set<Connection*> dirty_;
