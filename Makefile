@@ -38,6 +38,7 @@ test: build
 
 bench: build
 	@scripts/bench.sh
+	@scripts/bench-memory.sh
 
 clean:
 	rm -rf $(BUILD) $(APP)/ebin $(APP)/priv logs
