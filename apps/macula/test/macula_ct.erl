@@ -15,7 +15,7 @@
          poll/3, os_pid/1, kill9/1, node_info/1, wait_connections/3]).
 %% peer side
 -export([spawn_echo/0, echo_call/3, watch/1, wait_down/2, ping_until/2,
-         pid_status/2, spawn_sleeper/0, spawn_sleeper/1, big_roundtrip/2,
+         pid_status/2, spawn_sleeper/0, spawn_sleeper/1, big_roundtrip/2, big_roundtrip/3,
          big_echo/0]).
 %% capture process
 -export([capture_init/2]).
@@ -437,6 +437,10 @@ pid_status(Pid, Timeout) ->
 %% Sends Size random bytes to an echo on Node, which checks and returns
 %% them; both sides compare byte for byte.
 big_roundtrip(Node, Size) ->
+    big_roundtrip(Node, Size, 100000).
+
+%% The same with a deadline of Timeout ms ({timeout, Timeout} after it).
+big_roundtrip(Node, Size, Timeout) ->
     Bin = crypto:strong_rand_bytes(Size),
     Md5 = erlang:md5(Bin),
     Echo = spawn(Node, ?MODULE, big_echo, []),
@@ -450,8 +454,8 @@ big_roundtrip(Node, Size) ->
                Back =/= Bin -> {bad_echo, byte_size(Back)};
                true -> {ok, Ms}
             end
-    after 100000 ->
-            timeout
+    after Timeout ->
+            {timeout, Timeout}
     end.
 
 big_echo() ->

@@ -33,7 +33,7 @@
 -export([mtu1500_basic/1, inet_tcp_basic/1, delay_loss/1,
          partition_nodedown/1, partition_linkdown/1]).
 %% run on the nodes
--export([whereami/0, big_roundtrip/3, stream/3, stream_sink/4, ordered/2,
+-export([whereami/0, stream/3, stream_sink/4, ordered/2,
          ordered_sink/2]).
 
 -define(NS1, "mcl_t1").
@@ -341,7 +341,7 @@ ping_rpc(A, NA, B, NB) ->
 
 %% Round trip of Size random bytes, compared byte for byte on both sides.
 roundtrip(A, NB, Size) ->
-    case peer:call(A, ?MODULE, big_roundtrip, [NB, Size, 170000], 180000) of
+    case peer:call(A, macula_ct, big_roundtrip, [NB, Size, 170000], 180000) of
         {ok, Ms} -> Ms;
         Other -> ct:fail({roundtrip_failed, Size, Other})
     end.
@@ -615,27 +615,6 @@ whereami() ->
     {ok, Ifs} = inet:getifaddrs(),
     {node(), [inet:ntoa(A) || {_, Opts} <- Ifs, {addr, A} <- Opts,
                               tuple_size(A) =:= 4]}.
-
-%% macula_ct:big_roundtrip/2 with a deadline of Timeout ms: Size random
-%% bytes to an echo on Node (macula_ct:big_echo/0), which returns its
-%% size, md5 and the bytes.
-big_roundtrip(Node, Size, Timeout) ->
-    Bin = crypto:strong_rand_bytes(Size),
-    Md5 = erlang:md5(Bin),
-    Echo = spawn(Node, macula_ct, big_echo, []),
-    T0 = erlang:monotonic_time(millisecond),
-    Echo ! {self(), Bin},
-    receive
-        {Echo, RemoteSize, RemoteMd5, Back} ->
-            Ms = erlang:monotonic_time(millisecond) - T0,
-            if RemoteSize =/= Size -> {bad_size_remote, RemoteSize};
-               RemoteMd5 =/= Md5 -> bad_md5_remote;
-               Back =/= Bin -> {bad_echo, byte_size(Back)};
-               true -> {ok, Ms}
-            end
-    after Timeout ->
-            {timeout, Timeout}
-    end.
 
 %% N messages of Size random bytes to a sink on Node, which checks each
 %% (sequence number, size, tail); {ok, Ms, Bytes} once the sink has them all.
