@@ -310,11 +310,10 @@ void Connection::on_datagram(const Address& local, const Address& remote,
     fail(rv, now);
     return;
   }
-  after_read(now);
+  after_read();
 }
 
-void Connection::after_read(uint64_t now) {
-  (void)now;
+void Connection::after_read() {
   if (handshake_done_ && state_ == State::kHandshake) establish();
   if (control_credit_ && control_out_.id >= 0) {
     // Stream 0 exists on both sides once bytes flowed on it.

@@ -129,7 +129,7 @@ class Connection {
   int on_new_cid(ngtcp2_cid* cid, uint8_t* token, size_t cidlen);
   void on_remove_cid(const ngtcp2_cid* cid);
 
-  void after_read(uint64_t now);
+  void after_read();
   void establish();
   void open_streams();
   StreamOut* pick_stream();

@@ -120,21 +120,19 @@ wait_results(B, Pairs, Deadline) ->
 %%% On the peers
 
 sink() ->
-    spawn(fun() -> sink_loop(0) end).
+    spawn(fun() -> sink_loop(0, none) end).
 
-sink_loop(N) ->
+%% Counts sequence-numbered messages (checking their order) and answers a
+%% {count, From, Want} once Want of them have arrived.
+sink_loop(N, {From, Want}) when N >= Want ->
+    From ! {sink, N},
+    sink_loop(N, none);
+sink_loop(N, Asker) ->
     receive
-        {count, From, Want} when N >= Want -> From ! {sink, N}, sink_loop(N);
-        {count, _, _} = Ask -> self() ! Ask, receive_one(N);
-        {seq, N, _Bin} -> sink_loop(N + 1);
+        {count, From, Want} -> sink_loop(N, {From, Want});
+        {seq, N, _Bin} -> sink_loop(N + 1, Asker);
         {seq, Other, _} -> exit({out_of_order, N, Other});
-        _Bulk -> sink_loop(N)
-    end.
-
-receive_one(N) ->
-    receive
-        {seq, N, _} -> sink_loop(N + 1);
-        {seq, Other, _} -> exit({out_of_order, N, Other})
+        _Bulk -> sink_loop(N, Asker)
     end.
 
 sink_count(Sink, Timeout) ->
