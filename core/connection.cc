@@ -162,7 +162,7 @@ void Connection::settings_and_params(uint64_t now, const Address& remote,
   p.initial_max_stream_data_bidi_remote = kControlWindow;
   p.initial_max_stream_data_uni = config_.stream_window;
   p.initial_max_streams_bidi = role_ == Role::kServer ? 1 : 0;
-  p.initial_max_streams_uni = 1;
+  p.initial_max_streams_uni = config_.data_streams;
   p.max_idle_timeout = config_.idle_timeout_ns;
   p.active_connection_id_limit = 4;
 }
@@ -249,15 +249,15 @@ void Connection::on_remove_cid(const ngtcp2_cid* cid) {
 }
 
 // Routes stream bytes to the stream's frame decoder. Stream 0 is control;
-// the peer's unidirectional stream is data; anything else is refused.
+// the peer's unidirectional streams are data (ngtcp2 holds the peer to the
+// number we allow); anything else is refused.
 int Connection::on_stream_data(int64_t id, const uint8_t* data, size_t len) {
   conn_credit_ += len;
   auto it = streams_in_.find(id);
   if (it == streams_in_.end()) {
     bool control = id == 0;
-    bool data_stream = (id & 2) && !is_local_stream(id, role_) && data_in_stream_ < 0;
+    bool data_stream = (id & 2) && !is_local_stream(id, role_);
     if (!control && !data_stream) return NGTCP2_ERR_CALLBACK_FAILURE;
-    if (data_stream) data_in_stream_ = id;
     if (control && role_ == Role::kServer) control_out_.id = 0;
     Channel ch = control ? Channel::kControl : Channel::kData;
     size_t limit = control ? config_.max_control_frame : config_.max_data_frame;
@@ -279,6 +279,7 @@ int Connection::on_stream_data(int64_t id, const uint8_t* data, size_t len) {
     }
     return 0;
   }
+  in.credit_held += len;
   data_credit_held_ += len;
   for (Bytes& f : frames) {
     pending_data_bytes_ += f.size;
@@ -288,8 +289,18 @@ int Connection::on_stream_data(int64_t id, const uint8_t* data, size_t len) {
 }
 
 void Connection::on_acked(int64_t id, uint64_t offset, uint64_t len) {
-  StreamOut& s = id == control_out_.id ? control_out_ : data_out_;
-  size_t freed = s.buffer.acknowledge(offset, len);
+  size_t freed;
+  if (id == control_out_.id) {
+    freed = control_out_.buffer.acknowledge(offset, len);
+  } else {
+    // Data streams are opened in order: their ids are 4 apart.
+    size_t index = size_t(id - data_out_[0].id) / 4;
+    if (index >= data_out_.size() || data_out_[index].id != id) return;
+    SendBuffer& b = data_out_[index].buffer;
+    freed = b.acknowledge(offset, len);
+    router_.acked(index, b.acked_offset());
+    if (!unrouted_.empty()) route_unrouted();
+  }
   if (freed && handle_->release(freed) && events_) events_->writable();
 }
 
@@ -333,9 +344,12 @@ void Connection::after_read() {
 // pile up in this process and the peer's queue fills instead.
 void Connection::apply_credit(uint64_t consumed) {
   unconsumed_ -= std::min(unconsumed_, consumed);
-  if (data_in_stream_ < 0 || data_credit_held_ == 0) return;
-  if (unconsumed_ > config_.recv_unconsumed_limit) return;
-  ngtcp2_conn_extend_max_stream_offset(conn_, data_in_stream_, data_credit_held_);
+  if (data_credit_held_ == 0 || unconsumed_ > config_.recv_unconsumed_limit) return;
+  for (auto& [id, in] : streams_in_) {
+    if (in.channel != Channel::kData || in.credit_held == 0) continue;
+    ngtcp2_conn_extend_max_stream_offset(conn_, id, in.credit_held);
+    in.credit_held = 0;
+  }
   data_credit_held_ = 0;
 }
 
@@ -364,7 +378,14 @@ void Connection::open_streams() {
     std::memset(tick.data.get(), 0, tick.size);
     handle_->send(Channel::kControl, std::move(tick), 1);
   }
-  ngtcp2_conn_open_uni_stream(conn_, &data_out_.id, nullptr);
+  // An older peer may allow fewer streams: use those it allows.
+  for (size_t i = 0; i < config_.data_streams; ++i) {
+    StreamOut s;
+    if (ngtcp2_conn_open_uni_stream(conn_, &s.id, nullptr) != 0) break;
+    data_out_.push_back(std::move(s));
+  }
+  router_ = StreamRouter(data_out_.size());
+  route_unrouted();
 }
 
 void Connection::on_inbox(uint64_t now) {
@@ -380,8 +401,12 @@ void Connection::on_inbox(uint64_t now) {
     }
   }
   if (state_ == State::kOpen || state_ == State::kHandshake) {
-    for (auto& [channel, bytes] : in.sends)
-      (channel == Channel::kControl ? control_out_ : data_out_).buffer.append(std::move(bytes));
+    for (ConnectionHandle::Send& send : in.sends) {
+      if (send.channel == Channel::kControl)
+        control_out_.buffer.append(std::move(send.chunk));
+      else
+        queue_data(std::move(send.chunk), std::move(send.routes));
+    }
   }
   if (in.credit) apply_credit(in.credit);
   if (in.close && (state_ == State::kOpen || state_ == State::kHandshake)) {
@@ -499,9 +524,56 @@ void Connection::deliver() {
   pending_data_bytes_ = 0;
 }
 
+// Frames wait in arrival order until routed: the queue only moves while
+// its head can be placed (a barrier waits for acknowledgements), so no
+// frame overtakes one that arrived before it without a route.
+void Connection::queue_data(OutChunk chunk, std::vector<FrameRoute> routes) {
+  if (routes.empty()) {
+    // One flow for callers that do not route (tests, tools).
+    FrameRoute one{FrameRoute::Kind::kProcess, UINT64_MAX};
+    one.size = chunk.size;
+    routes.push_back(one);
+  }
+  unrouted_.push_back({ChunkCutter(std::move(chunk)), std::move(routes)});
+  route_unrouted();
+}
+
+// Appends consecutive frames bound for the same stream as one piece.
+void Connection::route_unrouted() {
+  while (!unrouted_.empty() && !data_out_.empty()) {
+    Unrouted& u = unrouted_.front();
+    size_t run_stream = 0;
+    uint64_t run = 0;
+    auto append_run = [&] {
+      if (run) data_out_[run_stream].buffer.append(u.cutter.take(run));
+      run = 0;
+    };
+    for (; u.next < u.routes.size(); ++u.next) {
+      std::optional<size_t> stream = router_.place(u.routes[u.next]);
+      if (!stream) {
+        append_run();
+        return;  // a barrier: on_acked() calls again
+      }
+      if (*stream != run_stream) append_run();
+      run_stream = *stream;
+      run += u.routes[u.next].size;
+    }
+    append_run();
+    unrouted_.pop_front();
+  }
+}
+
+// Control first; then data streams in turn, one packet each.
 Connection::StreamOut* Connection::pick_stream() {
-  for (StreamOut* s : {&control_out_, &data_out_})
-    if (s->id >= 0 && !s->blocked && s->buffer.has_unsent()) return s;
+  if (control_out_.id >= 0 && !control_out_.blocked && control_out_.buffer.has_unsent())
+    return &control_out_;
+  for (size_t i = 0; i < data_out_.size(); ++i) {
+    StreamOut& s = data_out_[(next_data_ + i) % data_out_.size()];
+    if (!s.blocked && s.buffer.has_unsent()) {
+      next_data_ = (next_data_ + i + 1) % data_out_.size();
+      return &s;
+    }
+  }
   return nullptr;
 }
 
@@ -519,7 +591,8 @@ bool Connection::flush(uint64_t now) {
   std::vector<uint8_t>& tx = config_.host->tx_buffer();
   size_t off = 0, npkts = 0, seg = 0, total = 0;
   Address batch_to;
-  control_out_.blocked = data_out_.blocked = false;
+  control_out_.blocked = false;
+  for (StreamOut& d : data_out_) d.blocked = false;
   auto send_pending = [&] {
     if (off) send_batch(batch_to, tx.data(), off, seg);
     off = npkts = 0;

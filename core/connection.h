@@ -2,10 +2,13 @@
 // Owned by the endpoint's I/O thread; every method runs there.
 //
 // Streams: the client opens bidirectional stream 0 as the control channel;
-// each side opens one unidirectional stream for its data. Control bytes
+// each side opens several unidirectional streams for its data, and a
+// StreamRouter spreads frames over them by sending process. Control bytes
 // are written before data bytes, and the connection-level window is
 // extended as bytes arrive, so control frames never wait behind data.
-// The data stream's window only reopens as the user returns credit.
+// Data streams take turns packet by packet, so a big message on one does
+// not hold back a small one on another. A data stream's window only
+// reopens as the user returns credit.
 #pragma once
 
 #include <gnutls/gnutls.h>
@@ -13,6 +16,7 @@
 #include <ngtcp2/ngtcp2_crypto.h>
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -21,6 +25,7 @@
 #include "connection_handle.h"
 #include "framing.h"
 #include "send_buffer.h"
+#include "stream_router.h"
 #include "tls_context.h"
 #include "udp_socket.h"
 
@@ -48,7 +53,8 @@ struct ConnectionConfig {
   const uint8_t* reset_secret = nullptr;  // 32 bytes, for reset tokens
   uint64_t idle_timeout_ns = 0;
   uint64_t handshake_timeout_ns = 0;
-  uint64_t stream_window = 0;       // data stream flow-control window
+  uint64_t stream_window = 0;       // flow-control window per data stream
+  size_t data_streams = 1;          // data streams each side opens
   uint64_t recv_unconsumed_limit = 0;  // delivered, not yet consumed
   size_t max_control_frame = 0;
   size_t max_data_frame = 0;
@@ -113,6 +119,13 @@ class Connection {
   struct StreamIn {
     Channel channel;
     FrameDecoder decoder;
+    uint64_t credit_held = 0;  // bytes waiting for consumed()
+  };
+  // Data frames not yet on a stream: behind a barrier frame.
+  struct Unrouted {
+    ChunkCutter cutter;
+    std::vector<FrameRoute> routes;
+    size_t next = 0;
   };
 
   friend struct ConnectionCallbacks;
@@ -133,6 +146,8 @@ class Connection {
   void establish();
   void open_streams();
   StreamOut* pick_stream();
+  void queue_data(OutChunk chunk, std::vector<FrameRoute> routes);
+  void route_unrouted();
   bool send_batch(const Address& to, const uint8_t* data, size_t len, size_t seg);
   void apply_credit(uint64_t credit);
   void fail(int liberr, uint64_t now);
@@ -154,14 +169,17 @@ class Connection {
   std::vector<ngtcp2_cid> cids_;
   std::string peer_host_;
 
-  StreamOut control_out_, data_out_;
+  StreamOut control_out_;
+  std::vector<StreamOut> data_out_;
+  StreamRouter router_{1};
+  std::deque<Unrouted> unrouted_;
+  size_t next_data_ = 0;          // data stream whose turn it is
   std::map<int64_t, StreamIn> streams_in_;
   uint64_t control_credit_ = 0;   // control bytes to give back at once
   size_t control_frames_in_ = 0;  // non-tick control frames received
   uint64_t conn_credit_ = 0;      // connection-level bytes to give back
-  uint64_t data_credit_held_ = 0; // data stream bytes waiting for consumed()
+  uint64_t data_credit_held_ = 0; // data bytes waiting for consumed()
   uint64_t unconsumed_ = 0;       // delivered data bytes not yet consumed
-  int64_t data_in_stream_ = -1;
 
   // Frames waiting for an events receiver or for deliver().
   std::vector<Bytes> pending_control_;

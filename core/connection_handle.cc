@@ -32,12 +32,12 @@ void ConnectionHandle::wake() {
 }
 
 SendStatus ConnectionHandle::send(Channel channel, OutChunk framed,
-                                  uint32_t nframes) {
+                                  uint32_t nframes, std::vector<FrameRoute> routes) {
   if (closed_.load()) return SendStatus::kClosed;
   uint64_t size = framed.size;
   {
     std::lock_guard lock(mu_);
-    inbox_.sends.emplace_back(channel, std::move(framed));
+    inbox_.sends.push_back({channel, std::move(framed), std::move(routes)});
     wake();
   }
   frames_out_ += nframes;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "bytes.h"
+#include "dist_route.h"
 #include "tls_context.h"
 #include "udp_socket.h"
 
@@ -83,7 +84,11 @@ class ConnectionHandle {
   // Queues already framed bytes (`nframes` frames) on `channel`. kOk:
   // queued. kBusy: queued, but the queue is above its high-water mark;
   // wait for writable() before sending more. kClosed: dropped.
-  SendStatus send(Channel channel, OutChunk framed, uint32_t nframes);
+  // On the data channel, `routes` (one per frame, in order, sizes adding
+  // up to the chunk's) lets frames of different senders use different
+  // streams; without routes the chunk's frames keep one order.
+  SendStatus send(Channel channel, OutChunk framed, uint32_t nframes,
+                  std::vector<FrameRoute> routes = {});
   SendStatus send(Channel channel, Bytes framed, uint32_t nframes) {
     return send(channel, OutChunk::from_bytes(std::move(framed)), nframes);
   }
@@ -102,8 +107,13 @@ class ConnectionHandle {
   Address remote() const;
 
   // ---- I/O thread side ----
+  struct Send {
+    Channel channel;
+    OutChunk chunk;
+    std::vector<FrameRoute> routes;
+  };
   struct Inbox {
-    std::vector<std::pair<Channel, OutChunk>> sends;
+    std::vector<Send> sends;
     uint64_t credit = 0;
     bool close = false;
     uint64_t close_code = 0;

@@ -93,6 +93,7 @@ ConnectionConfig Endpoint::connection_config() {
   c.idle_timeout_ns = config_.idle_timeout_ms * 1000000;
   c.handshake_timeout_ns = config_.handshake_timeout_ms * 1000000;
   c.stream_window = config_.stream_window;
+  c.data_streams = config_.data_streams;
   c.recv_unconsumed_limit = config_.recv_unconsumed_limit;
   c.max_control_frame = config_.max_control_frame;
   c.max_data_frame = config_.max_data_frame;

@@ -30,7 +30,10 @@ struct EndpointConfig {
   uint64_t handshake_timeout_ms = 10000;
   uint64_t send_high_water = 16u << 20;
   uint64_t send_low_water = 4u << 20;
-  uint64_t stream_window = 16u << 20;
+  uint64_t stream_window = 16u << 20;  // per data stream
+  // Data streams per direction: frames of different sending processes
+  // spread over them, so one big message does not hold back the others.
+  size_t data_streams = 8;
   uint64_t recv_unconsumed_limit = 32u << 20;
   size_t max_control_frame = 64u << 10;
   size_t max_data_frame = 1u << 30;

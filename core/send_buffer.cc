@@ -4,6 +4,25 @@
 
 namespace macula {
 
+OutChunk ChunkCutter::take(size_t bytes) {
+  OutChunk out;
+  out.owner = chunk_.owner;
+  while (bytes > 0 && iov_ < chunk_.iov.size()) {
+    const iovec& v = chunk_.iov[iov_];
+    size_t n = std::min(bytes, v.iov_len - off_);
+    out.iov.push_back({static_cast<uint8_t*>(v.iov_base) + off_, n});
+    out.size += n;
+    bytes -= n;
+    off_ += n;
+    if (off_ == v.iov_len) {
+      off_ = 0;
+      ++iov_;
+    }
+  }
+  taken_ += out.size;
+  return out;
+}
+
 void SendBuffer::append(OutChunk chunk) {
   if (chunk.size == 0) return;
   end_offset_ += chunk.size;

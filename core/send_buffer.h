@@ -12,6 +12,19 @@
 
 namespace macula {
 
+// Cuts a chunk into consecutive pieces that share its owner.
+class ChunkCutter {
+ public:
+  explicit ChunkCutter(OutChunk chunk) : chunk_(std::move(chunk)) {}
+  // The next `bytes` bytes of the chunk (fewer if fewer remain).
+  OutChunk take(size_t bytes);
+  size_t remaining() const { return chunk_.size - taken_; }
+
+ private:
+  OutChunk chunk_;
+  size_t iov_ = 0, off_ = 0, taken_ = 0;
+};
+
 class SendBuffer {
  public:
   void append(OutChunk chunk);
@@ -28,6 +41,7 @@ class SendBuffer {
   size_t acknowledge(uint64_t offset, uint64_t len);
 
   bool has_unsent() const { return sent_offset_ < end_offset_; }
+  uint64_t acked_offset() const { return acked_offset_; }
   uint64_t held_bytes() const { return end_offset_ - base_offset_; }
 
  private:

@@ -18,6 +18,7 @@
 
 #include "cookie_proof.h"
 #include "endpoint.h"
+#include "dist_route.h"
 #include "framing.h"
 #include "node_name.h"
 
@@ -437,11 +438,18 @@ ERL_NIF_TERM send(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
       return badarg(env, "frames");
     }
   }
+  // Data frames are routed by sending process (see dist_route.h); the
+  // header is parsed here, on the scheduler, to keep the I/O thread free.
+  std::vector<FrameRoute> routes;
+  if (ch == Channel::kData) {
+    routes.reserve(n);
+    for (auto frame : frames) routes.push_back(route_of(frame));
+  }
   OutChunk chunk = frame_chunk(frames, owner);
   ErlNifPid self;
   enif_self(env, &self);
   c->events->set_writable_pid(self);
-  return send_status(env, c->handle->send(ch, std::move(chunk), n));
+  return send_status(env, c->handle->send(ch, std::move(chunk), n, std::move(routes)));
 }
 
 // tick(Conn): an empty frame on the control stream; never waits for data.

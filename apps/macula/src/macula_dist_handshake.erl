@@ -10,6 +10,7 @@
 %% dist_util callbacks
 -export([tick/1, getstat/1, setopts/2, getopts/2, handshake_complete/3]).
 
+-include_lib("kernel/include/dist.hrl").
 -include_lib("kernel/include/dist_util.hrl").
 -include_lib("kernel/include/net_address.hrl").
 -include("macula_dist.hrl").
@@ -175,6 +176,9 @@ hs_data(Ctx, Kernel, MyNode, Timer) ->
              socket = Ctx,
              timer = Timer,
              this_flags = 0,
+             %% Without the atom cache every frame stands alone, so frames
+             %% of different senders may take different streams.
+             reject_flags = ?DFLAG_DIST_HDR_ATOM_CACHE,
              f_send = fun send_handshake/2,
              f_recv = fun recv_handshake/3,
              f_setopts_pre_nodeup = fun(_) -> ok end,
