@@ -28,8 +28,12 @@ struct EndpointConfig {
   TlsConfig tls;
   uint64_t idle_timeout_ms = 300000;  // liveness is the Erlang tick's job
   uint64_t handshake_timeout_ms = 10000;
-  uint64_t send_high_water = 16u << 20;
-  uint64_t send_low_water = 4u << 20;
+  // Bytes queued per connection (all streams) before senders see
+  // busy_dist_port. The VM has one distribution queue per connection, so
+  // a small message can only overtake a big one once both are here:
+  // room for a couple of big messages in flight keeps small ones moving.
+  uint64_t send_high_water = 32u << 20;
+  uint64_t send_low_water = 8u << 20;
   uint64_t stream_window = 16u << 20;  // per data stream
   // Data streams per direction: frames of different sending processes
   // spread over them, so one big message does not hold back the others.

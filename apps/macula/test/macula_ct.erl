@@ -85,7 +85,9 @@ erl_args(macula, Opts) ->
      "-setcookie", maps:get(cookie, Opts, ?COOKIE)] ++ maps:get(args, Opts, []);
 erl_args(inet_tcp, Opts) ->
     ["-pa", ebin(), "-pa", test_dir(),
-     "-setcookie", maps:get(cookie, Opts, ?COOKIE)] ++ maps:get(args, Opts, []).
+     "-setcookie", maps:get(cookie, Opts, ?COOKIE)] ++ maps:get(args, Opts, []);
+erl_args(inet_tls, Opts = #{tls_optfile := OptFile}) ->
+    ["-proto_dist", "inet_tls", "-ssl_dist_optfile", OptFile | erl_args(inet_tcp, Opts)].
 
 erl_env(Config, Opts) ->
     [{"MACULA_DIST_CERT_DIR", proplists:get_value(cert_dir, Config)},
@@ -95,7 +97,8 @@ erl_env(Config, Opts) ->
 %%% Peers
 
 %% @doc Starts a peer node; returns {PeerPid, NodeName}. Opts:
-%%   proto  => macula | inet_tcp (default: the group's `proto`, else macula)
+%%   proto  => macula | inet_tcp | inet_tls (default: the group's `proto`,
+%%             else macula); inet_tls needs tls_optfile => an ssl_dist_optfile
 %%   name   => the part before '@' (default: a fresh port number for
 %%             macula, "ct<N>" for inet_tcp)
 %%   port   => the UDP port to use in a generated macula name

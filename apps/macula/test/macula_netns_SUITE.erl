@@ -30,11 +30,11 @@
 
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1,
          init_per_testcase/2, end_per_testcase/2]).
--export([mtu1500_basic/1, inet_tcp_basic/1, delay_loss/1,
-         partition_nodedown/1, partition_linkdown/1]).
+-export([mtu1500_basic/1, inet_tcp_basic/1, inet_tls_basic/1, delay_loss/1,
+         hol_under_bulk/1, partition_nodedown/1, partition_linkdown/1]).
 %% run on the nodes
 -export([whereami/0, stream/3, stream_sink/4, ordered/2,
-         ordered_sink/2]).
+         ordered_sink/2, small_rtt/2, hol/3, hol_sink/0, hol_echo/0]).
 
 -define(NS1, "mcl_t1").
 -define(NS2, "mcl_t2").
@@ -54,8 +54,8 @@ suite() ->
     [{timetrap, {minutes, 4}}].
 
 all() ->
-    [mtu1500_basic, inet_tcp_basic, delay_loss, partition_nodedown,
-     partition_linkdown].
+    [mtu1500_basic, inet_tcp_basic, inet_tls_basic, delay_loss,
+     hol_under_bulk, partition_nodedown, partition_linkdown].
 
 %%% ------------------------------------------------------------------
 %%% Set-up
@@ -142,7 +142,39 @@ setup(Config) ->
     Exe = build_bridge(Config),
     bridge_start(Exe),
     ct:pal("namespaces ~p ready, impairment by ~p", [?NAMESPACES, Backend]),
-    [{impair_backend, Backend}].
+    [{impair_backend, Backend}, {tls_optfile, tls_files(Config)}].
+
+%% A throwaway CA and one node certificate (ECDSA P-256) for inet_tls_dist,
+%% valid for the suite's addresses (inet_tls_dist checks the host part of
+%% the node name, as a DNS name too). Returns the ssl_dist_optfile.
+tls_files(Config) ->
+    Dir = filename:join(?config(priv_dir, Config), "tls"),
+    ok = filelib:ensure_path(Dir),
+    F = fun(Name) -> filename:join(Dir, Name) end,
+    Ips = ["10.199.1.1", "10.199.1.2", "10.199.2.1", "10.199.2.2"],
+    San = lists:join(",", [[K, ":", Ip] || Ip <- Ips, K <- ["IP", "DNS"]]),
+    ok = file:write_file(F("node.ext"),
+                         ["basicConstraints=CA:FALSE\n",
+                          "keyUsage=critical,digitalSignature\n",
+                          "extendedKeyUsage=serverAuth,clientAuth\n",
+                          "subjectAltName=", San, "\n"]),
+    Ssl = "openssl",
+    must(Ssl, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", F("ca.key")]),
+    must(Ssl, ["req", "-x509", "-new", "-key", F("ca.key"), "-sha256", "-days", "2",
+               "-subj", "/CN=macula netns CA", "-out", F("ca.pem")]),
+    must(Ssl, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", F("node.key")]),
+    must(Ssl, ["req", "-new", "-key", F("node.key"), "-subj", "/CN=macula netns node",
+               "-out", F("node.csr")]),
+    must(Ssl, ["x509", "-req", "-in", F("node.csr"), "-CA", F("ca.pem"), "-CAkey", F("ca.key"),
+               "-CAcreateserial", "-sha256", "-days", "2", "-extfile", F("node.ext"),
+               "-out", F("node.pem")]),
+    Opts = [{certfile, F("node.pem")}, {keyfile, F("node.key")},
+            {cacertfile, F("ca.pem")}, {verify, verify_peer},
+            {versions, ['tlsv1.3']}],
+    OptFile = F("ssl_dist.conf"),
+    ok = file:write_file(OptFile, io_lib:format("~p.~n", [[{server, [{fail_if_no_peer_cert, true} | Opts]},
+                                                          {client, Opts}]])),
+    OptFile.
 
 build_bridge(Config) ->
     Src = filename:join(?config(data_dir, Config), "mcl_netem.c"),
@@ -301,9 +333,11 @@ pair(Config, Proto, Path, Args) ->
     {IpA, IpB} = ips(Path),
     {NameA, NameB} = case Proto of
                          macula -> {?PORT_A, ?PORT_B};
-                         inet_tcp -> {"a", "b"}
+                         _ -> {"a", "b"}
                      end,
-    Opts = #{proto => Proto, args => Args},
+    Proto =:= macula orelse [start_epmd(NS) || NS <- [?NS1, ?NS2]],
+    Opts = #{proto => Proto, args => Args,
+             tls_optfile => proplists:get_value(tls_optfile, Config)},
     {A, NA} = macula_ct:start_node(Config, Opts#{name => NameA, host => IpA,
                                                  netns => ?NS1}),
     {B, NB} = macula_ct:start_node(Config, Opts#{name => NameB, host => IpB,
@@ -403,35 +437,56 @@ mtu1500_basic(Config) ->
     true = Tx1 - Tx0 >= ?BIG,
     true = Rx1 - Rx0 >= ?BIG,
     Rate = stream_rate(A, NB),
+    Rtt = rtt_p50(A, NB),
     [NB] = peer:call(A, erlang, nodes, []),
     Info = peer:call(A, macula, info, []),
     ct:pal("macula over veth MTU 1500: 64 MB round trip ~p ms; "
-           "one-way stream of ~p x 1 MB: ~.1f MB/s; A: ~p",
-           [Ms, ?STREAM_N, Rate, Info]),
+           "one-way stream of ~p x 1 MB: ~.1f MB/s; 64 B round trip p50 ~p us; A: ~p",
+           [Ms, ?STREAM_N, Rate, Rtt, Info]),
     record(Config, {macula, roundtrip_64mb_ms, Ms}),
     record(Config, {macula, stream_mb_per_s, Rate}),
-    ct:comment("64 MB round trip ~p ms, stream ~.1f MB/s", [Ms, Rate]),
+    record(Config, {macula, rtt_p50_us, Rtt}),
+    ct:comment("64 MB round trip ~p ms, stream ~.1f MB/s, RTT p50 ~p us", [Ms, Rate, Rtt]),
     ok.
 
 %% The same over inet_tcp_dist, with an epmd inside each namespace, for
 %% comparison.
 inet_tcp_basic(Config) ->
+    baseline(Config, inet_tcp).
+
+%% And over inet_tls_dist (TLS 1.3, verify_peer).
+inet_tls_basic(Config) ->
+    baseline(Config, inet_tls).
+
+baseline(Config, Proto) ->
     need_netns(Config),
-    [start_epmd(NS) || NS <- [?NS1, ?NS2]],
-    {A, NA, B, NB} = pair(Config, inet_tcp, direct, []),
+    {A, NA, B, NB} = pair(Config, Proto, direct, []),
     ping_rpc(A, NA, B, NB),
     {Tx0, _} = veth_bytes(?NS1, "mclA0"),
     Ms = roundtrip(A, NB, ?BIG),
     {Tx1, _} = veth_bytes(?NS1, "mclA0"),
     true = Tx1 - Tx0 >= ?BIG,
     Rate = stream_rate(A, NB),
+    Rtt = rtt_p50(A, NB),
     [NB] = peer:call(A, erlang, nodes, []),
-    ct:pal("inet_tcp over veth MTU 1500: 64 MB round trip ~p ms; "
-           "one-way stream of ~p x 1 MB: ~.1f MB/s", [Ms, ?STREAM_N, Rate]),
-    record(Config, {inet_tcp, roundtrip_64mb_ms, Ms}),
-    record(Config, {inet_tcp, stream_mb_per_s, Rate}),
-    ct:comment("64 MB round trip ~p ms, stream ~.1f MB/s", [Ms, Rate]),
+    ct:pal("~p over veth MTU 1500: 64 MB round trip ~p ms; one-way stream "
+           "of ~p x 1 MB: ~.1f MB/s; 64 B round trip p50 ~p us",
+           [Proto, Ms, ?STREAM_N, Rate, Rtt]),
+    record(Config, {Proto, roundtrip_64mb_ms, Ms}),
+    record(Config, {Proto, stream_mb_per_s, Rate}),
+    record(Config, {Proto, rtt_p50_us, Rtt}),
+    ct:comment("64 MB round trip ~p ms, stream ~.1f MB/s, RTT p50 ~p us",
+               [Ms, Rate, Rtt]),
     ok.
+
+%% Median round trip of a 64-byte message, microseconds.
+rtt_p50(A, NB) ->
+    Rtts = peer:call(A, ?MODULE, small_rtt, [NB, 2000], 60000),
+    percentile(Rtts, 50).
+
+percentile(Values, P) ->
+    Sorted = lists:sort(Values),
+    lists:nth(max(1, min(length(Sorted), ceil(length(Sorted) * P / 100))), Sorted).
 
 start_epmd(NS) ->
     must(ip(), ["netns", "exec", NS, "epmd", "-daemon"]),
@@ -482,6 +537,46 @@ delay_loss(Config) ->
     record(Config, {macula, delay20_loss1_roundtrip_16mb_ms, Ms}),
     ct:comment("16 MB round trip ~p ms under 20 ms + 1 %", [Ms]),
     ok.
+
+%% Head-of-line blocking: over the impaired path (20 ms + 1 % loss each
+%% way) one process streams 8 MB messages (two in flight, each
+%% acknowledged) while another measures 64-byte round trips. With one TCP
+%% stream every small message waits behind the bulk bytes queued before it
+%% and behind every retransmission; macula puts the two senders on
+%% different QUIC streams. The test asserts macula's p99 is at most half
+%% of inet_tcp_dist's (the target, one third, is checked by `make bench`).
+hol_under_bulk(Config) ->
+    need_netns(Config),
+    Secs = list_to_integer(os:getenv("MACULA_HOL_SECONDS", "15")),
+    impair(Config, 20, 1),
+    Protos = [list_to_atom(P) || P <- string:lexemes(os:getenv("MACULA_HOL_PROTOS", "macula inet_tcp inet_tls"), " ")],
+    Results = [{Proto, hol_run(Config, Proto, Secs)} || Proto <- Protos],
+    [begin
+         record(Config, {Proto, hol_rtt_p50_ms, P50}),
+         record(Config, {Proto, hol_rtt_p99_ms, P99}),
+         record(Config, {Proto, hol_bulk_mb_per_s, Bulk})
+     end || {Proto, #{p50 := P50, p99 := P99, bulk := Bulk}} <- Results],
+    #{p99 := Mac} = proplists:get_value(macula, Results),
+    #{p99 := Tcp} = proplists:get_value(inet_tcp, Results),
+    ct:comment("64 B RTT p99 under 8 MB bulk, 20 ms + 1 %: macula ~.1f ms, "
+               "inet_tcp ~.1f ms", [Mac, Tcp]),
+    Mac * 2 =< Tcp orelse ct:fail({head_of_line_blocking, macula_p99_ms, Mac,
+                                   inet_tcp_p99_ms, Tcp}),
+    ok.
+
+hol_run(Config, Proto, Secs) ->
+    {A, _NA, _B, NB} = pair(Config, Proto, impaired, []),
+    Window = list_to_integer(os:getenv("MACULA_HOL_WINDOW", "2")),
+    {ok, Rtts, BulkBytes} = peer:call(A, ?MODULE, hol, [NB, Secs, Window],
+                                      (Secs + 120) * 1000),
+    macula_ct:stop_all(),
+    Proto =:= macula orelse [kill_all_in(NS) || NS <- [?NS1, ?NS2]],
+    Ms = [U / 1000 || U <- Rtts],
+    R = #{p50 => percentile(Ms, 50), p99 => percentile(Ms, 99),
+          max => lists:max(Ms), n => length(Ms),
+          bulk => BulkBytes / ?MB / Secs},
+    ct:pal("~p: 64 B round trips under an 8 MB bulk stream: ~p", [Proto, R]),
+    R.
 
 %% net_ticktime 4; then every packet is dropped (loss 100 %, the links
 %% stay up): nodedown on both sides within 8 s. Restored: ping pong again.
@@ -545,28 +640,52 @@ record(Config, Term) ->
 results_file(Config) ->
     filename:join(?config(priv_dir, Config), "netns_results.txt").
 
+%% Prints the figures as a markdown table, also written to the file named
+%% by MACULA_NETNS_REPORT when set (`make bench` includes it).
 report(Config) ->
     case file:consult(results_file(Config)) of
         {ok, Terms} ->
-            Get = fun(P, K) ->
-                          case [V || {P1, K1, V} <- Terms, P1 =:= P, K1 =:= K] of
-                              [V | _] -> V;
-                              [] -> '-'
-                          end
-                  end,
-            ct:pal("macula vs inet_tcp, two namespaces, veth MTU 1500:~n"
-                   "                          macula     inet_tcp~n"
-                   "64 MB round trip (ms)     ~-10s ~s~n"
-                   "stream 300 x 1 MB (MB/s)  ~-10s ~s~n"
-                   "macula, 20 ms + 1 % loss each way: 16 MB round trip ~s ms",
-                   [fmt(Get(macula, roundtrip_64mb_ms)),
-                    fmt(Get(inet_tcp, roundtrip_64mb_ms)),
-                    fmt(Get(macula, stream_mb_per_s)),
-                    fmt(Get(inet_tcp, stream_mb_per_s)),
-                    fmt(Get(macula, delay20_loss1_roundtrip_16mb_ms))]);
+            Table = report_table(Terms),
+            ct:pal("~ts", [Table]),
+            case os:getenv("MACULA_NETNS_REPORT") of
+                false -> ok;
+                File -> file:write_file(File, Table)
+            end;
         _ ->
             ok
     end.
+
+report_table(Terms) ->
+    Get = fun(P, K) ->
+                  case [V || {P1, K1, V} <- Terms, P1 =:= P, K1 =:= K] of
+                      [V | _] -> V;
+                      [] -> '-'
+                  end
+          end,
+    Ratio = fun(K, Base) ->
+                    case {Get(macula, K), Get(Base, K)} of
+                        {M, B} when is_number(M), is_number(B), B > 0 ->
+                            float_to_list(M / B, [{decimals, 2}]) ++ "x";
+                        _ -> "-"
+                    end
+            end,
+    Rows = [{"1 MB messages, one-way stream", "MB/s", stream_mb_per_s},
+            {"64 MB round trip", "ms", roundtrip_64mb_ms},
+            {"64 B round trip p50", "us", rtt_p50_us},
+            {"under 8 MB bulk, 20 ms + 1 % loss: 64 B RTT p50", "ms", hol_rtt_p50_ms},
+            {"under 8 MB bulk, 20 ms + 1 % loss: 64 B RTT p99", "ms", hol_rtt_p99_ms},
+            {"under 8 MB bulk, 20 ms + 1 % loss: bulk goodput", "MB/s", hol_bulk_mb_per_s}],
+    ["Two network namespaces, veth MTU 1500 (impaired rows through the "
+     "delay/loss bridge):\n\n"
+     "| metric | unit | macula | inet_tcp | inet_tls | macula/inet_tcp | macula/inet_tls |\n"
+     "|---|---|---:|---:|---:|---:|---:|\n",
+     [io_lib:format("| ~ts | ~ts | ~ts | ~ts | ~ts | ~ts | ~ts |~n",
+                    [Label, Unit, fmt(Get(macula, K)), fmt(Get(inet_tcp, K)),
+                     fmt(Get(inet_tls, K)), Ratio(K, inet_tcp), Ratio(K, inet_tls)])
+      || {Label, Unit, K} <- Rows],
+     io_lib:format("~nmacula, 20 ms + 1 % loss each way, no other traffic: "
+                   "16 MB round trip ~ts ms~n",
+                   [fmt(Get(macula, delay20_loss1_roundtrip_16mb_ms))])].
 
 fmt(F) when is_float(F) -> float_to_list(F, [{decimals, 1}]);
 fmt(X) -> lists:flatten(io_lib:format("~p", [X])).
@@ -647,6 +766,74 @@ stream_loop(I, N, Size, Tail) ->
             end;
         {chunk, J, Bin} ->
             {bad_chunk, expected, I, got, J, byte_size(Bin)}
+    end.
+
+%% N round trips of a 64-byte message to an echo on Node, microseconds.
+small_rtt(Node, N) ->
+    Echo = spawn(Node, ?MODULE, hol_echo, []),
+    Bin = crypto:strong_rand_bytes(64),
+    _ = [echo(Echo, Bin) || _ <- lists:seq(1, 100)],
+    Rtts = [echo(Echo, Bin) || _ <- lists:seq(1, N)],
+    exit(Echo, kill),
+    Rtts.
+
+echo(Echo, Bin) ->
+    T0 = erlang:monotonic_time(microsecond),
+    Echo ! {self(), Bin},
+    receive {Echo, Bin} -> erlang:monotonic_time(microsecond) - T0 end.
+
+hol_echo() ->
+    receive {From, Bin} -> From ! {self(), Bin} end,
+    hol_echo().
+
+%% Bulk: 8 MB messages to a sink on Node, Window of them unacknowledged at
+%% a time, for Secs seconds; meanwhile 64-byte round trips every 10 ms from
+%% another process. Returns {ok, RoundTripsUs, BulkBytesDelivered}.
+hol(Node, Secs, Window) ->
+    Sink = spawn(Node, ?MODULE, hol_sink, []),
+    Echo = spawn(Node, ?MODULE, hol_echo, []),
+    Big = crypto:strong_rand_bytes(8 * ?MB),
+    Bulk = spawn_link(fun() ->
+                              [Sink ! {self(), Big} || _ <- lists:seq(1, Window)],
+                              hol_bulk(Sink, Big, 0)
+                      end),
+    timer:sleep(2000),  % the bulk transfer fills the path first
+    Small = crypto:strong_rand_bytes(64),
+    Deadline = erlang:monotonic_time(millisecond) + Secs * 1000,
+    Acked0 = hol_acked(Bulk),
+    Rtts = hol_ping(Echo, Small, Deadline, []),
+    Acked = hol_acked(Bulk) - Acked0,
+    unlink(Bulk),
+    exit(Bulk, kill),
+    [exit(P, kill) || P <- [Sink, Echo]],
+    {ok, Rtts, Acked * byte_size(Big)}.
+
+hol_bulk(Sink, Big, Acked) ->
+    receive
+        {Sink, ack} ->
+            Sink ! {self(), Big},
+            hol_bulk(Sink, Big, Acked + 1);
+        {acked, From} ->
+            From ! {acked, Acked},
+            hol_bulk(Sink, Big, Acked)
+    end.
+
+hol_acked(Bulk) ->
+    Bulk ! {acked, self()},
+    receive {acked, N} -> N after 60000 -> error(bulk_stuck) end.
+
+hol_sink() ->
+    receive {From, Bin} when byte_size(Bin) > 0 -> From ! {self(), ack} end,
+    hol_sink().
+
+hol_ping(Echo, Bin, Deadline, Acc) ->
+    case erlang:monotonic_time(millisecond) < Deadline of
+        true ->
+            Rtt = echo(Echo, Bin),
+            timer:sleep(10),
+            hol_ping(Echo, Bin, Deadline, [Rtt | Acc]);
+        false ->
+            Acc
     end.
 
 %% N small messages (0..1000 bytes) to a receiver on Node that checks
