@@ -116,10 +116,16 @@ void Endpoint::accepted(Connection& conn) {
 
 void Endpoint::run() {
   epoll_event evs[4];
+  uint64_t spin_until = 0;
+  const uint64_t spin_ns = config_.busy_poll_us * 1000;
   while (!stopping_.load()) {
-    int timeout = dirty_.empty() ? -1 : 0;
+    int timeout = dirty_.empty() && now_ns() >= spin_until ? -1 : 0;
     int n = epoll_wait(epoll_fd_, evs, 4, timeout);
     uint64_t now = now_ns();
+    // After activity, poll for a short while instead of sleeping: the
+    // answer to what we just delivered or sent often comes within tens of
+    // microseconds, and a sleeping thread takes as long again to wake.
+    if (n > 0) spin_until = now + spin_ns;
     for (int i = 0; i < n; ++i) {
       int fd = evs[i].data.fd;
       uint64_t drain;

@@ -303,6 +303,7 @@ ERL_NIF_TERM open_endpoint(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   if (!map_uint64(env, m, "handshake_timeout_ms", c.handshake_timeout_ms)) return badarg(env, "handshake_timeout_ms");
   if (!map_uint64(env, m, "send_high_water", c.send_high_water)) return badarg(env, "send_high_water");
   if (!map_uint64(env, m, "send_low_water", c.send_low_water)) return badarg(env, "send_low_water");
+  if (!map_uint64(env, m, "busy_poll_us", c.busy_poll_us)) return badarg(env, "busy_poll_us");
   c.port = uint16_t(port);
   c.accept = accept != 0;
   auto events = std::make_shared<NifEndpointEvents>();

@@ -9,11 +9,16 @@
 
 -define(KEY, {?MODULE, config}).
 -define(DEFAULT_PORT, 4433).
+%% The I/O thread may poll this long after each event before sleeping, to
+%% skip a thread wake-up per hop of a round trip. Off by default: on a
+%% 2-core machine it cut the median a little and doubled the p99.
+-define(DEFAULT_BUSY_POLL_US, 0).
 
 -type config() :: #{port := 1..65535, bind := string(), mode := direct,
                     trust := cookie | ca | insecure, cert_dir := string(),
                     cacertfile := string(), certfile := string(),
-                    keyfile := string(), cc := cubic | reno | bbr | bbr2}.
+                    keyfile := string(), cc := cubic | reno | bbr | bbr2,
+                    busy_poll_us := 0..10000}.
 
 %% @doc The validated configuration; read once, then cached.
 -spec get() -> config().
@@ -45,7 +50,8 @@ read() ->
       cacertfile => Cacert,
       certfile => string(macula_dist_certfile, ""),
       keyfile => string(macula_dist_keyfile, ""),
-      cc => cc()}.
+      cc => cc(),
+      busy_poll_us => integer(macula_dist_busy_poll_us, ?DEFAULT_BUSY_POLL_US, 0, 10000)}.
 
 cc() ->
     case string(macula_dist_cc, "bbr2") of
@@ -86,16 +92,23 @@ string(Key, Default) ->
     end.
 
 port(Key, Default) ->
+    integer(Key, Default, 1, 65535, "expected a port number 1..65535").
+
+integer(Key, Default, Min, Max) ->
+    integer(Key, Default, Min, Max,
+            lists:flatten(io_lib:format("expected an integer ~p..~p", [Min, Max]))).
+
+integer(Key, Default, Min, Max, Why) ->
     case lookup(Key) of
         undefined -> Default;
-        P when is_integer(P), P >= 1, P =< 65535 -> P;
+        I when is_integer(I), I >= Min, I =< Max -> I;
         V when is_list(V) ->
             try list_to_integer(V) of
-                P when P >= 1, P =< 65535 -> P;
-                _ -> invalid(Key, V, "expected a port number 1..65535")
-            catch error:badarg -> invalid(Key, V, "expected a port number 1..65535")
+                I when I >= Min, I =< Max -> I;
+                _ -> invalid(Key, V, Why)
+            catch error:badarg -> invalid(Key, V, Why)
             end;
-        V -> invalid(Key, V, "expected a port number 1..65535")
+        V -> invalid(Key, V, Why)
     end.
 
 boolean(Key, Default) ->

@@ -67,7 +67,8 @@ open_locked(Port, Accept) ->
                      cacertfile => maps:get(cacertfile, Config),
                      certfile => maps:get(certfile, Config),
                      keyfile => maps:get(keyfile, Config),
-                     cc => maps:get(cc, Config)},
+                     cc => maps:get(cc, Config),
+                     busy_poll_us => maps:get(busy_poll_us, Config)},
             case macula_nif:open_endpoint(Opts) of
                 {ok, Ep} ->
                     persistent_term:put(?KEY, Ep),
