@@ -11,7 +11,9 @@
 #   BENCH_ERL_FLAGS     extra emulator flags for every node, default
 #                       "+sbwt none +sbwtdcpu none +sbwtdio none" so that
 #                       scheduler busy-waiting is not counted as CPU work
-#   BENCH_TIMEOUT       hard limit for the whole run in seconds, default 330
+#   BENCH_TIMEOUT       hard limit for the loopback run in seconds, default 330
+#   BENCH_NETNS         1 (default): then run scripts/bench-netns.sh (root)
+#                       and append its table to build/bench.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -131,5 +133,12 @@ if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
   echo "bench: FAILED: did not finish within ${timeout_s}s" >&2
 elif [ "$rc" -ne 0 ]; then
   echo "bench: FAILED (exit $rc); see the errors above" >&2
+fi
+if [ "${BENCH_NETNS:-1}" = 1 ]; then
+  if "$root/scripts/bench-netns.sh"; then
+    { echo; cat "$root/build/bench-netns.md"; } >>"$out"
+  else
+    rc=1
+  fi
 fi
 exit "$rc"
