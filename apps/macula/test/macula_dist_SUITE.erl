@@ -13,11 +13,11 @@
          registered_send/1, global_register/1, pg_members/1,
          big_binary/1, ordering/1, auto_connect/1, kill9_nodedown/1,
          disconnect_nodedown/1, init_stop_nodedown/1, restart_reconnect/1,
-         restart_after_crash/1, no_ghost_connection/1]).
+         restart_after_crash/1, no_ghost_connection/1, named_down_order/1]).
 %% run on the peers
 -export([concurrent_rpc/2, double_here/1, spawn_roundtrip/2, link_exit_on/1,
          monitor_on/1, global_on/2, pg_join/1, pg_members_of/2,
-         ordering_on/3]).
+         ordering_on/3, named_down_on/2, named_sender/1, call_then_exit/0]).
 
 -define(FIRST_PORT, 15000).
 -define(BIG, (64 * 1024 * 1024)).
@@ -37,7 +37,8 @@ cases() ->
     [ping, rpc_call, remote_spawn, link_exit, monitor_down, registered_send,
      global_register, pg_members, big_binary, ordering, auto_connect,
      kill9_nodedown, disconnect_nodedown, init_stop_nodedown,
-     restart_reconnect, restart_after_crash, no_ghost_connection].
+     restart_reconnect, restart_after_crash, no_ghost_connection,
+     named_down_order].
 
 init_per_suite(Config) ->
     macula_ct:init_suite(Config, ?FIRST_PORT).
@@ -236,6 +237,62 @@ monitor_down(Config) ->
     {A, _NA, _B, NB} = pair(Config),
     {bye, noproc, noproc, {normal, ok}} =
         peer:call(A, ?MODULE, monitor_on, [NB], 30000).
+
+%% A 'DOWN' for a monitor by name names no process (a MONITOR_P_EXIT from a
+%% registered name), yet it must not overtake what the process sent before
+%% exiting, big messages included; and a call by name whose server replies
+%% and exits at once sees the reply, never the 'DOWN' first.
+named_down_order(Config) ->
+    {A, _NA, _B, NB} = pair(Config),
+    ok = peer:call(A, ?MODULE, named_down_on, [NB, 20], 90000).
+
+named_down_on(Node, Rounds) ->
+    Self = self(),
+    lists:foreach(
+      fun(I) ->
+              Name = list_to_atom("named_sender_" ++ integer_to_list(I)),
+              Pid = spawn(Node, ?MODULE, named_sender, [Name]),
+              ok = macula_ct:poll(fun() -> rpc:call(Node, erlang, whereis, [Name]) =:= Pid end,
+                                  10000, {not_registered, Name}),
+              M = erlang:monitor(process, {Name, Node}),
+              Pid ! {go, Self},
+              ok = named_collect(M, 0)
+      end, lists:seq(1, Rounds)),
+    %% gen:call-like: monitor by name, request, reply then exit at once
+    lists:foreach(
+      fun(I) ->
+              Name = list_to_atom("call_then_exit_" ++ integer_to_list(I)),
+              Pid = spawn(Node, ?MODULE, call_then_exit, []),
+              true = rpc:call(Node, erlang, register, [Name, Pid]),
+              M = erlang:monitor(process, {Name, Node}),
+              {Name, Node} ! {call, self(), M},
+              receive
+                  {M, reply} -> erlang:demonitor(M, [flush]);
+                  {'DOWN', M, _, _, R} -> error({down_before_reply, I, R})
+              after 10000 -> error({no_reply, I})
+              end
+      end, lists:seq(1, 50)),
+    ok.
+
+%% Messages 1..200 (every 50th one 4 MB, the others small), then 'DOWN'.
+named_collect(M, N) ->
+    receive
+        {seq, I, _} when I =:= N + 1 -> named_collect(M, I);
+        {seq, I, _} -> error({out_of_order, expected, N + 1, got, I});
+        {'DOWN', M, process, _, normal} when N =:= 200 -> ok;
+        {'DOWN', M, process, _, R} -> error({down_after, N, R})
+    after 30000 -> error({stuck_after, N})
+    end.
+
+named_sender(Name) ->
+    register(Name, self()),
+    receive {go, To} -> ok end,
+    Big = binary:copy(<<7>>, 4 * 1024 * 1024),
+    [To ! {seq, I, case I rem 50 of 0 -> Big; _ -> I end} || I <- lists:seq(1, 200)],
+    ok.
+
+call_then_exit() ->
+    receive {call, From, Ref} -> From ! {Ref, reply} end.
 
 monitor_on(Node) ->
     Pid = spawn(Node, fun() -> receive stop -> exit(bye) end end),
