@@ -35,7 +35,7 @@ run() {  # run PROTO HUB_NAME LEAF_NAME_FN
   LEAVES=$N erl "${args[@]}" -name "$hub" -eval "$hub_eval" > "$tmp/hub.out" 2>&1 &
   local hubpid=$!
   pids+=("$hubpid")
-  for _ in $(seq 100); do grep -q ready "$tmp/hub.out" && break; sleep 0.1; done
+  for _ in $(seq 100); do grep -qs ready "$tmp/hub.out" && break; sleep 0.1; done
   for i in $(seq "$N"); do
     local leaf
     leaf=$("$@" "$i")
