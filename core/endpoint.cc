@@ -4,7 +4,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -39,12 +38,11 @@ std::unique_ptr<Endpoint> Endpoint::open(const EndpointConfig& config,
   if (!ep->socket_.open(config.bind_ip, config.port, error)) return nullptr;
   ep->epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
   ep->wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  ep->timer_fd_ = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-  if (ep->epoll_fd_ < 0 || ep->wake_fd_ < 0 || ep->timer_fd_ < 0) {
+  if (ep->epoll_fd_ < 0 || ep->wake_fd_ < 0) {
     error = std::string("cannot create I/O loop: ") + strerror(errno);
     return nullptr;
   }
-  for (int fd : {ep->socket_.fd(), ep->wake_fd_, ep->timer_fd_}) {
+  for (int fd : {ep->socket_.fd(), ep->wake_fd_}) {
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.fd = fd;
@@ -63,7 +61,7 @@ Endpoint::~Endpoint() {
     thread_.join();
   }
   if (mailbox_) mailbox_->shut();
-  for (int fd : {epoll_fd_, wake_fd_, timer_fd_})
+  for (int fd : {epoll_fd_, wake_fd_})
     if (fd >= 0) close(fd);
 }
 
@@ -119,9 +117,18 @@ void Endpoint::run() {
   uint64_t spin_until = 0;
   const uint64_t spin_ns = config_.busy_poll_us * 1000;
   while (!stopping_.load()) {
-    int timeout = dirty_.empty() && now_ns() >= spin_until ? -1 : 0;
-    int n = epoll_wait(epoll_fd_, evs, 4, timeout);
+    // The nearest connection deadline is the wait's timeout: no timerfd,
+    // whose re-arming (at almost every packet, as ngtcp2's deadlines move)
+    // cost more than the packet's crypto on this VM.
     uint64_t now = now_ns();
+    uint64_t deadline = !dirty_.empty() || now < spin_until ? now : next_deadline();
+    timespec ts{};
+    if (deadline > now && deadline != UINT64_MAX) {
+      ts.tv_sec = time_t((deadline - now) / 1000000000ull);
+      ts.tv_nsec = long((deadline - now) % 1000000000ull);
+    }
+    int n = epoll_pwait2(epoll_fd_, evs, 4, deadline == UINT64_MAX ? nullptr : &ts, nullptr);
+    now = now_ns();
     // After activity, poll for a short while instead of sleeping: the
     // answer to what we just delivered or sent often comes within tens of
     // microseconds, and a sleeping thread takes as long again to wake.
@@ -129,7 +136,6 @@ void Endpoint::run() {
     for (int i = 0; i < n; ++i) {
       int fd = evs[i].data.fd;
       uint64_t drain;
-      if (fd == timer_fd_) armed_for_ = 0;  // fired: re-arm next time
       if (fd == socket_.fd()) {
         if (evs[i].events & EPOLLERR) on_socket_errors(now);
         read_socket(now);
@@ -141,7 +147,6 @@ void Endpoint::run() {
     run_timers(now_ns());
     flush_dirty(now_ns());
     reap(now_ns());
-    arm_timer(now_ns());
   }
   shutdown_all();
 }
@@ -312,19 +317,13 @@ void Endpoint::reap(uint64_t now) {
   }
 }
 
-void Endpoint::arm_timer(uint64_t now) {
+uint64_t Endpoint::next_deadline() const {
   uint64_t next = UINT64_MAX;
-  for (auto& [id, c] : conns_) next = std::min(next, c->expiry());
-  if (next <= now) next = now + 1;
-  // timerfd_settime is not free: skip it when the deadline did not move.
-  if (next == armed_for_) return;
-  armed_for_ = next;
-  itimerspec its{};
-  if (next != UINT64_MAX) {
-    its.it_value.tv_sec = time_t(next / 1000000000ull);
-    its.it_value.tv_nsec = long(next % 1000000000ull);
+  for (auto& [id, c] : conns_) {
+    uint64_t e = c->expiry();
+    if (e != 0) next = std::min(next, e);
   }
-  timerfd_settime(timer_fd_, TFD_TIMER_ABSTIME, &its, nullptr);
+  return next;
 }
 
 void Endpoint::shutdown_all() {

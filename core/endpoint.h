@@ -113,7 +113,8 @@ class Endpoint : private ConnectionHost {
   void run_timers(uint64_t now);
   void flush_dirty(uint64_t now);
   void reap(uint64_t now);
-  void arm_timer(uint64_t now);
+  // The earliest connection deadline, UINT64_MAX if none.
+  uint64_t next_deadline() const;
   void shutdown_all();
   std::shared_ptr<ConnectionHandle> new_handle(Role role);
   ConnectionConfig connection_config();
@@ -122,7 +123,7 @@ class Endpoint : private ConnectionHost {
   std::shared_ptr<EndpointEvents> events_;
   std::unique_ptr<TlsContext> tls_;
   UdpSocket socket_;
-  int epoll_fd_ = -1, wake_fd_ = -1, timer_fd_ = -1;
+  int epoll_fd_ = -1, wake_fd_ = -1;
   std::shared_ptr<Mailbox> mailbox_;
   std::thread thread_;
   std::atomic<bool> stopping_{false};
@@ -134,7 +135,6 @@ class Endpoint : private ConnectionHost {
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns_;
   std::unordered_map<std::string, Connection*> by_cid_;
   std::unordered_set<Connection*> dirty_;
-  uint64_t armed_for_ = 0;  // deadline the timerfd is set to
   uint64_t reset_window_start_ = 0;
   uint32_t resets_in_window_ = 0;
 
