@@ -17,7 +17,6 @@ constexpr size_t kMaxGsoBytes = 65000;  // one UDP datagram's length field
 constexpr size_t kMaxPacketsPerFlush = 1024;
 constexpr size_t kMaxVecs = 16;
 constexpr uint64_t kControlWindow = 1 << 20;
-constexpr size_t kMaxControlFrames = 64;  // non-tick frames per connection
 constexpr uint64_t kConnWindow = 64ull << 20;
 constexpr size_t kMaxUdpPayload = 1452;
 // Loopback has a 64 KB MTU and per-packet costs dominate, so peers on the
@@ -272,9 +271,12 @@ int Connection::on_stream_data(int64_t id, const uint8_t* data, size_t len) {
     control_credit_ += len;
     for (Bytes& f : frames) {
       if (f.size == 0) continue;
-      // The protocol needs a handful (proof, handshake); after that only
-      // ticks. More is a peer trying to fill our memory.
-      if (++control_frames_in_ > kMaxControlFrames) return NGTCP2_ERR_CALLBACK_FAILURE;
+      // Distribution needs a handful (proof, handshake); after that only
+      // ticks. More is a peer trying to fill our memory. (The relay's
+      // control protocol is long-lived and lifts the bound.)
+      if (++control_frames_in_ > config_.max_control_frames &&
+          config_.max_control_frames != 0)
+        return NGTCP2_ERR_CALLBACK_FAILURE;
       pending_control_.push_back(std::move(f));
     }
     return 0;

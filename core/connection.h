@@ -51,6 +51,7 @@ struct ConnectionConfig {
   uint64_t stream_window = 0;       // data stream flow-control window
   uint64_t recv_unconsumed_limit = 0;  // delivered, not yet consumed
   size_t max_control_frame = 0;
+  size_t max_control_frames = 64;  // non-tick frames per connection; 0: no bound
   size_t max_data_frame = 0;
   ngtcp2_cc_algo cc_algo = NGTCP2_CC_ALGO_BBR2;
 };

@@ -95,6 +95,7 @@ ConnectionConfig Endpoint::connection_config() {
   c.stream_window = config_.stream_window;
   c.recv_unconsumed_limit = config_.recv_unconsumed_limit;
   c.max_control_frame = config_.max_control_frame;
+  c.max_control_frames = config_.max_control_frames;
   c.max_data_frame = config_.max_data_frame;
   c.cc_algo = config_.cc_algo;
   return c;

@@ -33,6 +33,10 @@ struct EndpointConfig {
   uint64_t stream_window = 16u << 20;
   uint64_t recv_unconsumed_limit = 32u << 20;
   size_t max_control_frame = 64u << 10;
+  // Non-tick control frames a peer may send over a connection's life
+  // (distribution needs a handful); 0: no bound (the relay, whose control
+  // protocol is long-lived and limits itself).
+  size_t max_control_frames = 64;
   size_t max_data_frame = 1u << 30;
   size_t max_connections = 4096;
   // Congestion control. BBR v2 measured best here: on loopback ~1.4x
