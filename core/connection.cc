@@ -343,6 +343,8 @@ void Connection::apply_credit(uint64_t consumed) {
 
 void Connection::establish() {
   state_ = State::kOpen;
+  if (config_.keep_alive_ns)
+    ngtcp2_conn_set_keep_alive_timeout(conn_, config_.keep_alive_ns);
   std::vector<uint8_t> exporter(kExporterSize);
   gnutls_prf_rfc5705(session_, sizeof kExporterLabel - 1, kExporterLabel, 0,
                      nullptr, exporter.size(), reinterpret_cast<char*>(exporter.data()));

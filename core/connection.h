@@ -48,6 +48,7 @@ struct ConnectionConfig {
   const uint8_t* reset_secret = nullptr;  // 32 bytes, for reset tokens
   uint64_t idle_timeout_ns = 0;
   uint64_t handshake_timeout_ns = 0;
+  uint64_t keep_alive_ns = 0;       // 0: no PINGs of our own
   uint64_t stream_window = 0;       // data stream flow-control window
   uint64_t recv_unconsumed_limit = 0;  // delivered, not yet consumed
   size_t max_control_frame = 0;

@@ -28,6 +28,10 @@ struct EndpointConfig {
   TlsConfig tls;
   uint64_t idle_timeout_ms = 300000;  // liveness is the Erlang tick's job
   uint64_t handshake_timeout_ms = 10000;
+  // 0: no QUIC PINGs (distribution has its ticks). The relay and its
+  // clients ping, so NAT mappings stay open and a dead node's name is
+  // freed by the idle timeout.
+  uint64_t keep_alive_ms = 0;
   uint64_t send_high_water = 16u << 20;
   uint64_t send_low_water = 4u << 20;
   uint64_t stream_window = 16u << 20;
