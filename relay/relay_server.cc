@@ -369,7 +369,7 @@ void RelayServer::shutdown() {
   stopping_ = true;
   for (auto& [conn, n] : nodes_)
     n.handle->close(uint64_t(CloseCode::kShutdown), reason::kShutdown);
-  log_.info("relay_stopping", {{"connections", std::to_string(nodes_.size())}});
+  log_.info("closing_connections", {{"connections", std::to_string(nodes_.size())}});
   nodes_.clear();
   names_.clear();
   tunnels_.clear();
