@@ -114,7 +114,7 @@ bool Decoder::map(uint64_t entries, Value& out, size_t depth) {
     }
     Value v;
     if (!item(v, depth)) return false;
-    out.map.emplace_back(std::move(key), std::move(v));
+    out.map.push_back({std::move(key), std::move(v)});
   }
   return true;
 }

@@ -12,7 +12,6 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 namespace macula::cbor {
@@ -49,13 +48,19 @@ const char* error_name(Error e);
 // A decoded value. Map entries keep their wire order.
 struct Value {
   enum class Type { kUint, kText, kBytes, kMap };
+  struct Entry;  // complete below: a Value holds Values
   Type type = Type::kUint;
   uint64_t uint = 0;
   std::string str;  // text or bytes
-  std::vector<std::pair<std::string, Value>> map;
+  std::vector<Entry> map;
 
   // The entry with `key` in a map; null if absent or not a map.
   const Value* find(std::string_view key) const;
+};
+
+struct Value::Entry {
+  std::string key;
+  Value value;
 };
 
 struct DecodeResult {

@@ -47,7 +47,7 @@ class MapBuilder {
     return x;
   }
   MapBuilder& add(const char* key, Value v) {
-    map_.map.emplace_back(key, std::move(v));
+    map_.map.push_back({key, std::move(v)});
     return *this;
   }
   Value map_{Value::Type::kMap, 0, {}, {}};

@@ -27,7 +27,7 @@ T round_trip(const Message& m) {
 std::vector<uint8_t> map_of(std::initializer_list<std::pair<const char*, cbor::Value>> entries) {
   cbor::Value v;
   v.type = cbor::Value::Type::kMap;
-  for (auto& [k, x] : entries) v.map.emplace_back(k, x);
+  for (auto& [k, x] : entries) v.map.push_back({k, x});
   cbor::Encoder e;
   e.value(v);
   return e.take();
