@@ -63,6 +63,7 @@ inline constexpr char kShutdown[] = "relay_shutdown";
 inline constexpr char kBadFrame[] = "bad_frame";
 inline constexpr char kIdentifyTimeout[] = "identify_timeout";
 inline constexpr char kFlood[] = "control_flood";
+inline constexpr char kBacklog[] = "backlog";  // the node does not read what it is sent
 }  // namespace reason
 
 // Application error codes of a connection close by the relay (the close
@@ -78,6 +79,7 @@ enum class CloseCode : uint64_t {
   kShutdown = 0x26,
   kFlood = 0x27,
   kRelayProof = 0x28,  // a node closes: the relay failed to prove itself
+  kBacklog = 0x29,
 };
 
 // node -> relay. `proof` = make_realm_proof(exporter, kClientRole, name).

@@ -83,6 +83,8 @@ const std::map<std::string, Setter>& setters() {
       {"max-bytes-in-flight-per-node",
        server_num<uint64_t>(&RelayServerConfig::max_bytes_in_flight_per_node,
                             kMaxDataFrame + kFrameHeaderSize, uint64_t(1) << 40)},
+      {"max-control-backlog",
+       server_num<uint64_t>(&RelayServerConfig::max_control_backlog, 4096, uint64_t(1) << 40)},
       {"identify-timeout-ms",
        server_num<uint64_t>(&RelayServerConfig::identify_timeout_ms, 1, 3600000)},
       {"idle-timeout-ms",
@@ -250,6 +252,8 @@ end-to-end encrypted packets without being able to read them.
                                   bytes queued towards one node, not yet
                                   acknowledged; beyond it packets are dropped
                                   (default 4194304)
+  --max-control-backlog N         control bytes queued towards a node on top
+                                  of that; beyond it the node is closed (1048576)
   --max-connections N             default 4096
   --identify-timeout-ms N         close connections that do not identify (10000)
   --idle-timeout-ms N             close silent connections (30000)

@@ -61,7 +61,7 @@ std::string render_prometheus(const RelayMetrics& m, const EndpointStats& e) {
            {reason::kBadProof, reason::kNameTaken, reason::kUnsupportedVersion,
             reason::kAlreadyIdentified, reason::kNotIdentified, reason::kUnknownTarget,
             reason::kSelf, reason::kTunnelLimit, reason::kTargetTunnelLimit,
-            reason::kIdentifyTimeout, reason::kFlood});
+            reason::kIdentifyTimeout, reason::kFlood, reason::kBacklog});
   labelled(out, "macula_relay_bad_frames_total",
            "Malformed frames (each ends its connection), by channel.", "kind",
            m.bad_frames, {"control", "data", "transport"});

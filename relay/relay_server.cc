@@ -63,6 +63,7 @@ const char* close_code_reason(CloseCode code) {
     case CloseCode::kShutdown: return reason::kShutdown;
     case CloseCode::kFlood: return reason::kFlood;
     case CloseCode::kRelayProof: return "relay_proof";
+    case CloseCode::kBacklog: return reason::kBacklog;
   }
   return "closed";
 }
@@ -101,6 +102,10 @@ std::string RelayServer::check_config(const RelayServerConfig& c) {
   if (c.max_bytes_in_flight_per_node < kMaxDataFrame + kFrameHeaderSize)
     return "max-bytes-in-flight-per-node must be at least " +
            std::to_string(kMaxDataFrame + kFrameHeaderSize);
+  // A node may legitimately be sent a close for each of its tunnels at
+  // once (its peers all left): that must fit in the backlog.
+  if (c.max_control_backlog < 1024 * c.max_tunnels_per_node)
+    return "max-control-backlog must be at least 1024 x max-tunnels-per-node";
   if (c.control_rate == 0 || c.control_burst == 0) return "control rate and burst must be positive";
   return "";
 }
@@ -133,6 +138,19 @@ RelayServer::Node* RelayServer::find(uint64_t conn) {
 
 void RelayServer::send(Node& node, const Message& m) {
   node.handle->send(Channel::kControl, encode_frame(m), 1);
+  uint64_t bound = config_.max_bytes_in_flight_per_node + config_.max_control_backlog;
+  if (node.handle->stats().queued_bytes > bound) backlogged_.push_back(node.handle->id());
+}
+
+void RelayServer::close_backlogged() {
+  while (!backlogged_.empty()) {
+    uint64_t conn = backlogged_.back();
+    backlogged_.pop_back();
+    Node* node = find(conn);
+    if (!node) continue;
+    ++m_.rejections[reason::kBacklog];
+    reject(*node, conn, CloseCode::kBacklog, reason::kBacklog);
+  }
 }
 
 // Token bucket: a node may not keep the relay busy with control traffic.
@@ -149,20 +167,21 @@ bool RelayServer::take_token(Node& node) {
 
 void RelayServer::on_control(uint64_t conn, Bytes frame) {
   std::lock_guard lock(mu_);
-  Node* node = find(conn);
-  if (!node) return;  // already being closed
-  if (!take_token(*node)) {
+  if (Node* node = find(conn)) control(*node, conn, frame);
+  close_backlogged();
+}
+
+void RelayServer::control(Node& node, uint64_t conn, const Bytes& frame) {
+  if (!take_token(node)) {
     ++m_.rejections[reason::kFlood];
-    reject(*node, conn, CloseCode::kFlood, reason::kFlood);
-    return;
+    return reject(node, conn, CloseCode::kFlood, reason::kFlood);
   }
   ParseResult r = parse({frame.data.get(), frame.size});
   if (!r.ok()) {
     ++m_.bad_frames["control"];
-    reject(*node, conn, CloseCode::kBadFrame, "bad_frame: " + r.describe());
-    return;
+    return reject(node, conn, CloseCode::kBadFrame, "bad_frame: " + r.describe());
   }
-  handle_message(*node, conn, r.message);
+  handle_message(node, conn, r.message);
 }
 
 void RelayServer::handle_message(Node& node, uint64_t conn, Message& m) {
@@ -284,6 +303,7 @@ void RelayServer::on_data(uint64_t conn, std::vector<Bytes>& frames, uint64_t cr
       }
       forward(conn, tunnel, f);
     }
+    close_backlogged();
   }
   // The sender's window reopens at once: a slow receiver costs it drops,
   // never a stall of its other tunnels.
@@ -351,6 +371,7 @@ void RelayServer::on_closed(uint64_t conn, const CloseInfo& info) {
                                   {"code", std::to_string(info.code)},
                                   {"reason", info.text}});
   drop_node(conn);
+  close_backlogged();
 }
 
 void RelayServer::tick(uint64_t now) {
@@ -362,6 +383,7 @@ void RelayServer::tick(uint64_t now) {
     ++m_.rejections[reason::kIdentifyTimeout];
     reject(nodes_[conn], conn, CloseCode::kIdentifyTimeout, reason::kIdentifyTimeout);
   }
+  close_backlogged();
 }
 
 void RelayServer::shutdown() {
@@ -373,6 +395,7 @@ void RelayServer::shutdown() {
   nodes_.clear();
   names_.clear();
   tunnels_.clear();
+  backlogged_.clear();
 }
 
 RelayMetrics RelayServer::metrics() const {

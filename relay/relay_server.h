@@ -15,7 +15,8 @@
 // Limits per node: tunnels it is an end of; bytes queued towards it and not
 // yet acknowledged (above that its packets are dropped: they are the
 // nodes' own QUIC packets, which recover from loss); control messages per
-// second. A node that breaks the protocol is disconnected with a reason.
+// second; control bytes queued towards it. A node that breaks the
+// protocol or stops reading is disconnected with a reason.
 #pragma once
 
 #include <cstdint>
@@ -38,6 +39,10 @@ struct RelayServerConfig {
   std::string realm_secret;           // required, non-empty
   size_t max_tunnels_per_node = 64;
   uint64_t max_bytes_in_flight_per_node = 4u << 20;
+  // Control messages queued towards a node on top of that: a node that
+  // stops reading (its window stays shut) is disconnected, rather than
+  // let others' tunnel requests pile up in the relay's memory.
+  uint64_t max_control_backlog = 1u << 20;
   uint64_t identify_timeout_ms = 10000;
   uint64_t idle_timeout_ms = 30000;
   uint32_t control_rate = 50;     // control messages per second, sustained
@@ -111,6 +116,7 @@ class RelayServer : public EndpointEvents,
   void on_closed(uint64_t conn, const CloseInfo& info);
 
   // The rest runs with mu_ held.
+  void control(Node& node, uint64_t conn, const Bytes& frame);
   void handle_message(Node& node, uint64_t conn, Message& m);
   void identify(Node& node, uint64_t conn, const Identify& m);
   void tunnel_request(Node& node, uint64_t conn, const TunnelRequest& m);
@@ -122,6 +128,7 @@ class RelayServer : public EndpointEvents,
   void reject(Node& node, uint64_t conn, CloseCode code, const std::string& why);
   void drop_node(uint64_t conn);
   void send(Node& node, const Message& m);
+  void close_backlogged();
   Node* find(uint64_t conn);
 
   const RelayServerConfig config_;
@@ -132,6 +139,9 @@ class RelayServer : public EndpointEvents,
   std::unordered_map<std::string, uint64_t> names_;
   std::unordered_map<uint32_t, Tunnel> tunnels_;
   uint32_t next_tunnel_ = 0;
+  // Nodes over their backlog, closed at the end of the current event (not
+  // inside send(), whose callers hold references into nodes_).
+  std::vector<uint64_t> backlogged_;
   RelayMetrics m_;
 };
 

@@ -193,6 +193,11 @@ void send_raw(ConnectionHandle& h, Channel ch, std::span<const uint8_t> payload)
 class RelayServerTest : public ::testing::Test {
  protected:
   void SetUp() override {}
+  // A failed assertion must not leave an I/O thread stalled in a callback:
+  // the endpoints could not stop.
+  void TearDown() override {
+    for (auto& r : recorders_) r->stall(false);
+  }
 
   // Starts the relay; call once per test, after adjusting config_.
   void start_relay() {
@@ -228,6 +233,7 @@ class RelayServerTest : public ::testing::Test {
   };
   Node node(const std::string& name, const std::string& secret = kSecret) {
     Node n;
+    recorders_.push_back(n.events);
     RelayClientConfig c{name, secret, relay_addr_, "127.0.0.1"};
     n.client = RelayClient::connect(client_endpoint(), c, n.events);
     return n;
@@ -279,6 +285,7 @@ class RelayServerTest : public ::testing::Test {
   Address relay_addr_;
   // Clients are declared after the relay: they go first.
   std::vector<std::unique_ptr<Endpoint>> endpoints_;
+  std::vector<std::shared_ptr<Recorder>> recorders_;
 };
 
 TEST_F(RelayServerTest, NodesIdentifyAndTheRelayProvesItself) {
@@ -574,6 +581,43 @@ TEST_F(RelayServerTest, BytesInFlightToASlowNodeAreBoundedByDrops) {
     ASSERT_LT(j, sent.size()) << "a forwarded packet was altered";
     ++j;
   }
+}
+
+// A node that stops reading cannot make the relay hoard the control
+// messages others cause it to be sent.
+TEST_F(RelayServerTest, ANodeThatStopsReadingIsClosedForBacklog) {
+  config_.max_bytes_in_flight_per_node = kMaxDataFrame + kFrameHeaderSize;
+  config_.max_control_backlog = 64u << 10;
+  config_.control_rate = config_.control_burst = 100000;
+  start_relay();
+  Node alice = identified_node("alice@host");
+  Node bob = identified_node("bob@host");
+  uint32_t t = open_tunnel(alice, bob, "bob@host");
+  bob.events->stall(true);  // from his first packet on, bob acknowledges nothing
+  const uint8_t one[] = {1};
+  alice.client->send_packet(t, one);
+  ASSERT_TRUE(eventually([&] { return server_->metrics().packets_forwarded == 1; }));
+  // Each open/close cycle queues a tunnel_notify and a tunnel_close for
+  // bob (~90 bytes): 2000 cycles are more than the bound (64 KB of data
+  // allowance + 64 KB of backlog).
+  int cycles = 0;
+  for (; cycles < 2000 && server_->metrics().rejections["backlog"] == 0; ++cycles) {
+    auto r = alice.events->wait_reply(alice.client->request_tunnel("bob@host"));
+    ASSERT_TRUE(r);
+    if (r->tunnel == 0) break;  // bob is gone
+    alice.client->close_tunnel(r->tunnel, "done");
+  }
+  ASSERT_TRUE(eventually([&] { return server_->metrics().rejections["backlog"] == 1; }))
+      << cycles << " cycles";
+  EXPECT_GT(cycles, 500);  // not before the bound
+  RelayMetrics m = server_->metrics();
+  EXPECT_EQ(m.nodes, 1u);  // alice stays
+  EXPECT_EQ(alice.events->wait_reply(alice.client->request_tunnel("bob@host"))->reason,
+            "unknown_target");
+  bob.events->stall(false);
+  auto info = bob.events->wait_closed();
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->code, uint64_t(CloseCode::kBacklog));
 }
 
 TEST_F(RelayServerTest, GarbageOnTheControlChannelDisconnectsWithAReason) {
