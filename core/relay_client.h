@@ -28,10 +28,6 @@ struct RelayClientConfig {
   std::string relay_host;    // checked against its certificate in CA mode
 };
 
-// Sent by both ends so NAT mappings stay open and a vanished peer is
-// noticed by the idle timeout.
-inline constexpr uint64_t kKeepAliveMs = 10000;
-
 // `base` (address, TLS files and mode) with what a relay client needs:
 // ALPN kAlpn, no accepting, the protocol's frame limits, keep-alive.
 EndpointConfig relay_client_endpoint_config(EndpointConfig base);

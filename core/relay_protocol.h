@@ -29,6 +29,9 @@ namespace macula::relay {
 inline constexpr char kAlpn[] = "macula-relay";
 inline constexpr uint16_t kDefaultPort = 4434;
 inline constexpr uint64_t kProtocolVersion = 1;
+// QUIC PINGs from both ends, so NAT mappings stay open and a vanished
+// peer is noticed by the idle timeout.
+inline constexpr uint64_t kKeepAliveMs = 10000;
 
 // Limits every implementation enforces on what it receives.
 inline constexpr size_t kMaxMessageSize = 4096;  // CBOR bytes of one control frame

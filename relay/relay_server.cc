@@ -187,7 +187,7 @@ void RelayServer::control(Node& node, uint64_t conn, const Bytes& frame) {
 void RelayServer::handle_message(Node& node, uint64_t conn, Message& m) {
   if (auto* x = std::get_if<Identify>(&m)) return identify(node, conn, *x);
   if (auto* x = std::get_if<TunnelRequest>(&m)) return tunnel_request(node, conn, *x);
-  if (auto* x = std::get_if<TunnelClose>(&m)) return tunnel_close(node, conn, *x);
+  if (auto* x = std::get_if<TunnelClose>(&m)) return tunnel_close(conn, *x);
   // Only the relay sends the other messages.
   ++m_.bad_frames["control"];
   reject(node, conn, CloseCode::kBadFrame,
@@ -255,11 +255,10 @@ void RelayServer::tunnel_request(Node& node, uint64_t conn, const TunnelRequest&
                               {"target", m.target}});
 }
 
-void RelayServer::tunnel_close(Node& node, uint64_t conn, const TunnelClose& m) {
+void RelayServer::tunnel_close(uint64_t conn, const TunnelClose& m) {
   auto it = tunnels_.find(m.tunnel);
   // Closing a tunnel that is already gone is a normal race, not an error.
   if (it == tunnels_.end() || (it->second.a != conn && it->second.b != conn)) return;
-  (void)node;
   remove_tunnel(m.tunnel, conn, reason::kClosed);
 }
 

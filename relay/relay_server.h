@@ -28,7 +28,6 @@
 #include <unordered_set>
 
 #include "endpoint.h"
-#include "relay_client.h"
 #include "relay_log.h"
 #include "relay_protocol.h"
 
@@ -120,7 +119,7 @@ class RelayServer : public EndpointEvents,
   void handle_message(Node& node, uint64_t conn, Message& m);
   void identify(Node& node, uint64_t conn, const Identify& m);
   void tunnel_request(Node& node, uint64_t conn, const TunnelRequest& m);
-  void tunnel_close(Node& node, uint64_t conn, const TunnelClose& m);
+  void tunnel_close(uint64_t conn, const TunnelClose& m);
   void forward(uint64_t from, uint32_t tunnel, Bytes& frame);
   bool take_token(Node& node);
   uint32_t new_tunnel_id();

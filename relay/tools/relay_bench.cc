@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "relay_client.h"
 #include "relay_server.h"
 
 using namespace macula;
