@@ -246,9 +246,11 @@ void RelayServer::tunnel_request(Node& node, uint64_t conn, const TunnelRequest&
   node.tunnels.insert(id);
   peer->tunnels.insert(id);
   ++m_.tunnels_total;
-  // The target learns of the tunnel first: the control stream is ordered
-  // and written before data, so the requester's first packet, sent after
-  // tunnel_ok, can never reach the target ahead of tunnel_notify.
+  // The target learns of the tunnel first, and control is written before
+  // data, so the requester's first packet (sent after tunnel_ok) normally
+  // arrives after tunnel_notify. Only loss of the notify's QUIC packet can
+  // reorder them; the target then drops the packet and the nodes' own QUIC
+  // retransmits it.
   send(*peer, TunnelNotify{id, node.name});
   send(node, TunnelOk{m.id, id});
   log_.info("tunnel_opened", {{"tunnel", std::to_string(id)}, {"source", node.name},
