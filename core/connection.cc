@@ -343,8 +343,7 @@ void Connection::apply_credit(uint64_t consumed) {
 
 void Connection::establish() {
   state_ = State::kOpen;
-  if (config_.keep_alive_ns)
-    ngtcp2_conn_set_keep_alive_timeout(conn_, config_.keep_alive_ns);
+  if (config_.keep_alive_ns) set_keep_alive();
   std::vector<uint8_t> exporter(kExporterSize);
   gnutls_prf_rfc5705(session_, sizeof kExporterLabel - 1, kExporterLabel, 0,
                      nullptr, exporter.size(), reinterpret_cast<char*>(exporter.data()));
@@ -359,6 +358,16 @@ void Connection::establish() {
   } else {
     pending_connected_ = true;
   }
+}
+
+// PING at least twice per idle timeout, the smaller of the two ends': the
+// peer's may be shorter than ours.
+void Connection::set_keep_alive() {
+  uint64_t idle = config_.idle_timeout_ns;
+  const ngtcp2_transport_params* peer = ngtcp2_conn_get_remote_transport_params(conn_);
+  if (peer && peer->max_idle_timeout && peer->max_idle_timeout < idle)
+    idle = peer->max_idle_timeout;
+  ngtcp2_conn_set_keep_alive_timeout(conn_, std::min(config_.keep_alive_ns, idle / 2));
 }
 
 void Connection::open_streams() {

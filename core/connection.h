@@ -48,7 +48,7 @@ struct ConnectionConfig {
   const uint8_t* reset_secret = nullptr;  // 32 bytes, for reset tokens
   uint64_t idle_timeout_ns = 0;
   uint64_t handshake_timeout_ns = 0;
-  uint64_t keep_alive_ns = 0;       // 0: no PINGs of our own
+  uint64_t keep_alive_ns = 0;       // 0: no PINGs; else at most this apart
   uint64_t stream_window = 0;       // data stream flow-control window
   uint64_t recv_unconsumed_limit = 0;  // delivered, not yet consumed
   size_t max_control_frame = 0;
@@ -133,6 +133,7 @@ class Connection {
 
   void after_read();
   void establish();
+  void set_keep_alive();
   void open_streams();
   StreamOut* pick_stream();
   bool send_batch(const Address& to, const uint8_t* data, size_t len, size_t seg);

@@ -396,6 +396,28 @@ TEST_F(RelayServerTest, NameIsFreedWhenItsOwnerLeaves) {
   EXPECT_EQ(server_->metrics().nodes, 1u);
 }
 
+// Keep-alive holds an idle node; a node that vanished without a word
+// (here: its I/O thread frozen) is dropped by the idle timeout, and its
+// name becomes free again.
+TEST_F(RelayServerTest, IdleNodesStayVanishedNodesLoseTheirNames) {
+  config_.idle_timeout_ms = 1000;
+  start_relay();
+  Node alice = identified_node("alice@host");
+  Node bob = identified_node("bob@host");
+  uint32_t t = open_tunnel(alice, bob, "bob@host");
+  bob.events->stall(true);
+  const uint8_t one[] = {1};
+  alice.client->send_packet(t, one);
+  ASSERT_TRUE(eventually([&] { return server_->metrics().nodes == 1; }, 5s));
+  std::this_thread::sleep_for(1500ms);  // alice idle for longer than the timeout
+  EXPECT_FALSE(alice.events->close_.has_value());
+  EXPECT_EQ(server_->metrics().nodes, 1u);
+  Node bob2 = identified_node("bob@host");
+  EXPECT_EQ(server_->metrics().nodes, 2u);
+  EXPECT_TRUE(alice.events->wait([&](Recorder& r) { return r.closed_tunnels_.size() == 1; }));
+  EXPECT_EQ(alice.events->closed_tunnels_[0].second, "peer_gone");
+}
+
 TEST_F(RelayServerTest, TunnelRequestsToUnknownOrSelfAreRefused) {
   start_relay();
   Node alice = identified_node("alice@host");
