@@ -97,7 +97,7 @@ void RelayClient::on_identified(const Identified& m) {
     for (const TunnelRequest& r : held_) handle_->send(Channel::kControl, encode_frame(r), 1);
     held_.clear();
   }
-  events_->identified(m.relay);
+  events_->identified(m);
 }
 
 void RelayClient::fail(CloseCode code, const std::string& why) {

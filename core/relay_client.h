@@ -35,8 +35,9 @@ EndpointConfig relay_client_endpoint_config(EndpointConfig base);
 class RelayClientEvents {
  public:
   virtual ~RelayClientEvents() = default;
-  // The relay accepted our name and proved it belongs to the realm.
-  virtual void identified(const std::string& relay) = 0;
+  // The relay accepted our name and proved it belongs to the realm;
+  // `relay` carries its name and the limits it applies to us.
+  virtual void identified(const Identified& relay) = 0;
   // Replies to request_tunnel(), matched by request id.
   virtual void tunnel_ok(uint64_t request, uint32_t tunnel) = 0;
   virtual void tunnel_error(uint64_t request, const std::string& reason) = 0;

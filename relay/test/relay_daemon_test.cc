@@ -314,7 +314,7 @@ struct Child {
 
 class Recorder : public RelayClientEvents {
  public:
-  void identified(const std::string& relay) override { set(relay_, relay); }
+  void identified(const Identified& relay) override { set(relay_, relay.relay); }
   void tunnel_ok(uint64_t, uint32_t) override {}
   void tunnel_error(uint64_t, const std::string&) override {}
   void tunnel_incoming(uint32_t, const std::string&) override {}

@@ -51,9 +51,11 @@ class Recorder : public RelayClientEvents {
     std::string reason;
   };
 
-  void identified(const std::string& relay) override {
+  void identified(const Identified& relay) override {
     std::lock_guard l(mu_);
-    relay_ = relay;
+    relay_ = relay.relay;
+    max_tunnels_ = relay.max_tunnels;
+    max_packet_ = relay.max_packet;
     cv_.notify_all();
   }
   void tunnel_ok(uint64_t request, uint32_t tunnel) override {
@@ -125,6 +127,7 @@ class Recorder : public RelayClientEvents {
   }
 
   std::string relay_;
+  uint64_t max_tunnels_ = 0, max_packet_ = 0;
   std::vector<Reply> replies_, errors_;
   std::vector<std::pair<uint32_t, std::string>> incoming_, closed_tunnels_;
   std::vector<std::pair<uint32_t, std::vector<uint8_t>>> packets_;
@@ -292,6 +295,8 @@ TEST_F(RelayServerTest, NodesIdentifyAndTheRelayProvesItself) {
   start_relay();
   Node alice = identified_node("alice@host");
   EXPECT_EQ(alice.events->relay_, "relay-test");
+  EXPECT_EQ(alice.events->max_tunnels_, config_.max_tunnels_per_node);
+  EXPECT_EQ(alice.events->max_packet_, kMaxPacketSize);
   EXPECT_TRUE(alice.client->identified());
   RelayMetrics m = server_->metrics();
   EXPECT_EQ(m.nodes, 1u);

@@ -27,7 +27,7 @@ constexpr char kSecret[] = "bench-secret-0123456789";
 
 class Events : public RelayClientEvents {
  public:
-  void identified(const std::string&) override { set(ready); }
+  void identified(const Identified&) override { set(ready); }
   void tunnel_ok(uint64_t, uint32_t t) override { tunnel = t, set(ready_tunnel); }
   void tunnel_error(uint64_t, const std::string& r) override {
     fprintf(stderr, "tunnel_error %s\n", r.c_str());
