@@ -2,6 +2,7 @@
 // the QUIC endpoint and the metrics port, then waits for SIGTERM/SIGINT
 // while ticking the server's timers once a second.
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <chrono>
 #include <cstdio>
@@ -107,6 +108,10 @@ int main(int argc, char** argv) {
   }
   fill_defaults(config);
   if (!load_realm_secret(config, error)) return fail(log, error);
+  struct stat st;
+  if (stat(config.realm_secret_file.c_str(), &st) == 0 && (st.st_mode & 077))
+    log.warn("realm_secret_exposed", {{"file", config.realm_secret_file},
+                                      {"why", "readable by group or others; chmod 600"}});
   if (std::string why = check(config); !why.empty()) return fail(log, why);
   return run(config, log, stop);
 }
