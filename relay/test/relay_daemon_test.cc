@@ -366,6 +366,8 @@ TEST(RelayDaemon, ServesNodesAndMetricsAndStopsCleanlyOnSigterm) {
       std::regex(R"(event=relay_started name=r-test address=127\.0\.0\.1:(\d+))"), 10s);
   ASSERT_TRUE(started) << relay.stderr_lines.all();
   uint16_t port = uint16_t(std::stoi((*started)[1]));
+  // The test wrote the secret with the default umask: readable by others.
+  EXPECT_TRUE(relay.stderr_lines.wait(std::regex("level=warn event=realm_secret_exposed"), 1s));
 
   EndpointConfig ec;
   ec.bind_ip = "127.0.0.1";
