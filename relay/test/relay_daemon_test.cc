@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -357,6 +358,7 @@ TEST(RelayDaemon, HelpAndBadFlagsExitAtOnce) {
 TEST(RelayDaemon, ServesNodesAndMetricsAndStopsCleanlyOnSigterm) {
   test::TempDir dir;
   test::write_file(dir.file("secret"), "daemon-test-secret-0123456789\n");
+  chmod(dir.file("secret").c_str(), 0644);  // whatever the umask: expect the warning
   uint16_t mport = free_tcp_port();
   Child relay;
   relay.start({MACULA_RELAY_BIN, "--bind", "127.0.0.1", "--port", "0", "--name", "r-test",
@@ -366,7 +368,6 @@ TEST(RelayDaemon, ServesNodesAndMetricsAndStopsCleanlyOnSigterm) {
       std::regex(R"(event=relay_started name=r-test address=127\.0\.0\.1:(\d+))"), 10s);
   ASSERT_TRUE(started) << relay.stderr_lines.all();
   uint16_t port = uint16_t(std::stoi((*started)[1]));
-  // The test wrote the secret with the default umask: readable by others.
   EXPECT_TRUE(relay.stderr_lines.wait(std::regex("level=warn event=realm_secret_exposed"), 1s));
 
   EndpointConfig ec;
