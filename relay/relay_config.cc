@@ -14,6 +14,8 @@ namespace macula::relay {
 namespace {
 
 constexpr size_t kMinSecret = 16;
+constexpr size_t kMaxConfigFile = 64 << 10;
+constexpr size_t kMaxSecretFile = 4096;
 
 std::string trim(const std::string& s) {
   size_t b = s.find_first_not_of(" \t\r\n");
@@ -163,9 +165,14 @@ bool read_config_file(DaemonConfig& config, const std::string& path, std::string
     error = "cannot read config file " + path;
     return false;
   }
-  std::stringstream text;
-  text << in.rdbuf();
-  if (apply_config_text(config, text.str(), error)) return true;
+  std::string text(kMaxConfigFile + 1, '\0');
+  in.read(text.data(), std::streamsize(text.size()));
+  text.resize(size_t(in.gcount()));
+  if (text.size() > kMaxConfigFile) {
+    error = "config file " + path + " is larger than 64 KB";
+    return false;
+  }
+  if (apply_config_text(config, text, error)) return true;
   error = path + ": " + error;
   return false;
 }
@@ -198,9 +205,14 @@ bool load_realm_secret(DaemonConfig& config, std::string& error) {
     error = "cannot read realm-secret-file " + path;
     return false;
   }
-  std::stringstream s;
-  s << in.rdbuf();
-  config.server.realm_secret = trim(s.str());
+  std::string s(kMaxSecretFile + 1, '\0');
+  in.read(s.data(), std::streamsize(s.size()));
+  s.resize(size_t(in.gcount()));
+  if (s.size() > kMaxSecretFile) {
+    error = "realm-secret-file " + path + " is larger than 4 KB";
+    return false;
+  }
+  config.server.realm_secret = trim(s);
   if (config.server.realm_secret.size() < kMinSecret) {
     error = "realm secret in " + path + " is shorter than " + std::to_string(kMinSecret) + " bytes";
     return false;

@@ -42,7 +42,7 @@ bool parse_command_line(int argc, const char* const* argv,
 
 // Reads the realm secret (surrounding whitespace trimmed) into
 // config.server.realm_secret. Refuses a missing, unreadable or short
-// (< 16 bytes) secret.
+// (< 16 bytes) or oversized (> 4 KB) secret.
 bool load_realm_secret(DaemonConfig& config, std::string& error);
 
 // Fills defaults that depend on the environment (cert_dir, relay name).

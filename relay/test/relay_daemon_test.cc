@@ -12,6 +12,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <random>
 #include <regex>
 #include <thread>
 
@@ -91,6 +92,34 @@ TEST(RelayConfig, ErrorsNameTheSettingAndLine) {
   EXPECT_TRUE(c.help);
 }
 
+TEST(RelayConfig, OversizedFileIsRefused) {
+  test::TempDir dir;
+  test::write_file(dir.file("big.conf"), std::string(70000, '#'));
+  DaemonConfig c;
+  std::string error, path = dir.file("big.conf");
+  EXPECT_FALSE(parse_args({"--config", path.c_str()}, c, error));
+  EXPECT_EQ(error, "config file " + path + " is larger than 64 KB");
+}
+
+// Random lines made of the parser's own vocabulary: it accepts or names
+// a line, and never crashes.
+TEST(RelayConfig, RandomTextNeverCrashesTheParser) {
+  const char* words[] = {"port", "=", " ", "#", "\n", "peer", "[::1]:1", "4434", "-1",
+                         "99999999999999999999", "name", "\t", "max-tunnels-per-node",
+                         "bind", "x", "\r\n", "==", "0x10", "\xff"};
+  std::mt19937 rng(5);
+  int accepted = 0;
+  for (int i = 0; i < 20000; ++i) {
+    std::string text;
+    for (int k = 0, n = int(rng() % 12); k < n; ++k) text += words[rng() % std::size(words)];
+    DaemonConfig c;
+    std::string error;
+    if (apply_config_text(c, text, error)) ++accepted;
+    else ASSERT_EQ(error.rfind("line ", 0), 0u) << error;
+  }
+  EXPECT_GT(accepted, 0);
+}
+
 TEST(RelayConfig, RealmSecretIsRequiredAndLongEnough) {
   test::TempDir dir;
   DaemonConfig c;
@@ -101,6 +130,10 @@ TEST(RelayConfig, RealmSecretIsRequiredAndLongEnough) {
   test::write_file(c.realm_secret_file, "short\n");
   EXPECT_FALSE(load_realm_secret(c, error));
   EXPECT_NE(error.find("shorter than 16 bytes"), std::string::npos);
+  c.realm_secret_file = dir.file("huge");
+  test::write_file(c.realm_secret_file, std::string(5000, 's'));
+  EXPECT_FALSE(load_realm_secret(c, error));
+  EXPECT_NE(error.find("larger than 4 KB"), std::string::npos);
   c.realm_secret_file = dir.file("good");
   test::write_file(c.realm_secret_file, "  0123456789abcdef-long-enough\n");
   ASSERT_TRUE(load_realm_secret(c, error)) << error;
