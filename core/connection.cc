@@ -17,7 +17,6 @@ constexpr size_t kMaxGsoBytes = 65000;  // one UDP datagram's length field
 constexpr size_t kMaxPacketsPerFlush = 1024;
 constexpr size_t kMaxVecs = 16;
 constexpr uint64_t kControlWindow = 1 << 20;
-constexpr size_t kMaxControlFrames = 64;  // non-tick frames per connection
 constexpr uint64_t kConnWindow = 64ull << 20;
 constexpr size_t kMaxUdpPayload = 1452;
 // Loopback has a 64 KB MTU and per-packet costs dominate, so peers on the
@@ -277,9 +276,12 @@ int Connection::on_stream_data(int64_t id, const uint8_t* data, size_t len) {
     control_credit_ += len;
     for (Bytes& f : frames) {
       if (f.size == 0) continue;
-      // The protocol needs a handful (proof, handshake); after that only
-      // ticks. More is a peer trying to fill our memory.
-      if (++control_frames_in_ > kMaxControlFrames) return NGTCP2_ERR_CALLBACK_FAILURE;
+      // Distribution needs a handful (proof, handshake); after that only
+      // ticks. More is a peer trying to fill our memory. (The relay's
+      // control protocol is long-lived and lifts the bound.)
+      if (++control_frames_in_ > config_.max_control_frames &&
+          config_.max_control_frames != 0)
+        return NGTCP2_ERR_CALLBACK_FAILURE;
       pending_control_.push_back(std::move(f));
     }
     return 0;
@@ -360,6 +362,7 @@ void Connection::apply_credit(uint64_t consumed) {
 
 void Connection::establish() {
   state_ = State::kOpen;
+  if (config_.keep_alive_ns) set_keep_alive();
   std::vector<uint8_t> exporter(kExporterSize);
   gnutls_prf_rfc5705(session_, sizeof kExporterLabel - 1, kExporterLabel, 0,
                      nullptr, exporter.size(), reinterpret_cast<char*>(exporter.data()));
@@ -374,6 +377,16 @@ void Connection::establish() {
   } else {
     pending_connected_ = true;
   }
+}
+
+// PING at least twice per idle timeout, the smaller of the two ends': the
+// peer's may be shorter than ours.
+void Connection::set_keep_alive() {
+  uint64_t idle = config_.idle_timeout_ns;
+  const ngtcp2_transport_params* peer = ngtcp2_conn_get_remote_transport_params(conn_);
+  if (peer && peer->max_idle_timeout && peer->max_idle_timeout < idle)
+    idle = peer->max_idle_timeout;
+  ngtcp2_conn_set_keep_alive_timeout(conn_, std::min(config_.keep_alive_ns, idle / 2));
 }
 
 void Connection::open_streams() {

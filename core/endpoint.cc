@@ -90,10 +90,12 @@ ConnectionConfig Endpoint::connection_config() {
   c.reset_secret = reset_secret_;
   c.idle_timeout_ns = config_.idle_timeout_ms * 1000000;
   c.handshake_timeout_ns = config_.handshake_timeout_ms * 1000000;
+  c.keep_alive_ns = config_.keep_alive_ms * 1000000;
   c.stream_window = config_.stream_window;
   c.data_streams = config_.data_streams;
   c.recv_unconsumed_limit = config_.recv_unconsumed_limit;
   c.max_control_frame = config_.max_control_frame;
+  c.max_control_frames = config_.max_control_frames;
   c.max_data_frame = config_.max_data_frame;
   c.cc_algo = config_.cc_algo;
   return c;

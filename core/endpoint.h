@@ -28,6 +28,10 @@ struct EndpointConfig {
   TlsConfig tls;
   uint64_t idle_timeout_ms = 300000;  // liveness is the Erlang tick's job
   uint64_t handshake_timeout_ms = 10000;
+  // 0: no QUIC PINGs (distribution has its ticks). The relay and its
+  // clients ping, so NAT mappings stay open and a dead node's name is
+  // freed by the idle timeout.
+  uint64_t keep_alive_ms = 0;
   // Bytes queued per connection (all streams) before senders see
   // busy_dist_port. The VM has one distribution queue per connection, so
   // a small message can only overtake a big one once both are here:
@@ -40,6 +44,10 @@ struct EndpointConfig {
   size_t data_streams = 8;
   uint64_t recv_unconsumed_limit = 32u << 20;
   size_t max_control_frame = 64u << 10;
+  // Non-tick control frames a peer may send over a connection's life
+  // (distribution needs a handful); 0: no bound (the relay, whose control
+  // protocol is long-lived and limits itself).
+  size_t max_control_frames = 64;
   size_t max_data_frame = 1u << 30;
   size_t max_connections = 4096;
   // After each event the I/O thread polls this long before sleeping

@@ -1,0 +1,788 @@
+// The relay in this process on 127.0.0.1, with nodes that are real QUIC
+// clients on their own endpoints: RelayClient for well-behaved nodes, a
+// raw connection for nodes that misbehave on purpose.
+#include "relay_server.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "relay_client.h"
+#include "test_util.h"
+
+namespace macula::relay {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+constexpr auto kWait = 10s;  // generous: the machine is shared
+constexpr char kSecret[] = "realm-secret-for-tests";
+
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds timeout = kWait) {
+  auto until = Clock::now() + timeout;
+  while (!pred()) {
+    if (Clock::now() >= until) return false;
+    std::this_thread::sleep_for(2ms);
+  }
+  return true;
+}
+
+std::vector<uint8_t> random_packet(std::mt19937& rng, size_t size) {
+  std::vector<uint8_t> p(size);
+  for (auto& b : p) b = uint8_t(rng());
+  return p;
+}
+
+// Everything a RelayClient reported, for the test thread to wait on.
+class Recorder : public RelayClientEvents {
+ public:
+  struct Reply {
+    uint64_t request;
+    uint32_t tunnel;  // 0 on error
+    std::string reason;
+  };
+
+  void identified(const Identified& relay) override {
+    std::lock_guard l(mu_);
+    relay_ = relay.relay;
+    max_tunnels_ = relay.max_tunnels;
+    max_packet_ = relay.max_packet;
+    cv_.notify_all();
+  }
+  void tunnel_ok(uint64_t request, uint32_t tunnel) override {
+    std::lock_guard l(mu_);
+    replies_.push_back({request, tunnel, ""});
+    cv_.notify_all();
+  }
+  void tunnel_error(uint64_t request, const std::string& reason) override {
+    std::lock_guard l(mu_);
+    replies_.push_back({request, 0, reason});
+    cv_.notify_all();
+  }
+  void request_error(uint64_t request, const std::string& reason) override {
+    std::lock_guard l(mu_);
+    errors_.push_back({request, 0, reason});
+    cv_.notify_all();
+  }
+  void tunnel_incoming(uint32_t tunnel, const std::string& source) override {
+    std::lock_guard l(mu_);
+    incoming_.emplace_back(tunnel, source);
+    cv_.notify_all();
+  }
+  void tunnel_closed(uint32_t tunnel, const std::string& reason) override {
+    std::lock_guard l(mu_);
+    closed_tunnels_.emplace_back(tunnel, reason);
+    cv_.notify_all();
+  }
+  void packet(uint32_t tunnel, std::span<const uint8_t> p) override {
+    // Holding the I/O thread here stops this node from acknowledging:
+    // how the in-flight limit test makes a slow receiver.
+    std::unique_lock l(mu_);
+    cv_.wait(l, [&] { return !stalled_; });
+    packets_.emplace_back(tunnel, std::vector<uint8_t>(p.begin(), p.end()));
+    cv_.notify_all();
+  }
+  void closed(const CloseInfo& info) override {
+    std::lock_guard l(mu_);
+    close_ = info;
+    cv_.notify_all();
+  }
+
+  template <class Pred>
+  bool wait(Pred pred, std::chrono::milliseconds timeout = kWait) {
+    std::unique_lock l(mu_);
+    return cv_.wait_for(l, timeout, [&] { return pred(*this); });
+  }
+  bool wait_identified() {
+    return wait([](Recorder& r) { return !r.relay_.empty(); });
+  }
+  std::optional<CloseInfo> wait_closed() {
+    wait([](Recorder& r) { return r.close_.has_value(); });
+    std::lock_guard l(mu_);
+    return close_;
+  }
+  // The reply to `request`, once it came.
+  std::optional<Reply> wait_reply(uint64_t request) {
+    std::optional<Reply> out;
+    wait([&](Recorder& r) {
+      for (const Reply& x : r.replies_)
+        if (x.request == request) out = x;
+      return out.has_value();
+    });
+    return out;
+  }
+  void stall(bool on) {
+    std::lock_guard l(mu_);
+    stalled_ = on;
+    cv_.notify_all();
+  }
+
+  std::string relay_;
+  uint64_t max_tunnels_ = 0, max_packet_ = 0;
+  std::vector<Reply> replies_, errors_;
+  std::vector<std::pair<uint32_t, std::string>> incoming_, closed_tunnels_;
+  std::vector<std::pair<uint32_t, std::vector<uint8_t>>> packets_;
+  std::optional<CloseInfo> close_;
+  bool stalled_ = false;
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+};
+
+// A connection speaking raw frames, to misbehave in ways RelayClient won't.
+class RawNode : public ConnectionEvents {
+ public:
+  void connected() override {
+    std::lock_guard l(mu_);
+    connected_ = true;
+    cv_.notify_all();
+  }
+  void control_frame(Bytes f) override {
+    std::lock_guard l(mu_);
+    control_.push_back(parse({f.data.get(), f.size}));
+    cv_.notify_all();
+  }
+  void data_frames(std::vector<Bytes>&, uint64_t) override {}
+  void writable() override {}
+  void closed(const CloseInfo& info) override {
+    std::lock_guard l(mu_);
+    close_ = info;
+    cv_.notify_all();
+  }
+  bool wait_connected() {
+    std::unique_lock l(mu_);
+    return cv_.wait_for(l, kWait, [&] { return connected_; });
+  }
+  std::optional<CloseInfo> wait_closed(std::chrono::milliseconds t = kWait) {
+    std::unique_lock l(mu_);
+    cv_.wait_for(l, t, [&] { return close_.has_value(); });
+    return close_;
+  }
+  std::optional<Message> wait_message() {
+    std::unique_lock l(mu_);
+    if (!cv_.wait_for(l, kWait, [&] { return !control_.empty(); })) return {};
+    ParseResult r = std::move(control_.front());
+    control_.pop_front();
+    if (!r.ok()) return {};
+    return r.message;
+  }
+
+  std::shared_ptr<ConnectionHandle> handle;
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool connected_ = false;
+  std::deque<ParseResult> control_;
+  std::optional<CloseInfo> close_;
+};
+
+void send_raw(ConnectionHandle& h, Channel ch, std::span<const uint8_t> payload) {
+  iovec v{const_cast<uint8_t*>(payload.data()), payload.size()};
+  std::span<const iovec> one(&v, 1);
+  h.send(ch, encode_frames(std::span<const std::span<const iovec>>(&one, 1)), 1);
+}
+
+class RelayServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {}
+  // A failed assertion must not leave an I/O thread stalled in a callback:
+  // the endpoints could not stop.
+  void TearDown() override {
+    for (auto& r : recorders_) r->stall(false);
+  }
+
+  // Starts the relay; call once per test, after adjusting config_.
+  void start_relay() {
+    config_.realm_secret = kSecret;
+    config_.name = "relay-test";
+    ASSERT_EQ(RelayServer::check_config(config_), "");
+    server_ = std::make_shared<RelayServer>(config_, log_);
+    EndpointConfig ec;
+    ec.bind_ip = "127.0.0.1";
+    ec.tls.cert_dir = dir_.file("relay");
+    std::string error;
+    relay_ = Endpoint::open(relay_endpoint_config(ec, config_), server_, error);
+    ASSERT_TRUE(relay_) << error;
+    make_address("127.0.0.1", relay_->port(), relay_addr_);
+  }
+
+  Endpoint& client_endpoint(const std::string& tls_alpn = kAlpn) {
+    EndpointConfig ec;
+    ec.bind_ip = "127.0.0.1";
+    ec.tls.cert_dir = dir_.file("nodes");
+    ec = relay_client_endpoint_config(ec);
+    ec.tls.alpn = tls_alpn;
+    std::string error;
+    auto ep = Endpoint::open(ec, nullptr, error);
+    EXPECT_TRUE(ep) << error;
+    endpoints_.push_back(std::move(ep));
+    return *endpoints_.back();
+  }
+
+  struct Node {
+    std::shared_ptr<Recorder> events = std::make_shared<Recorder>();
+    std::shared_ptr<RelayClient> client;
+  };
+  Node node(const std::string& name, const std::string& secret = kSecret) {
+    Node n;
+    recorders_.push_back(n.events);
+    RelayClientConfig c{name, secret, relay_addr_, "127.0.0.1"};
+    n.client = RelayClient::connect(client_endpoint(), c, n.events);
+    return n;
+  }
+  Node identified_node(const std::string& name) {
+    Node n = node(name);
+    EXPECT_TRUE(n.events->wait_identified()) << name;
+    return n;
+  }
+
+  std::shared_ptr<RawNode> raw_node() {
+    auto raw = std::make_shared<RawNode>();
+    raw->handle = client_endpoint().dial(relay_addr_, "127.0.0.1",
+                                         [&](uint64_t) { return raw; });
+    EXPECT_TRUE(raw->wait_connected());
+    return raw;
+  }
+  // A raw node that identified as `name` with a good proof.
+  std::shared_ptr<RawNode> raw_identified(const std::string& name) {
+    auto raw = raw_node();
+    Identify id{1, kProtocolVersion, name,
+                make_realm_proof(raw->handle->exporter(), kClientRole, name, kSecret)};
+    raw->handle->send(Channel::kControl, encode_frame(id), 1);
+    auto reply = raw->wait_message();
+    EXPECT_TRUE(reply && std::holds_alternative<Identified>(*reply));
+    return raw;
+  }
+
+  // Opens a tunnel from `a` to `b` (named `b_name`); returns its id.
+  uint32_t open_tunnel(Node& a, Node& b, const std::string& b_name) {
+    uint64_t req = a.client->request_tunnel(b_name);
+    auto reply = a.events->wait_reply(req);
+    EXPECT_TRUE(reply);
+    if (!reply) return 0;
+    EXPECT_NE(reply->tunnel, 0u) << reply->reason;
+    EXPECT_TRUE(b.events->wait([&](Recorder& r) {
+      for (auto& [t, src] : r.incoming_)
+        if (t == reply->tunnel) return true;
+      return false;
+    }));
+    return reply->tunnel;
+  }
+
+  test::TempDir dir_;
+  Logger log_{[](const std::string&) {}};
+  RelayServerConfig config_;
+  std::shared_ptr<RelayServer> server_;
+  std::unique_ptr<Endpoint> relay_;
+  Address relay_addr_;
+  // Clients are declared after the relay: they go first.
+  std::vector<std::unique_ptr<Endpoint>> endpoints_;
+  std::vector<std::shared_ptr<Recorder>> recorders_;
+};
+
+TEST_F(RelayServerTest, NodesIdentifyAndTheRelayProvesItself) {
+  start_relay();
+  Node alice = identified_node("alice@host");
+  EXPECT_EQ(alice.events->relay_, "relay-test");
+  EXPECT_EQ(alice.events->max_tunnels_, config_.max_tunnels_per_node);
+  EXPECT_EQ(alice.events->max_packet_, kMaxPacketSize);
+  EXPECT_TRUE(alice.client->identified());
+  RelayMetrics m = server_->metrics();
+  EXPECT_EQ(m.nodes, 1u);
+  EXPECT_EQ(m.connections, 1u);
+}
+
+TEST_F(RelayServerTest, WrongRealmSecretIsRefusedWithBadProof) {
+  start_relay();
+  Node mallory = node("alice@host", "guessed-secret");
+  auto info = mallory.events->wait_closed();
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->kind, CloseInfo::Kind::kPeer);
+  EXPECT_EQ(info->code, uint64_t(CloseCode::kBadProof));
+  EXPECT_EQ(info->text, "bad_proof");
+  EXPECT_TRUE(mallory.events->relay_.empty());
+  EXPECT_EQ(server_->metrics().rejections["bad_proof"], 1u);
+  // The name stayed free: the real alice gets it.
+  Node alice = identified_node("alice@host");
+  EXPECT_EQ(server_->metrics().nodes, 1u);
+}
+
+TEST_F(RelayServerTest, ProofForAnotherNameIsRefused) {
+  start_relay();
+  auto raw = raw_node();
+  Identify id{1, kProtocolVersion, "bob@host",
+              make_realm_proof(raw->handle->exporter(), kClientRole, "alice@host", kSecret)};
+  raw->handle->send(Channel::kControl, encode_frame(id), 1);
+  auto info = raw->wait_closed();
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->code, uint64_t(CloseCode::kBadProof));
+}
+
+// A relay that answers identify without knowing the secret.
+class FakeRelay : public EndpointEvents, public ConnectionEvents {
+ public:
+  void accepted(std::shared_ptr<ConnectionHandle> h) override {
+    handle_ = h;
+    h->attach(std::shared_ptr<ConnectionEvents>(shared_from_this_, this));
+  }
+  void connected() override {}
+  void control_frame(Bytes f) override {
+    ParseResult r = parse({f.data.get(), f.size});
+    if (!r.ok() || !std::holds_alternative<Identify>(r.message)) return;
+    Identified reply{std::get<Identify>(r.message).id, "evil-relay",
+                     make_realm_proof(handle_->exporter(), kServerRole, "evil-relay", "wrong")};
+    handle_->send(Channel::kControl, encode_frame(reply), 1);
+  }
+  void data_frames(std::vector<Bytes>&, uint64_t) override {}
+  void writable() override {}
+  void closed(const CloseInfo&) override {}
+  std::shared_ptr<void> shared_from_this_;
+
+ private:
+  std::shared_ptr<ConnectionHandle> handle_;
+};
+
+TEST_F(RelayServerTest, NodeRefusesARelayThatCannotProveTheRealm) {
+  auto fake = std::make_shared<FakeRelay>();
+  fake->shared_from_this_ = fake;
+  EndpointConfig ec;
+  ec.bind_ip = "127.0.0.1";
+  ec.tls.cert_dir = dir_.file("fake");
+  std::string error;
+  auto ep = Endpoint::open(relay_endpoint_config(ec, RelayServerConfig{}), fake, error);
+  ASSERT_TRUE(ep) << error;
+  make_address("127.0.0.1", ep->port(), relay_addr_);
+  Node alice = node("alice@host");
+  auto info = alice.events->wait_closed();
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->kind, CloseInfo::Kind::kLocal);
+  EXPECT_EQ(info->code, uint64_t(CloseCode::kRelayProof));
+  EXPECT_FALSE(alice.client->identified());
+  EXPECT_TRUE(alice.events->relay_.empty());
+  endpoints_.clear();
+  fake->shared_from_this_.reset();
+}
+
+TEST_F(RelayServerTest, ALiveNameCannotBeTakenOver) {
+  start_relay();
+  Node alice = identified_node("alice@host");
+  Node bob = identified_node("bob@host");
+  Node impostor = node("alice@host");
+  auto info = impostor.events->wait_closed();
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->code, uint64_t(CloseCode::kNameTaken));
+  EXPECT_EQ(info->text, "name_taken");
+  EXPECT_EQ(server_->metrics().rejections["name_taken"], 1u);
+  // The first alice still owns the name: bob's tunnel reaches her.
+  uint32_t t = open_tunnel(bob, alice, "alice@host");
+  const uint8_t hello[] = {'h', 'i'};
+  bob.client->send_packet(t, hello);
+  EXPECT_TRUE(alice.events->wait([](Recorder& r) { return r.packets_.size() == 1; }));
+}
+
+TEST_F(RelayServerTest, NameIsFreedWhenItsOwnerLeaves) {
+  start_relay();
+  Node alice = identified_node("alice@host");
+  alice.client->close();
+  ASSERT_TRUE(alice.events->wait_closed());
+  ASSERT_TRUE(eventually([&] { return server_->metrics().nodes == 0; }));
+  Node again = identified_node("alice@host");
+  EXPECT_EQ(server_->metrics().nodes, 1u);
+}
+
+// Keep-alive holds an idle node; a node that vanished without a word
+// (here: its I/O thread frozen) is dropped by the idle timeout, and its
+// name becomes free again.
+TEST_F(RelayServerTest, IdleNodesStayVanishedNodesLoseTheirNames) {
+  config_.idle_timeout_ms = 1000;
+  start_relay();
+  Node alice = identified_node("alice@host");
+  Node bob = identified_node("bob@host");
+  uint32_t t = open_tunnel(alice, bob, "bob@host");
+  bob.events->stall(true);
+  const uint8_t one[] = {1};
+  alice.client->send_packet(t, one);
+  ASSERT_TRUE(eventually([&] { return server_->metrics().nodes == 1; }, 5s));
+  std::this_thread::sleep_for(1500ms);  // alice idle for longer than the timeout
+  EXPECT_FALSE(alice.events->close_.has_value());
+  EXPECT_EQ(server_->metrics().nodes, 1u);
+  Node bob2 = identified_node("bob@host");
+  EXPECT_EQ(server_->metrics().nodes, 2u);
+  EXPECT_TRUE(alice.events->wait([&](Recorder& r) { return r.closed_tunnels_.size() == 1; }));
+  EXPECT_EQ(alice.events->closed_tunnels_[0].second, "peer_gone");
+}
+
+TEST_F(RelayServerTest, TunnelRequestsToUnknownOrSelfAreRefused) {
+  start_relay();
+  Node alice = identified_node("alice@host");
+  uint64_t r1 = alice.client->request_tunnel("nobody@host");
+  uint64_t r2 = alice.client->request_tunnel("alice@host");
+  auto a1 = alice.events->wait_reply(r1), a2 = alice.events->wait_reply(r2);
+  ASSERT_TRUE(a1 && a2);
+  EXPECT_EQ(a1->tunnel, 0u);
+  EXPECT_EQ(a1->reason, "unknown_target");
+  EXPECT_EQ(a2->reason, "self");
+  RelayMetrics m = server_->metrics();
+  EXPECT_EQ(m.rejections["unknown_target"], 1u);
+  EXPECT_EQ(m.rejections["self"], 1u);
+  EXPECT_EQ(m.tunnels, 0u);
+}
+
+TEST_F(RelayServerTest, RequestsMadeBeforeIdentificationWaitForIt) {
+  start_relay();
+  Node bob = identified_node("bob@host");
+  Node alice = node("alice@host");
+  uint64_t req = alice.client->request_tunnel("bob@host");  // not yet identified
+  auto reply = alice.events->wait_reply(req);
+  ASSERT_TRUE(reply);
+  EXPECT_NE(reply->tunnel, 0u) << reply->reason;
+}
+
+TEST_F(RelayServerTest, RepliesCarryTheirRequestIds) {
+  start_relay();
+  Node bob = identified_node("bob@host");
+  Node alice = identified_node("alice@host");
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 10; ++i)
+    ids.push_back(alice.client->request_tunnel(i % 2 ? "bob@host" : "ghost@host"));
+  for (int i = 0; i < 10; ++i) {
+    auto r = alice.events->wait_reply(ids[i]);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->tunnel != 0, i % 2 == 1) << i;
+  }
+}
+
+TEST_F(RelayServerTest, NotIdentifiedAndSecondIdentifyAreRefused) {
+  start_relay();
+  auto raw = raw_node();
+  raw->handle->send(Channel::kControl, encode_frame(TunnelRequest{41, "bob@host"}), 1);
+  auto m = raw->wait_message();
+  ASSERT_TRUE(m && std::holds_alternative<TunnelError>(*m));
+  EXPECT_EQ(std::get<TunnelError>(*m).id, 41u);
+  EXPECT_EQ(std::get<TunnelError>(*m).reason, "not_identified");
+
+  Identify id{42, kProtocolVersion, "raw@host",
+              make_realm_proof(raw->handle->exporter(), kClientRole, "raw@host", kSecret)};
+  raw->handle->send(Channel::kControl, encode_frame(id), 1);
+  m = raw->wait_message();
+  ASSERT_TRUE(m && std::holds_alternative<Identified>(*m));
+  EXPECT_EQ(std::get<Identified>(*m).id, 42u);
+  id.id = 43;
+  raw->handle->send(Channel::kControl, encode_frame(id), 1);
+  m = raw->wait_message();
+  ASSERT_TRUE(m && std::holds_alternative<RequestError>(*m));
+  EXPECT_EQ(std::get<RequestError>(*m).id, 43u);
+  EXPECT_EQ(std::get<RequestError>(*m).reason, "already_identified");
+}
+
+TEST_F(RelayServerTest, PacketsAreForwardedBothWaysByteExact) {
+  start_relay();
+  Node alice = identified_node("alice@host");
+  Node bob = identified_node("bob@host");
+  uint32_t t = open_tunnel(alice, bob, "bob@host");
+  ASSERT_NE(t, 0u);
+  EXPECT_EQ(bob.events->incoming_.front().second, "alice@host");
+  std::mt19937 rng(7);
+  std::vector<std::vector<uint8_t>> to_bob, to_alice;
+  const size_t sizes[] = {1, 2, 1200, 1452, 8192, kMaxPacketSize};
+  for (int i = 0; i < 60; ++i) {
+    to_bob.push_back(random_packet(rng, sizes[i % 6]));
+    to_alice.push_back(random_packet(rng, sizes[(i + 3) % 6]));
+    alice.client->send_packet(t, to_bob.back());
+    bob.client->send_packet(t, to_alice.back());
+  }
+  ASSERT_TRUE(bob.events->wait([&](Recorder& r) { return r.packets_.size() == to_bob.size(); }));
+  ASSERT_TRUE(alice.events->wait([&](Recorder& r) { return r.packets_.size() == to_alice.size(); }));
+  for (size_t i = 0; i < to_bob.size(); ++i) {
+    EXPECT_EQ(bob.events->packets_[i].first, t);
+    EXPECT_EQ(bob.events->packets_[i].second, to_bob[i]) << i;
+    EXPECT_EQ(alice.events->packets_[i].second, to_alice[i]) << i;
+  }
+  RelayMetrics m = server_->metrics();
+  EXPECT_EQ(m.packets_forwarded, 120u);
+  uint64_t bytes = 0;
+  for (auto& p : to_bob) bytes += p.size();
+  for (auto& p : to_alice) bytes += p.size();
+  EXPECT_EQ(m.bytes_forwarded, bytes);
+  EXPECT_EQ(m.tunnels, 1u);
+}
+
+TEST_F(RelayServerTest, TunnelCloseIsPropagatedAndLaterPacketsDropped) {
+  start_relay();
+  Node alice = identified_node("alice@host");
+  Node bob = identified_node("bob@host");
+  uint32_t t = open_tunnel(alice, bob, "bob@host");
+  alice.client->close_tunnel(t, "done");
+  ASSERT_TRUE(bob.events->wait([](Recorder& r) { return !r.closed_tunnels_.empty(); }));
+  EXPECT_EQ(bob.events->closed_tunnels_[0].first, t);
+  EXPECT_EQ(bob.events->closed_tunnels_[0].second, "closed");
+  EXPECT_EQ(server_->metrics().tunnels, 0u);
+  const uint8_t late[] = {1, 2, 3};
+  bob.client->send_packet(t, late);
+  ASSERT_TRUE(eventually([&] { return server_->metrics().drops["unknown_tunnel"] == 1; }));
+  EXPECT_TRUE(alice.events->packets_.empty());
+  // The closer is not told its own close back.
+  EXPECT_TRUE(alice.events->closed_tunnels_.empty());
+}
+
+TEST_F(RelayServerTest, ADisconnectingNodeClosesItsTunnels) {
+  start_relay();
+  Node alice = identified_node("alice@host");
+  Node bob = identified_node("bob@host");
+  uint32_t t1 = open_tunnel(alice, bob, "bob@host");
+  uint32_t t2 = open_tunnel(bob, alice, "alice@host");
+  bob.client->close();
+  ASSERT_TRUE(alice.events->wait([](Recorder& r) { return r.closed_tunnels_.size() == 2; }));
+  std::set<uint32_t> closed;
+  for (auto& [t, why] : alice.events->closed_tunnels_) {
+    closed.insert(t);
+    EXPECT_EQ(why, "peer_gone");
+  }
+  EXPECT_EQ(closed, (std::set<uint32_t>{t1, t2}));
+  EXPECT_EQ(server_->metrics().tunnels, 0u);
+}
+
+TEST_F(RelayServerTest, TunnelLimitsApplyToBothEnds) {
+  config_.max_tunnels_per_node = 2;
+  start_relay();
+  Node alice = identified_node("alice@host");
+  Node bob = identified_node("bob@host");
+  Node carol = identified_node("carol@host");
+  open_tunnel(alice, bob, "bob@host");
+  open_tunnel(alice, bob, "bob@host");
+  auto r = alice.events->wait_reply(alice.client->request_tunnel("bob@host"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->reason, "tunnel_limit");
+  r = carol.events->wait_reply(carol.client->request_tunnel("bob@host"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->reason, "target_tunnel_limit");
+  RelayMetrics m = server_->metrics();
+  EXPECT_EQ(m.rejections["tunnel_limit"], 1u);
+  EXPECT_EQ(m.rejections["target_tunnel_limit"], 1u);
+  EXPECT_EQ(m.tunnels, 2u);
+}
+
+TEST_F(RelayServerTest, BytesInFlightToASlowNodeAreBoundedByDrops) {
+  config_.max_bytes_in_flight_per_node = 256u << 10;
+  start_relay();
+  Node alice = identified_node("alice@host");
+  Node bob = identified_node("bob@host");
+  uint32_t t = open_tunnel(alice, bob, "bob@host");
+  // Bob's I/O thread blocks on its first packet, so he acknowledges
+  // nothing more while alice sends 8 MB.
+  bob.events->stall(true);
+  std::mt19937 rng(3);
+  const int kPackets = 200;
+  std::vector<std::vector<uint8_t>> sent;
+  for (int i = 0; i < kPackets; ++i) {
+    sent.push_back(random_packet(rng, 40000));
+    alice.client->send_packet(t, sent.back());
+  }
+  ASSERT_TRUE(eventually([&] {
+    RelayMetrics m = server_->metrics();
+    return m.drops["congested"] + m.packets_forwarded == uint64_t(kPackets);
+  }, 30s));
+  RelayMetrics m = server_->metrics();
+  EXPECT_GT(m.drops["congested"], 0u);
+  // Never more than the limit (plus one packet) was admitted while bob
+  // was stalled: at most limit/packet + a few packets got through.
+  EXPECT_LE(m.packets_forwarded, (256u << 10) / 40000 + 2);
+  bob.events->stall(false);
+  ASSERT_TRUE(bob.events->wait(
+      [&](Recorder& r) { return r.packets_.size() == m.packets_forwarded; }));
+  // What got through is intact and in order (a subsequence of what was sent).
+  size_t j = 0;
+  for (auto& [tunnel, p] : bob.events->packets_) {
+    while (j < sent.size() && sent[j] != p) ++j;
+    ASSERT_LT(j, sent.size()) << "a forwarded packet was altered";
+    ++j;
+  }
+}
+
+// A node that stops reading cannot make the relay hoard the control
+// messages others cause it to be sent.
+TEST_F(RelayServerTest, ANodeThatStopsReadingIsClosedForBacklog) {
+  config_.max_bytes_in_flight_per_node = kMaxDataFrame + kFrameHeaderSize;
+  config_.max_control_backlog = 64u << 10;
+  config_.control_rate = config_.control_burst = 100000;
+  start_relay();
+  Node alice = identified_node("alice@host");
+  Node bob = identified_node("bob@host");
+  uint32_t t = open_tunnel(alice, bob, "bob@host");
+  bob.events->stall(true);  // from his first packet on, bob acknowledges nothing
+  const uint8_t one[] = {1};
+  alice.client->send_packet(t, one);
+  ASSERT_TRUE(eventually([&] { return server_->metrics().packets_forwarded == 1; }));
+  // Each open/close cycle queues a tunnel_notify and a tunnel_close for
+  // bob (~90 bytes): 2000 cycles are more than the bound (64 KB of data
+  // allowance + 64 KB of backlog).
+  int cycles = 0;
+  for (; cycles < 2000 && server_->metrics().rejections["backlog"] == 0; ++cycles) {
+    auto r = alice.events->wait_reply(alice.client->request_tunnel("bob@host"));
+    ASSERT_TRUE(r);
+    if (r->tunnel == 0) break;  // bob is gone
+    alice.client->close_tunnel(r->tunnel, "done");
+  }
+  ASSERT_TRUE(eventually([&] { return server_->metrics().rejections["backlog"] == 1; }))
+      << cycles << " cycles";
+  EXPECT_GT(cycles, 500);  // not before the bound
+  RelayMetrics m = server_->metrics();
+  EXPECT_EQ(m.nodes, 1u);  // alice stays
+  EXPECT_EQ(alice.events->wait_reply(alice.client->request_tunnel("bob@host"))->reason,
+            "unknown_target");
+  bob.events->stall(false);
+  auto info = bob.events->wait_closed();
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->code, uint64_t(CloseCode::kBacklog));
+}
+
+TEST_F(RelayServerTest, GarbageOnTheControlChannelDisconnectsWithAReason) {
+  start_relay();
+  auto raw = raw_node();
+  const uint8_t junk[] = {0xff, 0x00, 0x13, 0x37};
+  send_raw(*raw->handle, Channel::kControl, junk);
+  auto info = raw->wait_closed();
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->kind, CloseInfo::Kind::kPeer);
+  EXPECT_EQ(info->code, uint64_t(CloseCode::kBadFrame));
+  EXPECT_EQ(info->text, "bad_frame: bad_cbor: unsupported_type");
+  EXPECT_EQ(server_->metrics().bad_frames["control"], 1u);
+  EXPECT_TRUE(eventually([&] { return server_->metrics().connections == 0; }));
+}
+
+TEST_F(RelayServerTest, RelayOnlyMessagesFromANodeAreBadFrames) {
+  start_relay();
+  auto raw = raw_identified("raw@host");
+  raw->handle->send(Channel::kControl, encode_frame(TunnelNotify{5, "x@y"}), 1);
+  auto info = raw->wait_closed();
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->code, uint64_t(CloseCode::kBadFrame));
+  EXPECT_EQ(info->text, "bad_frame: unexpected tunnel_notify");
+}
+
+TEST_F(RelayServerTest, OversizedControlFrameEndsTheConnection) {
+  start_relay();
+  auto raw = raw_node();
+  std::vector<uint8_t> big(kMaxMessageSize + 1, 0xa0);
+  send_raw(*raw->handle, Channel::kControl, big);
+  auto info = raw->wait_closed();
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->kind, CloseInfo::Kind::kProtocol);
+  EXPECT_TRUE(eventually([&] { return server_->metrics().bad_frames["transport"] == 1; }));
+}
+
+TEST_F(RelayServerTest, ShortDataFramesDisconnectUnknownTunnelsAreDropped) {
+  start_relay();
+  auto raw = raw_identified("raw@host");
+  Bytes stray = encode_tunnel_frame(12345, std::vector<uint8_t>{1, 2, 3});
+  raw->handle->send(Channel::kData, std::move(stray), 1);
+  ASSERT_TRUE(eventually([&] { return server_->metrics().drops["unknown_tunnel"] == 1; }));
+  const uint8_t short_frame[] = {0, 0, 0};
+  send_raw(*raw->handle, Channel::kData, short_frame);
+  auto info = raw->wait_closed();
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->code, uint64_t(CloseCode::kBadFrame));
+  EXPECT_EQ(server_->metrics().bad_frames["data"], 1u);
+}
+
+TEST_F(RelayServerTest, PacketsOnSomeoneElsesTunnelAreDropped) {
+  start_relay();
+  Node alice = identified_node("alice@host");
+  Node bob = identified_node("bob@host");
+  uint32_t t = open_tunnel(alice, bob, "bob@host");
+  auto raw = raw_identified("mallory@host");
+  raw->handle->send(Channel::kData, encode_tunnel_frame(t, std::vector<uint8_t>{6, 6, 6}), 1);
+  ASSERT_TRUE(eventually([&] { return server_->metrics().drops["unknown_tunnel"] == 1; }));
+  EXPECT_TRUE(bob.events->packets_.empty());
+  EXPECT_TRUE(alice.events->packets_.empty());
+}
+
+TEST_F(RelayServerTest, NodesThatDoNotIdentifyAreClosedAfterTheTimeout) {
+  config_.identify_timeout_ms = 50;
+  start_relay();
+  auto raw = raw_node();
+  Node alice = identified_node("alice@host");
+  ASSERT_TRUE(eventually([&] { return server_->metrics().connections == 2; }));
+  std::this_thread::sleep_for(60ms);
+  server_->tick(now_ns() / 1000000);
+  auto info = raw->wait_closed();
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->code, uint64_t(CloseCode::kIdentifyTimeout));
+  EXPECT_FALSE(alice.events->close_.has_value());
+  EXPECT_EQ(server_->metrics().nodes, 1u);
+}
+
+TEST_F(RelayServerTest, ControlFloodDisconnects) {
+  config_.control_rate = 1;
+  config_.control_burst = 5;
+  start_relay();
+  auto raw = raw_identified("raw@host");  // one token spent
+  for (uint64_t i = 0; i < 10; ++i)
+    raw->handle->send(Channel::kControl, encode_frame(TunnelRequest{100 + i, "x@y"}), 1);
+  auto info = raw->wait_closed();
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->code, uint64_t(CloseCode::kFlood));
+  EXPECT_EQ(server_->metrics().rejections["control_flood"], 1u);
+}
+
+TEST_F(RelayServerTest, WrongAlpnIsRefusedByTls) {
+  start_relay();
+  auto raw = std::make_shared<RawNode>();
+  raw->handle = client_endpoint("macula-dist").dial(relay_addr_, "127.0.0.1",
+                                                    [&](uint64_t) { return raw; });
+  auto info = raw->wait_closed();
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->kind, CloseInfo::Kind::kTlsAlert);
+  EXPECT_EQ(server_->metrics().connections_total, 0u);
+}
+
+TEST_F(RelayServerTest, ShutdownClosesEveryNodeWithAReason) {
+  start_relay();
+  Node alice = identified_node("alice@host");
+  Node bob = identified_node("bob@host");
+  server_->shutdown();
+  for (Node* n : {&alice, &bob}) {
+    auto info = n->events->wait_closed();
+    ASSERT_TRUE(info);
+    EXPECT_EQ(info->code, uint64_t(CloseCode::kShutdown));
+    EXPECT_EQ(info->text, "relay_shutdown");
+  }
+  Node late = node("carol@host");
+  auto info = late.events->wait_closed();
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->code, uint64_t(CloseCode::kShutdown));
+}
+
+// Many misbehaving connections in a row leave no state behind.
+TEST_F(RelayServerTest, GarbageLeavesNoStateBehind) {
+  start_relay();
+  std::mt19937 rng(11);
+  for (int i = 0; i < 20; ++i) {
+    auto raw = raw_node();
+    // Control: any junk. Data: frames too short to hold a tunnel id
+    // (longer ones are packets for unknown tunnels, dropped quietly).
+    bool control = i % 2;
+    std::vector<uint8_t> junk = random_packet(rng, 1 + rng() % (control ? 200 : 4));
+    send_raw(*raw->handle, control ? Channel::kControl : Channel::kData, junk);
+    ASSERT_TRUE(raw->wait_closed()) << i;
+  }
+  EXPECT_TRUE(eventually([&] { return server_->metrics().connections == 0; }));
+  RelayMetrics m = server_->metrics();
+  EXPECT_EQ(m.nodes, 0u);
+  EXPECT_EQ(m.tunnels, 0u);
+  EXPECT_EQ(m.bad_frames["control"] + m.bad_frames["data"] + m.bad_frames["transport"], 20u);
+}
+
+}  // namespace
+}  // namespace macula::relay
