@@ -546,8 +546,12 @@ void Connection::deliver() {
 // its head can be placed (a barrier waits for acknowledgements), so no
 // frame overtakes one that arrived before it without a route.
 void Connection::queue_data(OutChunk chunk, std::vector<FrameRoute> routes) {
-  if (routes.empty()) {
-    // One flow for callers that do not route (tests, tools).
+  uint64_t routed = 0;
+  for (const FrameRoute& r : routes) routed += r.size;
+  if (routed != chunk.size) {
+    // One flow for callers that do not route (tests, tools), and for
+    // routes that do not describe the chunk (never split it blindly).
+    routes.clear();
     FrameRoute one{FrameRoute::Kind::kProcess, UINT64_MAX};
     one.size = chunk.size;
     routes.push_back(one);
