@@ -6,7 +6,7 @@
 # macula_netns_SUITE that measure, which create and remove their own
 # namespaces; needs root. Writes build/bench-netns.md and prints it.
 #
-# Settings (environment): MACULA_HOL_SECONDS (default 15) per carrier.
+# Settings (environment): MACULA_HOL_SECONDS (default 30) per carrier.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)

@@ -548,7 +548,7 @@ delay_loss(Config) ->
 %% bench` on a quiet machine).
 hol_under_bulk(Config) ->
     need_netns(Config),
-    Secs = list_to_integer(os:getenv("MACULA_HOL_SECONDS", "15")),
+    Secs = list_to_integer(os:getenv("MACULA_HOL_SECONDS", "30")),
     impair(Config, 20, 1),
     Protos = [list_to_atom(P) || P <- string:lexemes(os:getenv("MACULA_HOL_PROTOS", "macula inet_tcp inet_tls"), " ")],
     Results = [{Proto, hol_run(Config, Proto, Secs)} || Proto <- Protos],
