@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "bytes.h"
+#include "path_info.h"
 #include "tls_context.h"
 #include "udp_socket.h"
 
@@ -100,6 +101,8 @@ class ConnectionHandle {
   std::vector<uint8_t> exporter() const;
   std::vector<uint8_t> peer_certificate() const;
   Address remote() const;
+  // The latest snapshot of the connection's path and transport figures.
+  PathInfo path() const;
 
   // ---- I/O thread side ----
   struct Inbox {
@@ -114,6 +117,7 @@ class ConnectionHandle {
   void set_established(std::vector<uint8_t> exporter,
                        std::vector<uint8_t> peer_cert, const Address& remote);
   void set_closed();
+  void set_path(const PathInfo& info);
   void count_frames_in(uint64_t n) { frames_in_ += n; }
   // Bytes left the queue; true if writable() should be fired now.
   bool release(uint64_t bytes);
@@ -134,6 +138,7 @@ class ConnectionHandle {
   bool wake_pending_ = false;
   std::vector<uint8_t> exporter_, peer_cert_;
   Address remote_;
+  PathInfo path_;
 };
 
 }  // namespace macula
