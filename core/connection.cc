@@ -406,6 +406,8 @@ void Connection::on_expiry(uint64_t now) {
     return;
   }
   if (state_ == State::kClosed) return;
+  if (publish_due_ <= now) publish_path(now, true);
+  if (ngtcp2_conn_get_expiry(conn_) > now) return;
   int rv = ngtcp2_conn_handle_expiry(conn_, now);
   if (rv != 0) fail(rv, now);
 }
@@ -609,7 +611,7 @@ void Connection::on_unreachable(const Address& remote, uint64_t now) {
 uint64_t Connection::expiry() const {
   if (state_ == State::kClosing || state_ == State::kDraining) return drain_deadline_;
   if (state_ == State::kClosed) return 0;
-  return ngtcp2_conn_get_expiry(conn_);
+  return std::min(ngtcp2_conn_get_expiry(conn_), publish_due_);
 }
 
 bool Connection::finished(uint64_t now) const {

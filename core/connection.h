@@ -121,7 +121,9 @@ class Connection {
   // True if a migration to `local` failed less than a back-off ago: the
   // endpoint's automatic checks leave it alone meanwhile.
   bool recently_failed(const Address& local, uint64_t now) const;
-  // Refreshes the handle's PathInfo (at most every 100 ms unless `force`).
+  // Refreshes the handle's PathInfo: at most every 100 ms unless `force`;
+  // a refresh skipped for that reason happens by timer (expiry()), so the
+  // snapshot is never more than 100 ms behind the last activity.
   void publish_path(uint64_t now, bool force);
 
  private:
@@ -210,6 +212,7 @@ class Connection {
   uint64_t migrations_ = 0, failed_migrations_ = 0;
   uint64_t bytes_sent_ = 0, bytes_received_ = 0;
   uint64_t published_at_ = 0;
+  uint64_t publish_due_ = UINT64_MAX;  // a skipped refresh is owed by then
 };
 
 // CLOCK_MONOTONIC in nanoseconds.

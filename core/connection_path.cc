@@ -1,5 +1,6 @@
 // Connection: paths, migration and the figures published to the handle.
 // Same class as connection.cc, kept apart because it is its own concern.
+#include <algorithm>
 #include <cstring>
 
 #include "connection.h"
@@ -117,8 +118,13 @@ uint64_t Connection::lost_packets() const {
 }
 
 void Connection::publish_path(uint64_t now, bool force) {
-  if (!conn_ || (!force && published_at_ && now - published_at_ < kPublishEveryNs)) return;
+  if (!conn_) return;
+  if (!force && published_at_ && now - published_at_ < kPublishEveryNs) {
+    publish_due_ = std::min(publish_due_, published_at_ + kPublishEveryNs);
+    return;
+  }
   published_at_ = now;
+  publish_due_ = UINT64_MAX;
   ngtcp2_conn_stat st;
   ngtcp2_conn_get_conn_stat(conn_, &st);
   PathInfo p;

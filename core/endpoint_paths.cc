@@ -103,6 +103,9 @@ MigrationResult Endpoint::migration_target(const Address& local, Address& target
   }
   if (!is_local_address(local)) return MigrationResult::kNotLocal;
   target = socket_.to_socket_family(local).with_port(socket_.local().port());
+  // An IPv6 address on an IPv4 socket: no way to send from it.
+  if (target.storage.ss_family != socket_.local().storage.ss_family)
+    return MigrationResult::kNoRoute;
   return MigrationResult::kMigrated;
 }
 
