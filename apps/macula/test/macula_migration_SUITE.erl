@@ -338,8 +338,10 @@ first_path(Peer) ->
 %% the far side of a dead connection may never get the last message:
 %% then what it has counts.
 collect(C, S, {UpSender, UpSink}, {DownSender, DownSink}, Ping) ->
-    UpSent = peer:call(C, ?MODULE, sender_stop, [UpSender]),
-    DownSent = peer:call(S, ?MODULE, sender_stop, [DownSender]),
+    %% a sender may sit in a send that waits for a connection set-up to
+    %% a peer address that is gone (inet_tcp): up to net_setuptime per send
+    UpSent = peer:call(C, ?MODULE, sender_stop, [UpSender], 60000),
+    DownSent = peer:call(S, ?MODULE, sender_stop, [DownSender], 60000),
     PingR = peer:call(C, ?MODULE, ping_stop, [Ping], 30000),
     UpR = peer:call(S, ?MODULE, sink_report, [UpSink, UpSent], 30000),
     DownR = peer:call(C, ?MODULE, sink_report, [DownSink, DownSent], 30000),
@@ -493,10 +495,15 @@ sink_report(Sink, Sent) ->
                   Sink ! {report, self(), Ref},
                   receive {Ref, S} -> S after 5000 -> #{} end
           end,
-    Deadline = now_ms() + 10000,
-    S = wait_received(Ask, Sent, Deadline),
+    Asked = now_ms(),
+    S = wait_received(Ask, Sent, Asked + 10000),
     Received = maps:get(received, S, 0),
-    S#{lost => max(0, Sent - Received), sent => Sent}.
+    %% arrivals that stopped for good are an interruption until the end
+    Gap = case Received < Sent of
+              true -> max(maps:get(max_gap_ms, S, 0), Asked - maps:get(last, S, Asked));
+              false -> maps:get(max_gap_ms, S, 0)
+          end,
+    S#{lost => max(0, Sent - Received), sent => Sent, max_gap_ms => Gap}.
 
 wait_received(Ask, Sent, Deadline) ->
     S = Ask(),
