@@ -18,6 +18,7 @@
 %% longest gap between two arrivals: the interruption.
 %%
 %% Scenarios:
+%%   baseline        nothing happens: the gaps the machine shows anyway.
 %%   nat_rebinding   the router's conntrack table is flushed three times:
 %%                   the NAT maps C to new random ports (S sees a new peer
 %%                   address; macula's server end follows it after path
@@ -45,8 +46,8 @@
 
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1,
          init_per_testcase/2, end_per_testcase/2]).
--export([nat_rebinding/1, address_change/1, dead_new_path/1,
-         inet_tcp_nat_rebinding/1, inet_tcp_address_change/1,
+-export([api/1, baseline/1, nat_rebinding/1, address_change/1, dead_new_path/1,
+         inet_tcp_baseline/1, inet_tcp_nat_rebinding/1, inet_tcp_address_change/1,
          inet_tcp_dead_new_path/1]).
 %% run on the nodes
 -export([stream_start/1, sender_stop/1, sink_init/0, sink_report/2,
@@ -73,8 +74,8 @@ suite() ->
     [{timetrap, {minutes, 3}}].
 
 all() ->
-    [nat_rebinding, address_change, dead_new_path,
-     inet_tcp_nat_rebinding, inet_tcp_address_change, inet_tcp_dead_new_path].
+    [api, baseline, nat_rebinding, address_change, dead_new_path,
+     inet_tcp_baseline, inet_tcp_nat_rebinding, inet_tcp_address_change, inet_tcp_dead_new_path].
 
 %%% ------------------------------------------------------------------
 %%% Set-up: namespaces per test case
@@ -197,6 +198,41 @@ add_dead_path() ->
 %%% ------------------------------------------------------------------
 %%% Cases
 
+%% The operator API on both ends of one connection: who may migrate, the
+%% refusals, the path figures, bad arguments.
+api(Config) ->
+    need_netns(Config),
+    {C, NC, S, NS} = start_pair(Config, macula),
+    [#{node := NS, role := client, local := {<<?C_OLD>>, 14102},
+       remote := {<<?S_IP>>, 14101}, migrations := 0}] = peer:call(C, macula, paths, []),
+    %% behind the NAT: the server sees the router's address
+    [#{node := NC, role := server, local := {<<?S_IP>>, 14101},
+       remote := {<<"10.198.9.1">>, _}}] = peer:call(S, macula, paths, []),
+    #{follows_address_changes := true, paths := [_]} = peer:call(C, macula, info, []),
+    %% the server end is not the server's to move
+    {ok, []} = peer:call(S, macula, migrate, []),
+    {ok, []} = peer:call(S, macula, migrate, [?S_IP]),
+    {ok, [#{node := NS, result := same_path}]} = peer:call(C, macula, migrate, []),
+    {ok, [#{node := NS, result := same_path}]} = peer:call(C, macula, migrate, [?C_OLD]),
+    {ok, [#{result := not_local}]} = peer:call(C, macula, migrate, [?S_IP]),
+    {ok, [#{result := not_local}]} = peer:call(C, macula, migrate, [{10, 198, 2, 2}]),
+    [{error, {invalid_address, Bad}} = peer:call(C, macula, migrate, [Bad])
+     || Bad <- ["10.198.1", "not an address", {1, 2, 3}, 42, <<"::g">>]],
+    {'EXIT', {{badarg, ip}, _}} =
+        peer:call(C, erlang, apply,
+                  [fun() -> catch macula_nif:migrate(persistent_term:get(
+                                                        {macula_endpoint, endpoint}),
+                                                      <<"x">>, self(), make_ref())
+                   end, []]),
+    {'EXIT', {{badarg, conn}, _}} =
+        peer:call(C, erlang, apply, [fun() -> catch macula_nif:conn_info(make_ref()) end, []]),
+    ok.
+
+%% The workload with no event: the gaps this machine shows anyway, to read
+%% the others against.
+baseline(Config) ->
+    expect_kept(scenario(Config, macula, baseline, fun() -> ok end, 2000)).
+
 nat_rebinding(Config) ->
     R = scenario(Config, macula, nat_rebinding, fun rebind_nat/0, 2000),
     expect_kept(R),
@@ -241,6 +277,10 @@ dead_path_checks(C) ->
            [?C_NEW, Result, Local, erlang:monotonic_time(millisecond) - T0]),
     path_validation_failed = Result,
     {<<?C_OLD>>, _} = Local,
+    ok.
+
+inet_tcp_baseline(Config) ->
+    scenario(Config, inet_tcp, baseline, fun() -> ok end, 2000),
     ok.
 
 inet_tcp_nat_rebinding(Config) ->
@@ -396,9 +436,10 @@ report(Config) ->
                           io_lib:format("~-15s ~-42s ~s~n", [Name, Cell(macula), Cell(inet_tcp)])
                   end,
             ct:pal("migration scenarios, macula vs inet_tcp (net_ticktime ~s):~n"
-                   "~-15s ~-42s ~s~n~s~s~s",
+                   "~-15s ~-42s ~s~n~s~s~s~s",
                    [?TICKTIME, "scenario", "macula", "inet_tcp",
-                    Row(nat_rebinding), Row(address_change), Row(dead_new_path)]);
+                    Row(baseline), Row(nat_rebinding), Row(address_change),
+                    Row(dead_new_path)]);
         _ ->
             ok
     end.
