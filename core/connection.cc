@@ -206,6 +206,8 @@ std::unique_ptr<Connection> Connection::dial(
   }
   c->cids_.push_back(scid);
   config.host->add_cid(scid, c.get());
+  if (config.client_keep_alive_ns)
+    ngtcp2_conn_set_keep_alive_timeout(c->conn_, config.client_keep_alive_ns);
   return c;
 }
 

@@ -54,6 +54,7 @@ struct ConnectionConfig {
   size_t max_control_frame = 0;
   size_t max_data_frame = 0;
   ngtcp2_cc_algo cc_algo = NGTCP2_CC_ALGO_BBR2;
+  uint64_t client_keep_alive_ns = 0;  // 0: none
 };
 
 inline constexpr size_t kCidLen = 17;

@@ -99,6 +99,7 @@ ConnectionConfig Endpoint::connection_config() {
   c.max_control_frame = config_.max_control_frame;
   c.max_data_frame = config_.max_data_frame;
   c.cc_algo = config_.cc_algo;
+  c.client_keep_alive_ns = config_.client_keep_alive_ms * 1000000;
   return c;
 }
 

@@ -44,6 +44,11 @@ struct EndpointConfig {
   // when this host's addresses or routes change, or sends fail for path
   // reasons (needs a wildcard bind_ip).
   bool follow_address_changes = true;
+  // A connection we dialled that received nothing for this long sends a
+  // PING. Behind a NAT that rebinds, a peer that only receives would
+  // otherwise stay silent, and the server keep sending to the old
+  // mapping, until the next Erlang tick (net_ticktime / 4). 0: off.
+  uint64_t client_keep_alive_ms = 2000;
 };
 
 class EndpointEvents {

@@ -80,7 +80,11 @@ class TestNat {
     for (auto& [key, m] : maps_) close(m.fd);
   }
   uint16_t port() const { return port_of(front_); }
-  void rebind() { ++rebinds_; }
+  // Returns once the new mappings are in place.
+  void rebind() {
+    int want = ++rebinds_;
+    while (applied_ < want) std::this_thread::sleep_for(1ms);
+  }
   void blackhole(const std::string& ip) {
     std::lock_guard lock(mu_);
     blackholed_ = ip;
@@ -105,6 +109,7 @@ class TestNat {
           close(m.fd);
           m.fd = new_upstream();
         }
+        applied_ = seen_rebinds;
       }
       std::vector<pollfd> fds{{front_, POLLIN, 0}};
       for (auto& [key, m] : maps_) fds.push_back({m.fd, POLLIN, 0});
@@ -142,15 +147,17 @@ class TestNat {
     uint8_t buf[65536];
     for (auto& [key, m] : maps_) {
       ssize_t n;
-      while ((n = recv(m.fd, buf, sizeof buf, 0)) >= 0)
+      while ((n = recv(m.fd, buf, sizeof buf, 0)) >= 0) {
         sendto(front_, buf, size_t(n), 0, m.client.sa(), m.client.len);
+      }
     }
   }
 
   int front_;
   Address server_;
   std::map<std::string, Mapping> maps_;  // I/O thread only
-  std::atomic<int> rebinds_{0};
+  std::atomic<int> rebinds_{0}, applied_{0};
+
   std::atomic<bool> stop_{false};
   std::mutex mu_;
   std::string blackholed_;
@@ -483,6 +490,56 @@ TEST_F(MigrationTest, ServerFollowsANatThatLostItsState) {
   // The client saw nothing: same path, no migration of its own.
   EXPECT_EQ(client_h_->path().migrations, 0u);
   expect_all_delivered(sender);
+}
+
+// An idle connection whose NAT mapping changes, then the server sends: its
+// packets go to the old port and vanish, and the client, which only
+// receives, has nothing to answer. Its keep-alive PING (2 s after the
+// last packet it received) is what shows the server the new address.
+class KeepAliveTest : public MigrationTest {
+ protected:
+  // Milliseconds until data flows again, or -1 if not within `limit`.
+  long long resume_after_idle_rebind(uint64_t keep_alive_ms, std::chrono::milliseconds limit) {
+    EndpointConfig sc = config("server", "0.0.0.0"), cc = config("client", "0.0.0.0");
+    cc.client_keep_alive_ms = keep_alive_ms;
+    std::string error;
+    server_ = Endpoint::open(sc, acceptor_, error);
+    client_ = Endpoint::open(cc, nullptr, error);
+    if (!server_ || !client_) return -2;
+    nat_ = std::make_unique<TestNat>(server_->port());
+    connect("127.0.0.1", nat_->port());
+    if (!server_h_) return -2;
+    std::this_thread::sleep_for(300ms);  // handshake traffic settles: idle
+    nat_->rebind();
+    auto t0 = Clock::now();
+    sender_ = std::make_unique<Sender>(server_h_, server_events_);
+    if (!client_events_->wait([&] { return client_events_->frames() > 200; }, limit)) return -1;
+    return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+  }
+  std::unique_ptr<Sender> sender_;
+  std::unique_ptr<TestNat> nat_;  // lives as long as the test
+};
+
+TEST_F(KeepAliveTest, ReceiveOnlyClientIsFoundAgainByItsKeepAlive) {
+  // Found at the keep-alive (2 s), then the server retransmits at its next
+  // probe timeout, backed off meanwhile: about 3.5 s here.
+  long long ms = resume_after_idle_rebind(2000, 6s);
+  ASSERT_GE(ms, 0) << "never found again";
+  uint64_t sent = sender_->stop();
+  EXPECT_TRUE(client_events_->wait([&] { return client_events_->frames() >= sent; }, 10s))
+      << "received " << client_events_->frames() << " of " << sent << "; server pto_count "
+      << server_h_->path().pto_count << " lost " << server_h_->path().lost_packets
+      << " queued " << server_h_->stats().queued_bytes << " remote "
+      << server_h_->path().remote.to_string() << " after " << ms << " ms";
+  EXPECT_EQ(client_events_->bad(), 0u);
+  EXPECT_FALSE(client_events_->is_closed());
+}
+
+// The same without keep-alive: the client stays lost (this is what the
+// keep-alive is for, and shows the test above measures it).
+TEST_F(KeepAliveTest, WithoutKeepAliveTheReceiveOnlyClientStaysLost) {
+  EXPECT_EQ(resume_after_idle_rebind(0, 6s), -1);
+  sender_->stop();
 }
 
 TEST_F(MigrationTest, DeadNewPathLeavesTheOldOneCarryingTraffic) {
