@@ -180,9 +180,12 @@ rebind_nat() ->
 %% The old address goes first (sends from it start failing), then the new
 %% one arrives with its route: the node is without an address meanwhile.
 move_address() ->
+    T0 = erlang:monotonic_time(millisecond),
     must(ip(), ["-n", ?NS_C, "addr", "del", ?C_OLD ++ "/24", "dev", "mclmC0"]),
     must(ip(), ["-n", ?NS_C, "addr", "add", ?C_NEW ++ "/24", "dev", "mclmC1"]),
     must(ip(), ["-n", ?NS_C, "route", "replace", "default", "via", "10.198.2.1"]),
+    ct:pal("C had no usable address for ~p ms (the time the ip commands took)",
+           [erlang:monotonic_time(millisecond) - T0]),
     ok.
 
 %% A new address and route whose path is dead beyond the first hop; the
