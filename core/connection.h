@@ -122,6 +122,10 @@ class Connection {
   // True if a migration to `local` failed less than a back-off ago: the
   // endpoint's automatic checks leave it alone meanwhile.
   bool recently_failed(const Address& local, uint64_t now) const;
+  // The local address an operator chose (empty: none). The endpoint's
+  // automatic checks leave a connection on it while it exists.
+  void set_pinned_local(const Address& local) { pinned_local_ = local; }
+  const Address& pinned_local() const { return pinned_local_; }
   // Refreshes the handle's PathInfo: at most every 100 ms unless `force`;
   // a refresh skipped for that reason happens by timer (expiry()), so the
   // snapshot is never more than 100 ms behind the last activity.
@@ -210,6 +214,7 @@ class Connection {
   uint64_t migration_started_ = 0;  // 0: none running
   Address failed_local_;            // last local address that failed validation
   uint64_t failed_until_ = 0;
+  Address pinned_local_;
   uint64_t migrations_ = 0, failed_migrations_ = 0;
   uint64_t bytes_sent_ = 0, bytes_received_ = 0;
   uint64_t published_at_ = 0;

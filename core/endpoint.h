@@ -97,7 +97,10 @@ class Endpoint : private ConnectionHost {
   // prefers towards each peer". On the I/O thread, `counted(n)` is called
   // first with the number of client connections, then `done` once for
   // each of them (see Connection::migrate). Nothing is called if the
-  // endpoint stops first.
+  // endpoint stops first. After a move to an explicit `local`, the
+  // endpoint's own checks (address and route changes) leave the
+  // connection there while that address exists; a request with an
+  // unspecified `local` hands it back to them.
   void migrate(const Address& local, std::function<void(size_t)> counted,
                MigrationCallback done);
   // True if the endpoint follows address and route changes (netlink).

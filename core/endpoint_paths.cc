@@ -75,6 +75,10 @@ void Endpoint::check_paths(uint64_t now) {
   if (!socket_.local().unspecified()) return;
   for (auto& [id, c] : conns_) {
     if (c->role() != Role::kClient || !c->is_open() || c->migrating()) continue;
+    // An operator's choice stands while its address exists.
+    if (c->pinned_local().len && c->local_address() == c->pinned_local() &&
+        is_local_address(c->pinned_local()))
+      continue;
     Address want;
     std::string error;
     // No route at all: wait for one (a route event or a failing send).
@@ -135,6 +139,9 @@ void Endpoint::start_migration(const Address& local, const std::function<void(si
       if (done) done(c->handle().id(), {r, c->local_address()});
       continue;
     }
+    // An explicit address is the operator's choice: automatic checks keep
+    // the connection there. migrate() to "auto" hands it back to them.
+    c->set_pinned_local(automatic ? Address{} : to);
     c->migrate(to, now, done);
     dirty_.insert(c);
   }

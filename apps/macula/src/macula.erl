@@ -44,7 +44,9 @@ migrate() ->
 %% `result` (`migrated`, `same_path`, `path_validation_failed`,
 %% `not_local`, `no_route`, `in_progress`, `no_spare_connection_id`,
 %% `bound_socket` when macula_dist_bind is not a wildcard, ...) and
-%% `local`, the path's local address afterwards. Connections this node
+%% `local`, the path's local address afterwards. After a move to `Ip`, the
+%% node's own checks on address and route changes leave the connections
+%% there while `Ip` exists; `auto` hands them back. Connections this node
 %% accepted cannot migrate (QUIC forbids the server role to); they follow
 %% their peer when it moves.
 -spec migrate(auto | inet:ip_address() | string()) -> {ok, [map()]} | {error, term()}.

@@ -229,6 +229,21 @@ api(Config) ->
                    end, []]),
     {'EXIT', {{badarg, conn}, _}} =
         peer:call(C, erlang, apply, [fun() -> catch macula_nif:conn_info(make_ref()) end, []]),
+    %% An operator's choice stands: after a move to an explicit address, a
+    %% route change (which makes the node check its paths) does not move
+    %% the connection back to the routing table's choice; migrate() does.
+    must(ip(), ["-n", ?NS_C, "addr", "add", ?C_NEW ++ "/24", "dev", "mclmC1"]),
+    {ok, [#{result := migrated, local := {<<?C_NEW>>, 14102}}]} =
+        peer:call(C, macula, migrate, [?C_NEW], 30000),
+    must(ip(), ["-n", ?NS_C, "route", "add", "10.198.50.0/24", "via", "10.198.1.1"]),
+    timer:sleep(1000),
+    [#{local := {<<?C_NEW>>, _}, migrations := 1}] = peer:call(C, macula, paths, []),
+    %% the server end followed
+    [#{remote := {<<?C_NEW>>, 14102}, migrations := SMig}] = peer:call(S, macula, paths, []),
+    true = SMig >= 1,
+    {ok, [#{result := migrated, local := {<<?C_OLD>>, 14102}}]} =
+        peer:call(C, macula, migrate, [], 30000),
+    pong = peer:call(C, net_adm, ping, [NS]),
     ok.
 
 %% The workload with no event: the gaps this machine shows anyway, to read
