@@ -17,7 +17,7 @@ struct PathInfo {
   Address local, remote;         // the current path
   uint64_t migrations = 0;       // validated path changes (ours or the peer's)
   uint64_t failed_migrations = 0;  // path validations that failed
-  bool migrating = false;        // a path validation is running
+  bool migrating = false;        // client: a migrate() is being validated
   uint64_t smoothed_rtt_ns = 0;
   uint64_t min_rtt_ns = 0;
   uint64_t latest_rtt_ns = 0;
