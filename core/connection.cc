@@ -93,6 +93,11 @@ struct ConnectionCallbacks {
     self(ud)->handshake_done_ = true;
     return 0;
   }
+  static int path_validation(ngtcp2_conn*, uint32_t, const ngtcp2_path* path,
+                             ngtcp2_path_validation_result res, void* ud) {
+    self(ud)->on_path_validation(path, res);
+    return 0;
+  }
 
   static ngtcp2_callbacks make(Role role) {
     ngtcp2_callbacks cb{};
@@ -120,6 +125,7 @@ struct ConnectionCallbacks {
     cb.remove_connection_id = remove_cid;
     cb.recv_stream_data = recv_stream_data;
     cb.acked_stream_data_offset = acked;
+    cb.path_validation = path_validation;
     return cb;
   }
 };
@@ -204,6 +210,8 @@ std::unique_ptr<Connection> Connection::dial(
   }
   c->cids_.push_back(scid);
   config.host->add_cid(scid, c.get());
+  if (config.client_keep_alive_ns)
+    ngtcp2_conn_set_keep_alive_timeout(c->conn_, config.client_keep_alive_ns);
   return c;
 }
 
@@ -316,11 +324,12 @@ void Connection::on_datagram(const Address& local, const Address& remote,
   if (state_ == State::kClosing) {
     // Answer a peer that keeps talking with our close again.
     if (!close_packet_.empty())
-      send_batch(close_to_, close_packet_.data(), close_packet_.size(),
+      send_batch(close_from_, close_to_, close_packet_.data(), close_packet_.size(),
                  close_packet_.size());
     return;
   }
   if (state_ != State::kHandshake && state_ != State::kOpen) return;
+  bytes_received_ += len;
   ngtcp2_path path = make_path(local, remote);
   ngtcp2_pkt_info pi{};
   int rv = ngtcp2_conn_read_pkt(conn_, &path, &pi, data, len, now);
@@ -442,6 +451,8 @@ void Connection::on_expiry(uint64_t now) {
     return;
   }
   if (state_ == State::kClosed) return;
+  if (publish_due_ <= now) publish_path(now, true);
+  if (ngtcp2_conn_get_expiry(conn_) > now) return;
   int rv = ngtcp2_conn_handle_expiry(conn_, now);
   if (rv != 0) fail(rv, now);
 }
@@ -510,8 +521,10 @@ void Connection::close_with(const ngtcp2_connection_close_error& ccerr,
       conn_, &ps.path, &pi, close_packet_.data(), close_packet_.size(), &ccerr, now);
   if (n > 0) {
     close_packet_.resize(size_t(n));
+    close_from_ = address_of(ps.path.local);
     close_to_ = address_of(ps.path.remote);
-    send_batch(close_to_, close_packet_.data(), close_packet_.size(), close_packet_.size());
+    send_batch(close_from_, close_to_, close_packet_.data(), close_packet_.size(),
+               close_packet_.size());
   } else {
     close_packet_.clear();
   }
@@ -528,6 +541,7 @@ void Connection::report_closed(const CloseInfo& info) {
   if (closed_reported_) return;
   closed_reported_ = true;
   close_info_ = info;
+  if (migrating()) finish_migration(MigrationResult::kClosed, Address{});
   handle_->set_closed();
   deliver();
   if (events_) events_->closed(info);
@@ -599,9 +613,10 @@ Connection::StreamOut* Connection::pick_stream() {
   return nullptr;
 }
 
-bool Connection::send_batch(const Address& to, const uint8_t* data, size_t len,
-                            size_t seg) {
-  return config_.host->socket().send(to, data, len, seg);
+bool Connection::send_batch(const Address& from, const Address& to,
+                            const uint8_t* data, size_t len, size_t seg) {
+  bytes_sent_ += len;
+  return config_.host->socket().send(from, to, data, len, seg);
 }
 
 bool Connection::flush(uint64_t now) {
@@ -612,11 +627,11 @@ bool Connection::flush(uint64_t now) {
   size_t max_udp = ngtcp2_conn_get_max_tx_udp_payload_size(conn_);
   std::vector<uint8_t>& tx = config_.host->tx_buffer();
   size_t off = 0, npkts = 0, seg = 0, total = 0;
-  Address batch_to;
+  Address batch_from, batch_to;
   control_out_.blocked = false;
   for (StreamOut& d : data_out_) d.blocked = false;
   auto send_pending = [&] {
-    if (off) send_batch(batch_to, tx.data(), off, seg);
+    if (off) send_batch(batch_from, batch_to, tx.data(), off, seg);
     off = npkts = 0;
   };
   while (total < kMaxPacketsPerFlush) {
@@ -644,15 +659,16 @@ bool Connection::flush(uint64_t now) {
     }
     if (s && datalen > 0) s->buffer.mark_sent(size_t(datalen));
     if (n == 0) break;
-    Address to = address_of(ps.path.remote);
-    if (npkts > 0 && (size_t(n) > seg || !(to == batch_to))) {
+    Address from = address_of(ps.path.local), to = address_of(ps.path.remote);
+    if (npkts > 0 && (size_t(n) > seg || !(to == batch_to) || !(from == batch_from))) {
       // This packet cannot join the batch: send the batch, keep the packet.
-      send_batch(batch_to, tx.data(), off, seg);
+      send_batch(batch_from, batch_to, tx.data(), off, seg);
       std::memmove(tx.data(), tx.data() + off, size_t(n));
       off = npkts = 0;
     }
     if (npkts == 0) {
       seg = size_t(n);
+      batch_from = from;
       batch_to = to;
     }
     off += size_t(n);
@@ -667,6 +683,7 @@ bool Connection::flush(uint64_t now) {
   // ngtcp2 0.12 paces with initial_rtt (333 ms) before the first RTT
   // sample, which delays the first flights by ~20 ms: pace only after it.
   if (cstat.first_rtt_sample_ts != UINT64_MAX) ngtcp2_conn_update_pkt_tx_time(conn_, now);
+  publish_path(now, false);
   return total >= kMaxPacketsPerFlush;
 }
 
@@ -691,7 +708,7 @@ void Connection::on_unreachable(const Address& remote, uint64_t now) {
 uint64_t Connection::expiry() const {
   if (state_ == State::kClosing || state_ == State::kDraining) return drain_deadline_;
   if (state_ == State::kClosed) return 0;
-  return ngtcp2_conn_get_expiry(conn_);
+  return std::min(ngtcp2_conn_get_expiry(conn_), publish_due_);
 }
 
 bool Connection::finished(uint64_t now) const {

@@ -24,6 +24,7 @@
 
 #include "connection_handle.h"
 #include "framing.h"
+#include "path_info.h"
 #include "send_buffer.h"
 #include "stream_router.h"
 #include "tls_context.h"
@@ -61,6 +62,7 @@ struct ConnectionConfig {
   size_t max_control_frames = 64;  // non-tick frames per connection; 0: no bound
   size_t max_data_frame = 0;
   ngtcp2_cc_algo cc_algo = NGTCP2_CC_ALGO_BBR2;
+  uint64_t client_keep_alive_ns = 0;  // 0: none
 };
 
 inline constexpr size_t kCidLen = 17;
@@ -110,6 +112,33 @@ class Connection {
   const std::shared_ptr<ConnectionHandle>& shared_handle() const { return handle_; }
   const std::vector<ngtcp2_cid>& cids() const { return cids_; }
 
+  // ---- Paths and migration (connection_path.cc) ----
+  // Client role only. Moves the connection to the local address `local`
+  // (one of ours, with the endpoint's port) once a PATH_CHALLENGE on the
+  // new path is answered; until then, and for good if it is not, the old
+  // path carries the traffic (ngtcp2's validated migration: a dead new
+  // path costs nothing). `done`, if set, is called exactly once with the
+  // outcome: at once when the migration cannot start, else when the
+  // validation ends (or the connection closes).
+  void migrate(const Address& local, uint64_t now, MigrationCallback done);
+  // The current path (what packets leave from and go to).
+  Address local_address() const;
+  Address remote_address() const;
+  Role role() const { return role_; }
+  bool is_open() const { return state_ == State::kOpen; }
+  bool migrating() const { return migration_started_ != 0; }
+  // True if a migration to `local` failed less than a back-off ago: the
+  // endpoint's automatic checks leave it alone meanwhile.
+  bool recently_failed(const Address& local, uint64_t now) const;
+  // The local address an operator chose (empty: none). The endpoint's
+  // automatic checks leave a connection on it while it exists.
+  void set_pinned_local(const Address& local) { pinned_local_ = local; }
+  const Address& pinned_local() const { return pinned_local_; }
+  // Refreshes the handle's PathInfo: at most every 100 ms unless `force`;
+  // a refresh skipped for that reason happens by timer (expiry()), so the
+  // snapshot is never more than 100 ms behind the last activity.
+  void publish_path(uint64_t now, bool force);
+
  private:
   enum class State { kHandshake, kOpen, kClosing, kDraining, kClosed };
 
@@ -143,6 +172,10 @@ class Connection {
   void on_acked(int64_t stream_id, uint64_t offset, uint64_t len);
   int on_new_cid(ngtcp2_cid* cid, uint8_t* token, size_t cidlen);
   void on_remove_cid(const ngtcp2_cid* cid);
+  void on_path_validation(const ngtcp2_path* path,
+                          ngtcp2_path_validation_result res);
+  void finish_migration(MigrationResult result, const Address& local);
+  uint64_t lost_packets() const;
 
   void after_read();
   void establish();
@@ -151,7 +184,8 @@ class Connection {
   StreamOut* pick_stream();
   void queue_data(OutChunk chunk, std::vector<FrameRoute> routes);
   void route_unrouted();
-  bool send_batch(const Address& to, const uint8_t* data, size_t len, size_t seg);
+  bool send_batch(const Address& from, const Address& to, const uint8_t* data,
+                  size_t len, size_t seg);
   void apply_credit(uint64_t credit);
   void fail(int liberr, uint64_t now);
   void close_with(const ngtcp2_connection_close_error& ccerr,
@@ -193,8 +227,19 @@ class Connection {
   CloseInfo close_info_;
 
   std::vector<uint8_t> close_packet_;
-  Address close_to_;
+  Address close_from_, close_to_;
   uint64_t drain_deadline_ = 0;
+
+  // Paths and migration.
+  std::vector<MigrationCallback> migration_waiters_;
+  uint64_t migration_started_ = 0;  // 0: none running
+  Address failed_local_;            // last local address that failed validation
+  uint64_t failed_until_ = 0;
+  Address pinned_local_;
+  uint64_t migrations_ = 0, failed_migrations_ = 0;
+  uint64_t bytes_sent_ = 0, bytes_received_ = 0;
+  uint64_t published_at_ = 0;
+  uint64_t publish_due_ = UINT64_MAX;  // a skipped refresh is owed by then
 };
 
 // CLOCK_MONOTONIC in nanoseconds.

@@ -112,4 +112,14 @@ void ConnectionHandle::set_established(std::vector<uint8_t> exporter,
 
 void ConnectionHandle::set_closed() { closed_.store(true); }
 
+PathInfo ConnectionHandle::path() const {
+  std::lock_guard lock(mu_);
+  return path_;
+}
+
+void ConnectionHandle::set_path(const PathInfo& info) {
+  std::lock_guard lock(mu_);
+  path_ = info;
+}
+
 }  // namespace macula

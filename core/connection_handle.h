@@ -14,6 +14,7 @@
 
 #include "bytes.h"
 #include "dist_route.h"
+#include "path_info.h"
 #include "tls_context.h"
 #include "udp_socket.h"
 
@@ -105,6 +106,8 @@ class ConnectionHandle {
   std::vector<uint8_t> exporter() const;
   std::vector<uint8_t> peer_certificate() const;
   Address remote() const;
+  // The latest snapshot of the connection's path and transport figures.
+  PathInfo path() const;
 
   // ---- I/O thread side ----
   struct Send {
@@ -124,6 +127,7 @@ class ConnectionHandle {
   void set_established(std::vector<uint8_t> exporter,
                        std::vector<uint8_t> peer_cert, const Address& remote);
   void set_closed();
+  void set_path(const PathInfo& info);
   void count_frames_in(uint64_t n) { frames_in_ += n; }
   // Bytes left the queue; true if writable() should be fired now.
   bool release(uint64_t bytes);
@@ -144,6 +148,7 @@ class ConnectionHandle {
   bool wake_pending_ = false;
   std::vector<uint8_t> exporter_, peer_cert_;
   Address remote_;
+  PathInfo path_;
 };
 
 }  // namespace macula

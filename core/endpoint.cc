@@ -42,7 +42,9 @@ std::unique_ptr<Endpoint> Endpoint::open(const EndpointConfig& config,
     error = std::string("cannot create I/O loop: ") + strerror(errno);
     return nullptr;
   }
-  for (int fd : {ep->socket_.fd(), ep->wake_fd_}) {
+  ep->open_address_watch();
+  for (int fd : {ep->socket_.fd(), ep->wake_fd_, ep->watch_.fd()}) {
+    if (fd < 0) continue;
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.fd = fd;
@@ -98,6 +100,7 @@ ConnectionConfig Endpoint::connection_config() {
   c.max_control_frames = config_.max_control_frames;
   c.max_data_frame = config_.max_data_frame;
   c.cc_algo = config_.cc_algo;
+  c.client_keep_alive_ns = config_.client_keep_alive_ms * 1000000;
   return c;
 }
 
@@ -141,6 +144,8 @@ void Endpoint::run() {
       if (fd == socket_.fd()) {
         if (evs[i].events & EPOLLERR) on_socket_errors(now);
         read_socket(now);
+      } else if (fd == watch_.fd()) {
+        on_address_changes(now);
       } else {
         [[maybe_unused]] ssize_t r = read(fd, &drain, sizeof drain);
       }
@@ -148,6 +153,8 @@ void Endpoint::run() {
     drain_mailbox(now);
     run_timers(now_ns());
     flush_dirty(now_ns());
+    after_send_errors(now_ns());
+    run_path_check(now_ns());
     reap(now_ns());
   }
   shutdown_all();
@@ -174,7 +181,7 @@ void Endpoint::dispatch(const Datagram& d, uint64_t now) {
   }
   auto it = by_cid_.find(cid_key(vc.dcid, vc.dcidlen));
   if (it != by_cid_.end()) {
-    it->second->on_datagram(socket_.local(), d.from, d.data, d.size, now);
+    it->second->on_datagram(d.to, d.from, d.data, d.size, now);
     dirty_.insert(it->second);
     return;
   }
@@ -185,7 +192,7 @@ void Endpoint::dispatch(const Datagram& d, uint64_t now) {
   if (Connection* c = reset_target(d)) {
     // A stateless reset from a peer that lost our connection (it
     // restarted): ngtcp2 verifies it and drains at once.
-    c->on_datagram(socket_.local(), d.from, d.data, d.size, now);
+    c->on_datagram(d.to, d.from, d.data, d.size, now);
     dirty_.insert(c);
     return;
   }
@@ -219,7 +226,7 @@ void Endpoint::accept_new(const Datagram& d, uint64_t now) {
   }
   std::string error;
   auto conn = Connection::accept(connection_config(), new_handle(Role::kServer),
-                                 socket_.local(), d.from, hd, now, error);
+                                 d.to, d.from, hd, now, error);
   if (!conn) {
     ++n_dropped_;
     return;
@@ -227,7 +234,7 @@ void Endpoint::accept_new(const Datagram& d, uint64_t now) {
   Connection* c = conn.get();
   conns_.emplace(c->handle().id(), std::move(conn));
   ++n_conns_;
-  c->on_datagram(socket_.local(), d.from, d.data, d.size, now);
+  c->on_datagram(d.to, d.from, d.data, d.size, now);
   dirty_.insert(c);
 }
 
@@ -254,7 +261,7 @@ void Endpoint::send_reset(const Datagram& d, const uint8_t* dcid, size_t dcidlen
   ngtcp2_ssize n = ngtcp2_pkt_write_stateless_reset(buf, max, token, rand,
                                                     std::min(sizeof rand, max - NGTCP2_STATELESS_RESET_TOKENLEN - 1));
   if (n > 0) {
-    socket_.send(d.from, buf, size_t(n), size_t(n));
+    socket_.send(d.to, d.from, buf, size_t(n), size_t(n));
     ++n_resets_;
   }
 }
@@ -267,13 +274,14 @@ void Endpoint::drain_mailbox(uint64_t now) {
     it->second->on_inbox(now);
     dirty_.insert(it->second.get());
   }
+  for (auto& task : mailbox_->take_tasks()) task();
 }
 
 void Endpoint::start_dial(DialRequest& dial, uint64_t now) {
   std::string error;
   Address remote = socket_.to_socket_family(dial.remote);
   auto conn = Connection::dial(connection_config(), dial.handle, dial.events,
-                               socket_.local(), remote, dial.host, now, error);
+                               dial_local(remote), remote, dial.host, now, error);
   if (!conn) {
     dial.handle->set_closed();
     dial.events->closed({CloseInfo::Kind::kProtocol, 0, error});
@@ -320,7 +328,7 @@ void Endpoint::reap(uint64_t now) {
 }
 
 uint64_t Endpoint::next_deadline() const {
-  uint64_t next = UINT64_MAX;
+  uint64_t next = path_check_at_;
   for (auto& [id, c] : conns_) {
     uint64_t e = c->expiry();
     if (e != 0) next = std::min(next, e);

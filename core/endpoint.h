@@ -13,6 +13,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "address_watch.h"
 #include "connection.h"
 #include "connection_handle.h"
 #include "mailbox.h"
@@ -57,6 +58,15 @@ struct EndpointConfig {
   // CUBIC's throughput, and with 20 ms delay + 1% loss a 16 MB round trip
   // in 1.2 s against CUBIC's 60 s (loss-based control collapses).
   ngtcp2_cc_algo cc_algo = NGTCP2_CC_ALGO_BBR2;
+  // Move client-role connections to another local address by themselves
+  // when this host's addresses or routes change, or sends fail for path
+  // reasons (needs a wildcard bind_ip).
+  bool follow_address_changes = true;
+  // A connection we dialled that received nothing for this long sends a
+  // PING. Behind a NAT that rebinds, a peer that only receives would
+  // otherwise stay silent, and the server keep sending to the old
+  // mapping, until the next Erlang tick (net_ticktime / 4). 0: off.
+  uint64_t client_keep_alive_ms = 2000;
 };
 
 class EndpointEvents {
@@ -97,6 +107,22 @@ class Endpoint : private ConnectionHost {
   const Address& local_address() const { return socket_.local(); }
   uint16_t port() const { return socket_.local().port(); }
   EndpointStats stats() const;
+
+  // Migrates this endpoint's client-role connections (QUIC lets only the
+  // client migrate; accepted connections follow their peer by themselves).
+  // `local`: an IP of this host to move to (port ignored), or an
+  // unspecified Address{} for "the source address the routing table now
+  // prefers towards each peer". On the I/O thread, `counted(n)` is called
+  // first with the number of client connections, then `done` once for
+  // each of them (see Connection::migrate). Nothing is called if the
+  // endpoint stops first. After a move to an explicit `local`, the
+  // endpoint's own checks (address and route changes) leave the
+  // connection there while that address exists; a request with an
+  // unspecified `local` hands it back to them.
+  void migrate(const Address& local, std::function<void(size_t)> counted,
+               MigrationCallback done);
+  // True if the endpoint follows address and route changes (netlink).
+  bool watching_addresses() const { return watch_.fd() >= 0; }
   TrustMode trust_mode() const { return tls_->mode(); }
 
  private:
@@ -127,10 +153,23 @@ class Endpoint : private ConnectionHost {
   std::shared_ptr<ConnectionHandle> new_handle(Role role);
   ConnectionConfig connection_config();
 
+  // Paths and migration (endpoint_paths.cc), I/O thread.
+  void open_address_watch();
+  Address dial_local(const Address& remote) const;
+  void on_address_changes(uint64_t now);
+  void after_send_errors(uint64_t now);
+  void schedule_path_check(uint64_t at);
+  void run_path_check(uint64_t now);
+  void check_paths(uint64_t now);
+  void start_migration(const Address& local, const std::function<void(size_t)>& counted,
+                       const MigrationCallback& done, uint64_t now);
+  MigrationResult migration_target(const Address& local, Address& target) const;
+
   EndpointConfig config_;
   std::shared_ptr<EndpointEvents> events_;
   std::unique_ptr<TlsContext> tls_;
   UdpSocket socket_;
+  AddressWatch watch_;
   int epoll_fd_ = -1, wake_fd_ = -1;
   std::shared_ptr<Mailbox> mailbox_;
   std::thread thread_;
@@ -145,6 +184,7 @@ class Endpoint : private ConnectionHost {
   std::unordered_set<Connection*> dirty_;
   uint64_t reset_window_start_ = 0;
   uint32_t resets_in_window_ = 0;
+  uint64_t path_check_at_ = UINT64_MAX;  // when to re-check client paths
 
   std::atomic<uint64_t> n_conns_{0}, n_accepted_{0}, n_dropped_{0}, n_resets_{0};
 };

@@ -29,6 +29,13 @@ void Mailbox::post(DialRequest dial) {
   ring();
 }
 
+void Mailbox::post(std::function<void()> task) {
+  std::lock_guard lock(mu_);
+  if (!open_) return;
+  tasks_.push_back(std::move(task));
+  ring();
+}
+
 bool Mailbox::open() const {
   std::lock_guard lock(mu_);
   return open_;
@@ -48,6 +55,15 @@ std::vector<uint64_t> Mailbox::take_ids() {
 std::vector<DialRequest> Mailbox::take_dials() {
   std::lock_guard lock(mu_);
   return std::exchange(dials_, {});
+}
+
+}  // namespace macula
+
+namespace macula {
+
+std::vector<std::function<void()>> Mailbox::take_tasks() {
+  std::lock_guard lock(mu_);
+  return std::exchange(tasks_, {});
 }
 
 }  // namespace macula

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -29,12 +30,17 @@ class Mailbox {
 
   void post(uint64_t connection_id);
   void post(DialRequest dial);
+  // Work to run on the I/O thread (e.g. a migration request).
+  void post(std::function<void()> task);
   // False once the endpoint stopped: posts are dropped from then on.
   bool open() const;
   void shut();
 
   std::vector<uint64_t> take_ids();
   std::vector<DialRequest> take_dials();
+  // Take these after take_ids(), which re-arms the wake-up: a task posted
+  // in between then rings again instead of waiting for the next wake.
+  std::vector<std::function<void()>> take_tasks();
 
  private:
   void ring();
@@ -44,6 +50,7 @@ class Mailbox {
   bool rung_ = false;
   std::vector<uint64_t> ids_;
   std::vector<DialRequest> dials_;
+  std::vector<std::function<void()>> tasks_;
 };
 
 }  // namespace macula

@@ -20,7 +20,14 @@ struct Address {
   sockaddr* sa() { return reinterpret_cast<sockaddr*>(&storage); }
   uint16_t port() const;
   std::string to_string() const;  // "1.2.3.4:5" or "[::1]:5"
+  std::string ip_string() const;  // "1.2.3.4" (v4-mapped shown as v4) or "::1"
   bool operator==(const Address& o) const;
+  // Same IP, ports ignored (v4-mapped and plain v4 differ: compare
+  // addresses of one socket family).
+  bool same_ip(const Address& o) const;
+  // The wildcard address (0.0.0.0 or ::), or no address at all.
+  bool unspecified() const;
+  Address with_port(uint16_t port) const;
 };
 
 // Parses an IP literal (v4 or v6, no brackets) and a port.
@@ -31,6 +38,9 @@ struct Datagram {
   const uint8_t* data;
   size_t size;
   Address from;
+  // Where it was sent to: one of our addresses with our port (from
+  // IP_PKTINFO); the socket's bound address if the kernel did not say.
+  Address to;
 };
 
 class UdpSocket {
@@ -55,6 +65,16 @@ class UdpSocket {
   // possible. Returns false if the kernel refused (would block or error).
   bool send(const Address& to, const uint8_t* data, size_t total,
             size_t segment);
+  // The same from the source address `from` (IP_PKTINFO), so replies
+  // leave from the address the peer wrote to and a connection keeps the
+  // local address of its path. An unspecified `from` lets the kernel pick.
+  bool send(const Address& from, const Address& to, const uint8_t* data,
+            size_t total, size_t segment);
+
+  // Sends refused because of the path (source address gone, no route,
+  // network down) since the last call; resets the count. A sign that a
+  // connection's local address stopped working.
+  uint64_t take_path_errors();
 
   // Receives what is queued (never blocks); appends datagrams that point
   // into the socket's own buffers, valid until the next call.
@@ -70,6 +90,7 @@ class UdpSocket {
   Address local_;
   bool gso_ = true;
   bool gro_ = false;
+  uint64_t path_errors_ = 0;
   std::vector<uint8_t> rx_buf_;
   std::vector<Address> rx_from_;
   std::vector<size_t> rx_seg_;

@@ -8,6 +8,8 @@
 //   {macula_data, ConnId, [Binary], Credit}    to the data pid
 //   {macula_writable, ConnId}                  to the pid that got `busy`
 //   {macula_closed, ConnId, Reason}            to the control and data pids
+//   {macula_migrate_count, Ref, N}             to the caller of migrate/4, then
+//   {macula_migrated, Ref, ConnId, Result, {Ip, Port}}  once per client connection
 #include <erl_nif.h>
 
 #include <cstring>
@@ -341,12 +343,14 @@ ERL_NIF_TERM endpoint_info(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   const char* mode = ep->endpoint->trust_mode() == TrustMode::kCa ? "ca"
                    : ep->endpoint->trust_mode() == TrustMode::kInsecure ? "insecure" : "cookie";
   ERL_NIF_TERM keys[] = {atom(env, "port"), atom(env, "connections"), atom(env, "accepted"),
-                         atom(env, "dropped_packets"), atom(env, "stateless_resets"), atom(env, "trust")};
+                         atom(env, "dropped_packets"), atom(env, "stateless_resets"), atom(env, "trust"),
+                         atom(env, "follows_address_changes")};
   ERL_NIF_TERM vals[] = {enif_make_uint(env, ep->endpoint->port()), enif_make_uint64(env, s.connections),
                          enif_make_uint64(env, s.accepted), enif_make_uint64(env, s.dropped_packets),
-                         enif_make_uint64(env, s.stateless_resets), atom(env, mode)};
+                         enif_make_uint64(env, s.stateless_resets), atom(env, mode),
+                         atom(env, ep->endpoint->watching_addresses() ? "true" : "false")};
   ERL_NIF_TERM map;
-  enif_make_map_from_arrays(env, keys, vals, 6, &map);
+  enif_make_map_from_arrays(env, keys, vals, 7, &map);
   return map;
 }
 
@@ -498,6 +502,89 @@ ERL_NIF_TERM conn_id(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   return enif_make_uint64(env, c->handle->id());
 }
 
+ERL_NIF_TERM address_term(ErlNifEnv* env, const Address& a) {
+  if (a.len == 0) return atom(env, "undefined");
+  std::string ip = a.ip_string();
+  return enif_make_tuple2(env, make_binary(env, ip.data(), ip.size()),
+                          enif_make_uint(env, a.port()));
+}
+
+// conn_info(Conn) -> #{role, local, remote, migrations, failed_migrations,
+//   migrating, srtt_us, min_rtt_us, latest_rtt_us, lost_packets, pto_count,
+//   cwnd, bytes_sent, bytes_received}; local and remote are {IpBin, Port}
+//   (undefined before the first packet).
+ERL_NIF_TERM conn_info(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  ConnResource* c;
+  if (!get_conn(env, argv[0], c) || !c->handle) return badarg(env, "conn");
+  PathInfo p = c->handle->path();
+  auto u64 = [&](uint64_t v) { return enif_make_uint64(env, v); };
+  ERL_NIF_TERM keys[] = {atom(env, "id"), atom(env, "role"), atom(env, "local"), atom(env, "remote"),
+                         atom(env, "migrations"), atom(env, "failed_migrations"),
+                         atom(env, "migrating"), atom(env, "srtt_us"), atom(env, "min_rtt_us"),
+                         atom(env, "latest_rtt_us"), atom(env, "lost_packets"),
+                         atom(env, "pto_count"), atom(env, "cwnd"), atom(env, "bytes_sent"),
+                         atom(env, "bytes_received")};
+  ERL_NIF_TERM vals[] = {u64(c->handle->id()),
+                         atom(env, c->handle->role() == Role::kClient ? "client" : "server"),
+                         address_term(env, p.local), address_term(env, p.remote),
+                         u64(p.migrations), u64(p.failed_migrations),
+                         atom(env, p.migrating ? "true" : "false"), u64(p.smoothed_rtt_ns / 1000),
+                         u64(p.min_rtt_ns / 1000), u64(p.latest_rtt_ns / 1000),
+                         u64(p.lost_packets), u64(p.pto_count), u64(p.cwnd), u64(p.bytes_sent),
+                         u64(p.bytes_received)};
+  ERL_NIF_TERM map;
+  enif_make_map_from_arrays(env, keys, vals, sizeof keys / sizeof keys[0], &map);
+  return map;
+}
+
+// Reports a migration request's progress to the caller's pid.
+struct MigrateReply {
+  ErlNifPid pid;
+  ErlNifEnv* env = enif_alloc_env();  // holds the caller's Ref
+  ERL_NIF_TERM ref;
+  ~MigrateReply() { enif_free_env(env); }
+
+  void counted(size_t n) {
+    struct Arg { MigrateReply* r; size_t n; } a{this, n};
+    send_to(pid, [](ErlNifEnv* e, void* p) {
+      auto* a = static_cast<Arg*>(p);
+      return enif_make_tuple3(e, atom(e, "macula_migrate_count"),
+                              enif_make_copy(e, a->r->ref), enif_make_uint64(e, a->n));
+    }, &a);
+  }
+  void done(uint64_t id, const MigrationOutcome& o) {
+    struct Arg { MigrateReply* r; uint64_t id; const MigrationOutcome* o; } a{this, id, &o};
+    send_to(pid, [](ErlNifEnv* e, void* p) {
+      auto* a = static_cast<Arg*>(p);
+      return enif_make_tuple5(e, atom(e, "macula_migrated"), enif_make_copy(e, a->r->ref),
+                              enif_make_uint64(e, a->id),
+                              atom(e, migration_result_name(a->o->result)),
+                              address_term(e, a->o->local));
+    }, &a);
+  }
+};
+
+// migrate(Endpoint, auto | IpString, Pid, Ref) -> ok. Moves the endpoint's
+// client connections to the IP (one of this host's), or with `auto` to the
+// source address the routing table prefers for each peer. Pid receives
+// {macula_migrate_count, Ref, N}, then N {macula_migrated, ...} messages.
+ERL_NIF_TERM migrate(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  EndpointResource* ep;
+  Address local;
+  std::string ip;
+  if (!get_endpoint(env, argv[0], ep)) return badarg(env, "endpoint");
+  if (!enif_is_identical(argv[1], atom(env, "auto")) &&
+      (!get_string(env, argv[1], ip) || !make_address(ip, 0, local)))
+    return badarg(env, "ip");
+  auto reply = std::make_shared<MigrateReply>();
+  if (!enif_get_local_pid(env, argv[2], &reply->pid)) return badarg(env, "pid");
+  if (!enif_is_ref(env, argv[3])) return badarg(env, "ref");
+  reply->ref = enif_make_copy(reply->env, argv[3]);
+  ep->endpoint->migrate(local, [reply](size_t n) { reply->counted(n); },
+                        [reply](uint64_t id, const MigrationOutcome& o) { reply->done(id, o); });
+  return atom(env, "ok");
+}
+
 // peer_address(Conn) -> {IpString, Port}
 ERL_NIF_TERM peer_address(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   ConnResource* c;
@@ -602,6 +689,8 @@ ErlNifFunc nif_funcs[] = {
     {"getstat", 1, getstat, 0},
     {"conn_id", 1, conn_id, 0},
     {"peer_address", 1, peer_address, 0},
+    {"conn_info", 1, conn_info, 0},
+    {"migrate", 4, migrate, 0},
     {"cookie_proof", 4, cookie_proof, 0},
     {"check_cookie_proof", 5, check_cookie_proof, 0},
     {"peer_cert_matches", 2, peer_cert_matches, 0},

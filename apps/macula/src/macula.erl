@@ -1,10 +1,103 @@
 %% @doc Operator API of macula.
 -module(macula).
 
--export([info/0]).
+-export([info/0, paths/0, migrate/0, migrate/1]).
 
-%% @doc The node's QUIC endpoint: port, trust mode, connection count and
-%% packets dropped (garbage or for unknown connections).
+-define(MIGRATE_TIMEOUT, 30000).
+
+%% @doc The node's QUIC endpoint (port, trust mode, connection count,
+%% packets dropped, whether it follows address changes) and, under
+%% `paths`, the path of each distribution connection (see paths/0).
 -spec info() -> map() | undefined.
 info() ->
-    macula_endpoint:info().
+    case macula_endpoint:info() of
+        undefined -> undefined;
+        Info -> Info#{paths => paths()}
+    end.
+
+%% @doc One map per macula distribution connection: `node`, `role`
+%% (client: we dialled; only those can migrate), the current path
+%% (`local`, `remote` as {Ip, Port}), `migrations` (validated path
+%% changes: ours, or the peer's as seen by the server, NAT rebinding
+%% included), `failed_migrations`, `migrating`, RTT in microseconds
+%% (`srtt_us`, `min_rtt_us`, `latest_rtt_us`), `lost_packets`,
+%% `pto_count`, `cwnd`, `bytes_sent` and `bytes_received` (UDP payload).
+-spec paths() -> [map()].
+paths() ->
+    [Info#{node => Node} || {Node, Conn} <- connections(),
+                            Info <- [catch macula_nif:conn_info(Conn)],
+                            is_map(Info)].
+
+%% @doc Moves every connection this node dialled to the source address the
+%% routing table now prefers for its peer (the node also does this by
+%% itself when its addresses or routes change). See migrate/1.
+-spec migrate() -> {ok, [map()]} | {error, term()}.
+migrate() ->
+    migrate(auto).
+
+%% @doc Moves every connection this node dialled to local address `Ip`
+%% (a tuple or a string; it must be one of this host's addresses), or with
+%% `auto` as migrate/0. Each move is validated first (the peer must answer
+%% on the new path); until then, and for good if it does not, the old path
+%% carries the traffic. Returns once every connection has an outcome (a
+%% dead path takes several seconds), one map per connection: `node`,
+%% `result` (`migrated`, `same_path`, `path_validation_failed`,
+%% `not_local`, `no_route`, `in_progress`, `no_spare_connection_id`,
+%% `bound_socket` when macula_dist_bind is not a wildcard, ...) and
+%% `local`, the path's local address afterwards. After a move to `Ip`, the
+%% node's own checks on address and route changes leave the connections
+%% there while `Ip` exists; `auto` hands them back. Connections this node
+%% accepted cannot migrate (QUIC forbids the server role to); they follow
+%% their peer when it moves.
+-spec migrate(auto | inet:ip_address() | string()) -> {ok, [map()]} | {error, term()}.
+migrate(Target) ->
+    case {target(Target), persistent_term:get({macula_endpoint, endpoint}, undefined)} of
+        {error, _} -> {error, {invalid_address, Target}};
+        {_, undefined} -> {error, not_started};
+        {T, Ep} -> run_migration(Ep, T)
+    end.
+
+target(auto) -> auto;
+target(Ip) when is_tuple(Ip) ->
+    case inet:ntoa(Ip) of
+        {error, _} -> error;
+        S -> list_to_binary(S)
+    end;
+target(Ip) when is_list(Ip); is_binary(Ip) ->
+    Text = unicode:characters_to_list(Ip),
+    case is_list(Text) andalso inet:parse_strict_address(Text) of
+        {ok, _} -> list_to_binary(Text);
+        _ -> error
+    end;
+target(_) -> error.
+
+run_migration(Ep, Target) ->
+    Ref = make_ref(),
+    ok = macula_nif:migrate(Ep, Target, self(), Ref),
+    Deadline = erlang:monotonic_time(millisecond) + ?MIGRATE_TIMEOUT,
+    receive
+        {macula_migrate_count, Ref, N} ->
+            Nodes = maps:from_list([{macula_nif:conn_id(C), Node} || {Node, C} <- connections()]),
+            {ok, [R#{node => maps:get(Id, Nodes, undefined)}
+                  || {Id, R} <- collect(Ref, N, Deadline)]}
+    after ?MIGRATE_TIMEOUT ->
+            {error, timeout}
+    end.
+
+collect(_Ref, 0, _Deadline) ->
+    [];
+collect(Ref, N, Deadline) ->
+    Left = max(0, Deadline - erlang:monotonic_time(millisecond)),
+    receive
+        {macula_migrated, Ref, Id, Result, Local} ->
+            [{Id, #{result => Result, local => Local}} | collect(Ref, N - 1, Deadline)]
+    after Left ->
+            [{undefined, #{result => timeout}}]
+    end.
+
+%% {Node, Conn} for each macula distribution connection: the controller
+%% (the output process) keeps its connection in its process dictionary.
+connections() ->
+    [{Node, Conn} || {Node, Pid} <- erlang:system_info(dist_ctrl), is_pid(Pid),
+                     {dictionary, Dict} <- [erlang:process_info(Pid, dictionary)],
+                     {macula_conn, Conn} <- Dict].
