@@ -28,7 +28,7 @@
          relay_unreachable/1, wrong_realm_secret/1, bad_relays_setting/1,
          join_at_runtime/1]).
 %% run on the nodes
--export([plaintext_sink/1]).
+-export([plaintext_sink/1, udp_probe/3]).
 
 -define(NS_A, "mclr_a").
 -define(NS_B, "mclr_b").
@@ -82,7 +82,6 @@ end_per_suite(Config) ->
     ok.
 
 init_per_testcase(_Case, Config) ->
-    need_netns(Config),
     Config.
 
 end_per_testcase(_Case, Config) ->
@@ -121,14 +120,14 @@ nat(NS, Out) ->
     must(ip(), ["netns", "exec", NS, "sysctl", "-qw", "net.ipv4.ip_forward=1"]),
     Nft = fun(Args) -> must(ip(), ["netns", "exec", NS, "nft" | Args]) end,
     Nft(["add", "table", "ip", "mclr"]),
-    Nft(["add", "chain", "ip", "mclr", "post",
+    Nft(["add", "chain", "ip", "mclr", "outbound",
          "{ type nat hook postrouting priority 100 ; }"]),
-    Nft(["add", "rule", "ip", "mclr", "post", "oifname", Out, "masquerade"]),
-    Nft(["add", "chain", "ip", "mclr", "fwd",
+    Nft(["add", "rule", "ip", "mclr", "outbound", "oifname", Out, "masquerade"]),
+    Nft(["add", "chain", "ip", "mclr", "inbound",
          "{ type filter hook forward priority 0 ; policy accept ; }"]),
-    Nft(["add", "rule", "ip", "mclr", "fwd", "iifname", Out, "ct", "state",
+    Nft(["add", "rule", "ip", "mclr", "inbound", "iifname", Out, "ct", "state",
          "established,related", "accept"]),
-    Nft(["add", "rule", "ip", "mclr", "fwd", "iifname", Out, "drop"]).
+    Nft(["add", "rule", "ip", "mclr", "inbound", "iifname", Out, "drop"]).
 
 remove_namespaces() ->
     [begin
@@ -177,7 +176,9 @@ start_relay(Config) ->
     Priv = ?config(priv_dir, Config),
     Args = ["netns", "exec", ?NS_PUB, relay_bin(),
             "--realm-secret-file", ?config(secret_file, Config),
-            "--bind", "0.0.0.0", "--port", "4434", "--name", "mclr-relay",
+            %% bound to its address: a wildcard socket would answer from
+            %% the interface's address, which the NAT does not match
+            "--bind", ?RELAY_IP, "--port", "4434", "--name", "mclr-relay",
             "--cert-dir", filename:join(Priv, "relay-cert")],
     Parent = self(),
     Keeper = spawn(fun() ->
@@ -244,6 +245,7 @@ pair(Config) ->
 %% The nodes cannot reach each other directly, and open no port on the
 %% network (their endpoint is on 127.0.0.1).
 ping_rpc_big(Config) ->
+    need_netns(Config),
     {A, NA, B, NB} = pair(Config),
     {1, _} = cmd(ip(), ["netns", "exec", ?NS_A, "ping", "-c1", "-W1", ?IP_B]),
     [] = [L || L <- udp_sockets(?NS_A), not lists:prefix("127.0.0.1:", L),
@@ -265,6 +267,7 @@ udp_sockets(NS) ->
 %% A known plaintext sent between the nodes never appears in what the
 %% relay receives or sends (all UDP on the public namespace, captured).
 relay_sees_no_plaintext(Config) ->
+    need_netns(Config),
     {A, _NA, _B, NB} = pair(Config),
     Pcap = filename:join(?config(priv_dir, Config), "relay.pcap"),
     Dump = start_capture(Pcap),
@@ -280,13 +283,18 @@ relay_sees_no_plaintext(Config) ->
     %% the capture does see clear text when there is some: the marker
     %% sent in a plain UDP datagram shows up
     Probe = start_capture(Pcap),
-    _ = cmd(ip(), ["netns", "exec", ?NS_A, "bash", "-c",
-                   "printf '" ?MARKER "' > /dev/udp/" ?RELAY_IP "/4434"]),
+    ok = peer:call(A, ?MODULE, udp_probe, [?RELAY_IP, 4434, <<?MARKER>>]),
     timer:sleep(500),
     stop_capture(Probe),
     {ok, Captured2} = file:read_file(Pcap),
     {_, _} = binary:match(Captured2, <<?MARKER>>),
     ok.
+
+udp_probe(Ip, Port, Payload) ->
+    {ok, Addr} = inet:parse_address(Ip),
+    {ok, S} = gen_udp:open(0),
+    ok = gen_udp:send(S, Addr, Port, Payload),
+    gen_udp:close(S).
 
 plaintext_sink(Text) ->
     byte_size(Text) > 0 andalso ok.
@@ -314,6 +322,7 @@ stop_capture({Port, OsPid}) ->
 %% b has another cookie: the end-to-end cookie proof fails, the ping
 %% gets pang quickly, and a says why.
 wrong_cookie(Config) ->
+    need_netns(Config),
     start_relay(Config),
     {A, NA} = node_a(Config),
     {_B, NB} = node_b(Config, #{cookie => "another_cookie"}),
@@ -331,6 +340,7 @@ wrong_cookie(Config) ->
 %% A second node claiming a's name (from b's network) is refused by the
 %% relay and says so; traffic for a still goes to the real a.
 name_hijack(Config) ->
+    need_netns(Config),
     {A, NA, B, NB} = pair(Config),
     ok = peer:call(A, persistent_term, put, [mclr_who, real_a]),
     %% The impostor runs in b's namespace under a's full name.
@@ -345,6 +355,7 @@ name_hijack(Config) ->
 
 %% A node name nobody registered: pang at once, with the relay's reason.
 unknown_target(Config) ->
+    need_netns(Config),
     start_relay(Config),
     {A, NA} = node_a(Config),
     wait_registered(NA),
@@ -357,6 +368,7 @@ unknown_target(Config) ->
 
 %% A node with another realm secret is refused (bad_proof) and says so.
 wrong_realm_secret(Config) ->
+    need_netns(Config),
     start_relay(Config),
     {A, NA} = node_a(Config, #{args => relay_args(Config, ?RELAY,
                                                   ?config(wrong_secret_file, Config))}),
@@ -369,6 +381,7 @@ wrong_realm_secret(Config) ->
 %% Nothing listens at the relay's address: pings fail within the setup
 %% time instead of hanging, and the node says it cannot reach the relay.
 relay_unreachable(Config) ->
+    need_netns(Config),
     {A, NA} = node_a(Config),
     T0 = erlang:monotonic_time(millisecond),
     pang = peer:call(A, net_adm, ping, ['b@10.196.2.2'], 30000),
@@ -380,6 +393,7 @@ relay_unreachable(Config) ->
 
 %% A bad macula_dist_relays stops the node at boot, naming the setting.
 bad_relays_setting(Config) ->
+    need_netns(Config),
     Args = macula_ct:erl_args(macula, #{args => relay_args(Config, "10.196.0.1:notaport")}) ++
         ["-name", "bad@127.0.0.1", "-noshell", "-eval", "halt(0)."],
     {Status, Out} = macula_ct:run_erl(Args, [], 30000),
@@ -390,6 +404,7 @@ bad_relays_setting(Config) ->
 
 %% A node started without relays joins one at run time.
 join_at_runtime(Config) ->
+    need_netns(Config),
     start_relay(Config),
     {A, NA} = node_a(Config, #{args => relay_args(Config, "")}),
     {_B, NB} = node_b(Config),
@@ -403,6 +418,7 @@ join_at_runtime(Config) ->
 %% The relay dies: both nodes see nodedown at once (not after the tick
 %% timeout); a new relay on the same address brings them back.
 relay_killed(Config) ->
+    need_netns(Config),
     {A, NA, B, NB} = pair(Config),
     pong = peer:call(A, net_adm, ping, [NB], 30000),
     WA = peer:call(A, macula_ct, watch, [NB]),
