@@ -326,7 +326,9 @@ std::unique_ptr<RelayShim> RelayShim::open(const RelayShimConfig& config,
     shim->state_->stop();
     return nullptr;
   }
-  shim->endpoint_ = Endpoint::open(relay_client_endpoint_config(config.endpoint), nullptr, error);
+  EndpointConfig ec = relay_client_endpoint_config(config.endpoint);
+  ec.idle_timeout_ms = config.relay_idle_timeout_ms;
+  shim->endpoint_ = Endpoint::open(ec, nullptr, error);
   if (!shim->endpoint_) {
     shim->state_->stop();
     return nullptr;

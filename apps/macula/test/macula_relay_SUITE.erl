@@ -294,6 +294,7 @@ udp_probe(Ip, Port, Payload) ->
     {ok, Addr} = inet:parse_address(Ip),
     {ok, S} = gen_udp:open(0),
     ok = gen_udp:send(S, Addr, Port, Payload),
+    timer:sleep(200),  % closing at once may drop the queued datagram
     gen_udp:close(S).
 
 plaintext_sink(Text) ->
@@ -311,6 +312,7 @@ start_capture(File) ->
                             after 100 -> false
                             end
                    end, 10000, tcpdump_not_started),
+    timer:sleep(300),
     {Port, OsPid}.
 
 stop_capture({Port, OsPid}) ->
@@ -415,8 +417,9 @@ join_at_runtime(Config) ->
     pong = peer:call(A, net_adm, ping, [NB], 30000),
     ok.
 
-%% The relay dies: both nodes see nodedown at once (not after the tick
-%% timeout); a new relay on the same address brings them back.
+%% The relay dies: both nodes see nodedown within the relay connection's
+%% idle timeout (15 s), before the tick timeout (60 s); a new relay on the
+%% same address brings them back.
 relay_killed(Config) ->
     need_netns(Config),
     {A, NA, B, NB} = pair(Config),
@@ -428,7 +431,7 @@ relay_killed(Config) ->
     {down, DA} = peer:call(A, macula_ct, wait_down, [WA, 40000], 45000),
     {down, DB} = peer:call(B, macula_ct, wait_down, [WB, 40000], 45000),
     ct:pal("relay killed: nodedown after ~p ms (a) and ~p ms (b)", [DA - T0, DB - T0]),
-    true = DA - T0 < 35000 andalso DB - T0 < 35000,
+    true = DA - T0 < 25000 andalso DB - T0 < 25000,
     start_relay(Config),
     {pong, Ms, N} = peer:call(A, macula_ct, ping_until, [NB, 60000], 65000),
     ct:pal("relay restarted: pong after ~p ms (~p pings)", [Ms, N]),
