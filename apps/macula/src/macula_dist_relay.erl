@@ -279,8 +279,14 @@ dispatch(Req = #req{node = Node, tried = Tried}, St, LastWhy) ->
     Connecting = [Tag || {Tag, #relay{state = connecting}} <- Relays],
     case lists:sort(Ready) of
         [{Tag, #relay{shim = Shim}} | _] ->
-            Id = macula_relay_nif:tunnel(Shim, atom_to_binary(Node)),
-            St#st{pending = (St#st.pending)#{{Tag, Id} => Req#req{tried = [Tag | Tried]}}};
+            %% A crash here would restart all of net_sup: a name the relay
+            %% protocol cannot carry (e.g. not ASCII) is refused instead.
+            try macula_relay_nif:tunnel(Shim, atom_to_binary(Node)) of
+                Id -> St#st{pending = (St#st.pending)#{{Tag, Id} => Req#req{tried = [Tag | Tried]}}}
+            catch error:{badarg, target} ->
+                reply(Req, {error, <<"bad_name">>}),
+                St
+            end;
         [] when Connecting =/= [], Tried =:= [] ->
             St#st{waiting = [Req | St#st.waiting]};
         [] ->

@@ -26,7 +26,7 @@
 -export([ping_rpc_big/1, relay_sees_no_plaintext/1, wrong_cookie/1,
          name_hijack/1, relay_killed/1, unknown_target/1,
          relay_unreachable/1, wrong_realm_secret/1, bad_relays_setting/1,
-         join_at_runtime/1]).
+         join_at_runtime/1, ca_mode/1]).
 %% run on the nodes
 -export([plaintext_sink/1, udp_probe/3]).
 
@@ -51,7 +51,7 @@ suite() ->
 all() ->
     [ping_rpc_big, relay_sees_no_plaintext, wrong_cookie, name_hijack,
      unknown_target, wrong_realm_secret, relay_unreachable,
-     bad_relays_setting, join_at_runtime, relay_killed].
+     bad_relays_setting, join_at_runtime, ca_mode, relay_killed].
 
 %%% ------------------------------------------------------------------
 %%% Set-up
@@ -436,6 +436,62 @@ relay_killed(Config) ->
     {pong, Ms, N} = peer:call(A, macula_ct, ping_until, [NB, 60000], 65000),
     ct:pal("relay restarted: pong after ~p ms (~p pings)", [Ms, N]),
     ok.
+
+%% CA mode through the relay: the end-to-end session checks the chain
+%% and that the certificate is valid for the host of the node name (not
+%% for the tunnel's loopback address). A node whose certificate is for
+%% another host is refused by its peer.
+ca_mode(Config) ->
+    need_netns(Config),
+    Tls = ca_files(Config),
+    start_relay(Config),
+    CaArgs = fun(Cert) -> relay_args(Config, ?RELAY) ++
+                              ["-macula_dist_cacertfile", maps:get(ca, Tls),
+                               "-macula_dist_certfile", maps:get(Cert, Tls),
+                               "-macula_dist_keyfile", maps:get(key, Tls)]
+             end,
+    {A, NA} = node_a(Config, #{args => CaArgs(good)}),
+    {B, NB} = node_b(Config, #{args => CaArgs(good)}),
+    wait_registered(NA),
+    wait_registered(NB),
+    pong = peer:call(A, net_adm, ping, [NB], 30000),
+    #{trust := ca} = peer:call(A, macula, info, []),
+    pong = peer:call(B, net_adm, ping, [NA], 30000),
+    macula_ct:stop_node(NA),
+    {A2, NA} = node_a(Config, #{args => CaArgs(wrong_host)}),
+    wait_registered(NA),
+    pang = peer:call(A2, net_adm, ping, [NB], 30000),
+    macula_ct:wait_output(NB, "certificate not valid for", 10000),
+    ok.
+
+%% A CA, and one key with two certificates: one valid for both nodes'
+%% hosts, one for another host.
+ca_files(Config) ->
+    Dir = filename:join(?config(priv_dir, Config), "tls"),
+    ok = filelib:ensure_path(Dir),
+    F = fun(Name) -> filename:join(Dir, Name) end,
+    Ssl = "openssl",
+    must(Ssl, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", F("ca.key")]),
+    must(Ssl, ["req", "-x509", "-new", "-key", F("ca.key"), "-sha256", "-days", "2",
+               "-subj", "/CN=macula relay suite CA", "-out", F("ca.pem")]),
+    must(Ssl, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", F("node.key")]),
+    must(Ssl, ["req", "-new", "-key", F("node.key"), "-subj", "/CN=macula relay suite node",
+               "-out", F("node.csr")]),
+    Cert = fun(Name, Ips) ->
+                   San = lists:join(",", ["IP:" ++ Ip || Ip <- Ips]),
+                   ok = file:write_file(F(Name ++ ".ext"),
+                                        ["basicConstraints=CA:FALSE\n",
+                                         "keyUsage=critical,digitalSignature\n",
+                                         "extendedKeyUsage=serverAuth,clientAuth\n",
+                                         "subjectAltName=", San, "\n"]),
+                   must(Ssl, ["x509", "-req", "-in", F("node.csr"), "-CA", F("ca.pem"),
+                              "-CAkey", F("ca.key"), "-CAcreateserial", "-sha256",
+                              "-days", "2", "-extfile", F(Name ++ ".ext"),
+                              "-out", F(Name ++ ".pem")]),
+                   F(Name ++ ".pem")
+           end,
+    #{ca => F("ca.pem"), key => F("node.key"),
+      good => Cert("good", [?IP_A, ?IP_B]), wrong_host => Cert("wrong", ["10.196.9.9"])}.
 
 %%% ------------------------------------------------------------------
 %%% Commands
