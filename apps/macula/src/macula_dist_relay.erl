@@ -13,7 +13,7 @@
 %% tunnel is closed; when the tunnel or the whole relay connection goes
 %% away the owner is killed, so net_kernel sees nodedown at once instead
 %% of after the tick timeout. A lost relay connection is re-dialled with
-%% a growing delay (1 s .. 30 s).
+%% a growing delay (1 s .. 10 s).
 -module(macula_dist_relay).
 -behaviour(gen_server).
 
@@ -25,7 +25,9 @@
 
 -define(SERVER, ?MODULE).
 -define(RETRY_MIN_MS, 1000).
--define(RETRY_MAX_MS, 30000).
+%% At most this between attempts: a name held by a vanished connection of
+%% ours is free again after the relay connection's idle timeout (15 s).
+-define(RETRY_MAX_MS, 10000).
 %% A tunnel another node opened must carry a connection we accept by then.
 -define(UNCLAIMED_MS, 30000).
 
