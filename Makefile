@@ -39,6 +39,7 @@ test: build
 bench: build
 	@scripts/bench.sh
 	@scripts/bench-memory.sh
+	@scripts/bench-relay.sh
 
 clean:
 	rm -rf $(BUILD) $(APP)/ebin $(APP)/priv logs
