@@ -126,6 +126,8 @@ ensure_started() ->
 
 %%% ------------------------------------------------------------------
 %%% gen_server
+%%% Under net_sup (one_for_all, no restarts) a crash here would take
+%%% distribution down: every NIF call that can raise is caught.
 
 init([]) ->
     {ok, #st{}}.
@@ -148,7 +150,9 @@ handle_call({route, Node}, {Pid, _} = From, St) ->
 handle_call({accepted, Port, Pid}, _From, St) ->
     {reply, ok, claim(Port, Pid, St)};
 handle_call(info, _From, St) ->
-    {reply, [relay_info(Tag, R) || {Tag, R} <- maps:to_list(St#st.relays)], St}.
+    {reply, [relay_info(Tag, R) || {Tag, R} <- maps:to_list(St#st.relays)], St};
+handle_call(_Other, _From, St) ->
+    {reply, {error, unknown_call}, St}.
 
 handle_cast(_Msg, St) ->
     {noreply, St}.
@@ -170,10 +174,19 @@ handle_info(_Msg, St) ->
 %%% ------------------------------------------------------------------
 %%% Relays
 
+%% A relay already known is not added twice (our second registration
+%% there would only be refused as name_taken).
 add_relays(Relays, St) ->
     lists:foldl(fun({Host, Port}, S = #st{next_tag = Tag, relays = Rs}) ->
-                        R = #relay{host = Host, port = Port},
-                        open_relay(Tag, S#st{next_tag = Tag + 1, relays = Rs#{Tag => R}})
+                        Known = [T || {T, #relay{host = H, port = P}} <- maps:to_list(Rs),
+                                      H =:= Host, P =:= Port],
+                        case Known of
+                            [] ->
+                                R = #relay{host = Host, port = Port},
+                                open_relay(Tag, S#st{next_tag = Tag + 1, relays = Rs#{Tag => R}});
+                            _ ->
+                                S
+                        end
                 end, St, Relays).
 
 open_relay(Tag, St = #st{relays = Rs}) ->
@@ -196,9 +209,11 @@ open_shim(Tag, #relay{host = Host, port = Port}, #st{node = Node, inner = Inner,
                      inner_port => Inner, tag => Tag, bind => bind_for(Ip),
                      cert_dir => maps:get(cert_dir, C), certfile => maps:get(certfile, C),
                      keyfile => maps:get(keyfile, C)},
-            case macula_relay_nif:open(Opts) of
+            try macula_relay_nif:open(Opts) of
                 {ok, Shim} -> {ok, Shim};
                 {error, Text} -> {error, binary_to_list(Text)}
+            catch error:{badarg, What} ->
+                {error, lists:flatten(io_lib:format("bad ~p for the relay protocol", [What]))}
             end
     end.
 
