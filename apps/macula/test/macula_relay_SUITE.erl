@@ -26,7 +26,7 @@
 -export([ping_rpc_big/1, relay_sees_no_plaintext/1, wrong_cookie/1,
          name_hijack/1, relay_killed/1, unknown_target/1,
          relay_unreachable/1, wrong_realm_secret/1, bad_relays_setting/1,
-         join_at_runtime/1, ca_mode/1]).
+         join_at_runtime/1, ca_mode/1, relay_stopped/1]).
 %% run on the nodes
 -export([plaintext_sink/1, udp_probe/3]).
 
@@ -51,7 +51,7 @@ suite() ->
 all() ->
     [ping_rpc_big, relay_sees_no_plaintext, wrong_cookie, name_hijack,
      unknown_target, wrong_realm_secret, relay_unreachable,
-     bad_relays_setting, join_at_runtime, ca_mode, relay_killed].
+     bad_relays_setting, join_at_runtime, ca_mode, relay_stopped, relay_killed].
 
 %%% ------------------------------------------------------------------
 %%% Set-up
@@ -402,6 +402,13 @@ bad_relays_setting(Config) ->
     ct:pal("exit ~p:~n~ts", [Status, Out]),
     true = Status =/= 0,
     {_, _} = binary:match(Out, <<"macula_dist_relays">>),
+    %% dist_relay without the realm secret: the same, naming that setting
+    Args2 = macula_ct:erl_args(macula, #{args => ["-macula_dist_mode", "dist_relay",
+                                                 "-macula_dist_relays", ?RELAY]}) ++
+        ["-name", "bad@127.0.0.1", "-noshell", "-eval", "halt(0)."],
+    {Status2, Out2} = macula_ct:run_erl(Args2, [], 30000),
+    true = Status2 =/= 0,
+    {_, _} = binary:match(Out2, <<"macula_dist_realm_secret_file">>),
     ok.
 
 %% A node started without relays joins one at run time.
@@ -415,6 +422,23 @@ join_at_runtime(Config) ->
     ok = peer:call(A, macula, join_dist_relay, [?RELAY]),
     wait_registered(NA),
     pong = peer:call(A, net_adm, ping, [NB], 30000),
+    ok.
+
+%% The relay stops (SIGTERM): it tells every node (relay_shutdown), so
+%% both see nodedown at once.
+relay_stopped(Config) ->
+    need_netns(Config),
+    {A, NA, B, NB} = pair(Config),
+    pong = peer:call(A, net_adm, ping, [NB], 30000),
+    WA = peer:call(A, macula_ct, watch, [NB]),
+    WB = peer:call(B, macula_ct, watch, [NA]),
+    T0 = erlang:system_time(millisecond),
+    _ = cmd("kill", ["-TERM", integer_to_list(get(relay))]),
+    {down, DA} = peer:call(A, macula_ct, wait_down, [WA, 10000], 15000),
+    {down, DB} = peer:call(B, macula_ct, wait_down, [WB, 10000], 15000),
+    ct:pal("relay stopped: nodedown after ~p ms (a) and ~p ms (b)", [DA - T0, DB - T0]),
+    true = DA - T0 < 3000 andalso DB - T0 < 3000,
+    macula_ct:wait_output(NA, "relay_shutdown", 5000),
     ok.
 
 %% The relay dies: both nodes see nodedown within the relay connection's
