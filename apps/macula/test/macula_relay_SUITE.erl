@@ -26,7 +26,8 @@
 -export([ping_rpc_big/1, relay_sees_no_plaintext/1, wrong_cookie/1,
          name_hijack/1, relay_killed/1, unknown_target/1,
          relay_unreachable/1, wrong_realm_secret/1, bad_relays_setting/1,
-         join_at_runtime/1, ca_mode/1, relay_stopped/1]).
+         join_at_runtime/1, ca_mode/1, relay_stopped/1, two_relays/1,
+         relays_setting_syntax/1]).
 %% run on the nodes
 -export([plaintext_sink/1, udp_probe/3]).
 
@@ -42,6 +43,7 @@
 -define(IP_B, "10.196.2.2").
 -define(RELAY_IP, "10.196.0.1").
 -define(RELAY, "10.196.0.1:4434").
+-define(RELAY2_IP, "10.196.0.2").
 -define(MB, (1024 * 1024)).
 -define(MARKER, "MACULA-RELAY-PLAINTEXT-MARKER-7f3a9c").
 
@@ -51,7 +53,8 @@ suite() ->
 all() ->
     [ping_rpc_big, relay_sees_no_plaintext, wrong_cookie, name_hijack,
      unknown_target, wrong_realm_secret, relay_unreachable,
-     bad_relays_setting, join_at_runtime, ca_mode, relay_stopped, relay_killed].
+     bad_relays_setting, relays_setting_syntax, join_at_runtime, ca_mode,
+     two_relays, relay_stopped, relay_killed].
 
 %%% ------------------------------------------------------------------
 %%% Set-up
@@ -99,6 +102,7 @@ setup() ->
     link(?NS_NA, "mclrNAo", "10.196.10.2/24", ?NS_PUB, "mclrPA", "10.196.10.1/24"),
     link(?NS_NB, "mclrNBo", "10.196.20.2/24", ?NS_PUB, "mclrPB", "10.196.20.1/24"),
     must(ip(), ["-n", ?NS_PUB, "addr", "add", ?RELAY_IP ++ "/32", "dev", "lo"]),
+    must(ip(), ["-n", ?NS_PUB, "addr", "add", ?RELAY2_IP ++ "/32", "dev", "lo"]),
     must(ip(), ["-n", ?NS_A, "route", "add", "default", "via", "10.196.1.1"]),
     must(ip(), ["-n", ?NS_B, "route", "add", "default", "via", "10.196.2.1"]),
     must(ip(), ["-n", ?NS_NA, "route", "add", "default", "via", "10.196.10.1"]),
@@ -173,12 +177,15 @@ relay_bin() ->
 %% Starts macula-relay in the public namespace; its OS pid is kept in
 %% Config's table so end_per_testcase can stop it.
 start_relay(Config) ->
+    start_relay(Config, ?RELAY_IP, "mclr-relay").
+
+start_relay(Config, Ip, Name) ->
     Priv = ?config(priv_dir, Config),
     Args = ["netns", "exec", ?NS_PUB, relay_bin(),
             "--realm-secret-file", ?config(secret_file, Config),
             %% bound to its address: a wildcard socket would answer from
             %% the interface's address, which the NAT does not match
-            "--bind", ?RELAY_IP, "--port", "4434", "--name", "mclr-relay",
+            "--bind", Ip, "--port", "4434", "--name", Name,
             "--cert-dir", filename:join(Priv, "relay-cert")],
     Parent = self(),
     Keeper = spawn(fun() ->
@@ -191,7 +198,8 @@ start_relay(Config) ->
                    end),
     OsPid = receive {Keeper, P} -> P end,
     put(relay, OsPid),
-    macula_ct:poll(fun() -> udp_listening(?NS_PUB, "4434") end, 10000, relay_not_listening),
+    macula_ct:poll(fun() -> udp_listening(?NS_PUB, Ip ++ ":4434") end, 10000,
+                   relay_not_listening),
     OsPid.
 
 relay_loop(Port) ->
@@ -206,9 +214,9 @@ stop_relay(_Config) ->
         OsPid -> _ = cmd("kill", ["-9", integer_to_list(OsPid)]), ok
     end.
 
-udp_listening(NS, Port) ->
+udp_listening(NS, Address) ->
     {_, Out} = cmd(ip(), ["netns", "exec", NS, "ss", "-Hlun"]),
-    string:find(Out, ":" ++ Port ++ " ") =/= nomatch.
+    string:find(Out, Address ++ " ") =/= nomatch.
 
 relay_args(Config, Relays) ->
     relay_args(Config, Relays, ?config(secret_file, Config)).
@@ -409,6 +417,44 @@ bad_relays_setting(Config) ->
     {Status2, Out2} = macula_ct:run_erl(Args2, [], 30000),
     true = Status2 =/= 0,
     {_, _} = binary:match(Out2, <<"macula_dist_realm_secret_file">>),
+    ok.
+
+%% What macula_dist_relays accepts and refuses (no network needed).
+relays_setting_syntax(_Config) ->
+    P = fun(Text) -> macula_relay_config:parse_relays(macula_dist_relays, Text) end,
+    [{"10.0.0.1", 4434}] = P("10.0.0.1"),
+    [{"relay.example", 5000}, {"::1", 4434}, {"fe80::1", 7}] =
+        P(" relay.example:5000 , [::1],[fe80::1]:7 "),
+    [] = P(""),
+    [] = P(" , "),
+    [{'EXIT', {{macula_config, _}, _}} = catch P(Bad)
+     || Bad <- ["h:0", "h:65536", "h:x", ":5", "h:5:6", "[::1", "[]:5", "[::1]x",
+                "h:", "::1"]],
+    ok.
+
+%% Two relays: a registers at both, b only at the second. a's ping to b
+%% is refused by the first (unknown_target) and goes through the second;
+%% when that one stops, a's node goes down and a ping to b fails cleanly.
+two_relays(Config) ->
+    need_netns(Config),
+    R1 = start_relay(Config),
+    start_relay(Config, ?RELAY2_IP, "mclr-relay-2"),
+    R2 = get(relay),
+    put(relay, R1),
+    Both = ?RELAY ++ "," ++ ?RELAY2_IP,
+    {A, NA} = node_a(Config, #{args => relay_args(Config, Both)}),
+    {_B, NB} = node_b(Config, #{args => relay_args(Config, ?RELAY2_IP ++ ":4434")}),
+    macula_ct:wait_output(NA, "registered at relay mclr-relay-2", 20000),
+    wait_registered(NA),
+    macula_ct:wait_output(NB, "registered at relay mclr-relay-2", 20000),
+    pong = peer:call(A, net_adm, ping, [NB], 30000),
+    [#{stats := #{tunnels := 0}}, #{stats := #{tunnels := 1}}] =
+        lists:sort(fun(X, Y) -> maps:get(tag, X) =< maps:get(tag, Y) end,
+                   peer:call(A, macula, relays, [])),
+    W = peer:call(A, macula_ct, watch, [NB]),
+    _ = cmd("kill", ["-TERM", integer_to_list(R2)]),
+    {down, _} = peer:call(A, macula_ct, wait_down, [W, 10000], 15000),
+    pang = peer:call(A, net_adm, ping, [NB], 30000),
     ok.
 
 %% A node started without relays joins one at run time.
