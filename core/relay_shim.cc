@@ -351,6 +351,10 @@ uint64_t RelayShim::request_tunnel(const std::string& target) {
 
 void RelayShim::close_tunnel(uint32_t tunnel) { state_->close_tunnel(tunnel); }
 
+void RelayShim::close() {
+  if (auto c = state_->client()) c->close();
+}
+
 RelayShimStats RelayShim::stats() const { return state_->stats(); }
 
 }  // namespace macula::relay

@@ -93,6 +93,9 @@ class RelayShim {
   // Closes our end of `tunnel` (the relay tells the other end); unknown
   // tunnels are ignored.
   void close_tunnel(uint32_t tunnel);
+  // Closes the relay connection without waiting (closed() follows); the
+  // threads end with the destructor.
+  void close();
   RelayShimStats stats() const;
 
   class State;

@@ -145,6 +145,12 @@ struct ShimResource {
 
 void shim_dtor(ErlNifEnv*, void* obj) { static_cast<ShimResource*>(obj)->~ShimResource(); }
 
+// The owner died: nobody will read the shim's events. The relay connection
+// closes now; the threads end with the resource.
+void shim_down(ErlNifEnv*, void* obj, ErlNifPid*, ErlNifMonitor*) {
+  if (auto shim = static_cast<ShimResource*>(obj)->get()) shim->close();
+}
+
 std::shared_ptr<RelayShim> get_shim(ErlNifEnv* env, ERL_NIF_TERM t) {
   void* p;
   if (!enif_get_resource(env, t, g_shim_type, &p)) return nullptr;
@@ -196,6 +202,7 @@ ERL_NIF_TERM open(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   auto* res = static_cast<ShimResource*>(enif_alloc_resource(g_shim_type, sizeof(ShimResource)));
   new (res) ShimResource();
   res->shim = std::move(shim);
+  enif_monitor_process(env, res, &self, nullptr);
   ERL_NIF_TERM t = enif_make_resource(env, res);
   enif_release_resource(res);
   return enif_make_tuple2(env, atom(env, "ok"), t);
@@ -248,7 +255,10 @@ ERL_NIF_TERM stats(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
 
 int load(ErlNifEnv* env, void**, ERL_NIF_TERM) {
   auto flags = ErlNifResourceFlags(ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER);
-  g_shim_type = enif_open_resource_type(env, nullptr, "macula_relay_shim", shim_dtor, flags, nullptr);
+  ErlNifResourceTypeInit init{};
+  init.dtor = shim_dtor;
+  init.down = shim_down;
+  g_shim_type = enif_open_resource_type_x(env, "macula_relay_shim", &init, flags, nullptr);
   return g_shim_type ? 0 : 1;
 }
 
