@@ -27,6 +27,8 @@ read(_) ->
 setting(Key, Default) ->
     case macula_config:lookup(Key) of
         undefined -> Default;
+        [H | _] = L when is_list(H); is_binary(H) ->  % kernel env: a list of relays
+            lists:flatten(lists:join(",", [unicode:characters_to_list(I) || I <- L]));
         V when is_list(V) -> V;
         V when is_binary(V) -> binary_to_list(V);
         V when is_atom(V) -> atom_to_list(V);

@@ -364,10 +364,13 @@ name_hijack(Config) ->
     ok.
 
 %% A node name nobody registered: pang at once, with the relay's reason.
+%% (This node takes its settings from the OS environment.)
 unknown_target(Config) ->
     need_netns(Config),
     start_relay(Config),
-    {A, NA} = node_a(Config),
+    Env = [{"MACULA_DIST_MODE", "dist_relay"}, {"MACULA_DIST_RELAYS", ?RELAY},
+           {"MACULA_DIST_REALM_SECRET_FILE", ?config(secret_file, Config)}],
+    {A, NA} = node_a(Config, #{args => [], env => Env}),
     wait_registered(NA),
     T0 = erlang:monotonic_time(millisecond),
     pang = peer:call(A, net_adm, ping, ['nobody@10.196.9.9'], 30000),
