@@ -273,7 +273,8 @@ udp_sockets(NS) ->
     [lists:nth(4, string:lexemes(L, " ")) || L <- string:lexemes(Out, "\n")].
 
 %% A known plaintext sent between the nodes never appears in what the
-%% relay receives or sends (all UDP on the public namespace, captured).
+%% relay receives or sends (all UDP on the public namespace, captured),
+%% nor does the cookie.
 relay_sees_no_plaintext(Config) ->
     need_netns(Config),
     {A, _NA, _B, NB} = pair(Config),
@@ -288,6 +289,11 @@ relay_sees_no_plaintext(Config) ->
     ct:pal("captured ~p bytes of relay traffic", [byte_size(Captured)]),
     true = byte_size(Captured) > byte_size(Text),
     nomatch = binary:match(Captured, <<?MARKER>>),
+    %% the connection (cookie proof, dist handshake) was set up during the
+    %% capture: neither the cookie nor the distribution handshake's node
+    %% names (sent in clear inside the nodes' own session) show
+    nomatch = binary:match(Captured, <<"macula_ct_cookie">>),
+    nomatch = binary:match(Captured, atom_to_binary(NB)),
     %% the capture does see clear text when there is some: the marker
     %% sent in a plain UDP datagram shows up
     Probe = start_capture(Pcap),
