@@ -10,7 +10,7 @@ ERL_SRC  := $(wildcard $(APP)/src/*.erl)
 DEB_PKGS := erlang-nox erlang-dev erlang-src erlang-common-test \
             libngtcp2-dev libngtcp2-crypto-gnutls-dev libgnutls28-dev \
             googletest libgtest-dev cmake g++ make pkg-config \
-            iproute2 nftables conntrack openssl
+            iproute2 nftables conntrack openssl tcpdump
 
 all: build
 
@@ -39,6 +39,7 @@ test: build
 bench: build
 	@scripts/bench.sh
 	@scripts/bench-memory.sh
+	@scripts/bench-relay.sh
 
 clean:
 	rm -rf $(BUILD) $(APP)/ebin $(APP)/priv logs

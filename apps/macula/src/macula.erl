@@ -1,7 +1,7 @@
 %% @doc Operator API of macula.
 -module(macula).
 
--export([info/0, paths/0, migrate/0, migrate/1]).
+-export([info/0, paths/0, migrate/0, migrate/1, join_dist_relay/1, relays/0]).
 
 -define(MIGRATE_TIMEOUT, 30000).
 
@@ -101,3 +101,15 @@ connections() ->
     [{Node, Conn} || {Node, Pid} <- erlang:system_info(dist_ctrl), is_pid(Pid),
                      {dictionary, Dict} <- [erlang:process_info(Pid, dictionary)],
                      {macula_conn, Conn} <- Dict].
+
+%% @doc dist_relay mode: adds relays at run time ("host:port", comma-
+%% separated, port 4434 if left out). The node registers there under its
+%% node name and can then reach, and be reached by, the realm's nodes.
+-spec join_dist_relay(string() | binary()) -> ok | {error, term()}.
+join_dist_relay(Relays) ->
+    macula_dist_relay:join(Relays).
+
+%% @doc dist_relay mode: each relay, its state and its packet counters.
+-spec relays() -> [map()].
+relays() ->
+    macula_dist_relay:info().

@@ -6,6 +6,7 @@
 -module(macula_config).
 
 -export([get/0, default_port/0]).
+-export([lookup/1, invalid/3]).  % for macula_relay_config
 
 -define(KEY, {?MODULE, config}).
 -define(DEFAULT_PORT, 4433).
@@ -14,7 +15,7 @@
 %% 2-core machine it cut the median a little and doubled the p99.
 -define(DEFAULT_BUSY_POLL_US, 0).
 
--type config() :: #{port := 1..65535, bind := string(), mode := direct,
+-type config() :: #{port := 1..65535, bind := string(), mode := direct | dist_relay,
                     trust := cookie | ca | insecure, cert_dir := string(),
                     cacertfile := string(), certfile := string(),
                     keyfile := string(), cc := cubic | reno | bbr | bbr2,
@@ -42,16 +43,23 @@ read() ->
                Cacert =/= "" -> ca;
                true -> cookie
             end,
-    #{port => port(macula_dist_port, ?DEFAULT_PORT),
-      bind => string(macula_dist_bind, "::"),
-      mode => mode(),
+    Mode = mode(),
+    maps:merge(macula_relay_config:read(Mode), #{
+      port => port(macula_dist_port, ?DEFAULT_PORT),
+      bind => bind(Mode),
+      mode => Mode,
       trust => Trust,
       cert_dir => string(macula_dist_cert_dir, default_cert_dir()),
       cacertfile => Cacert,
       certfile => string(macula_dist_certfile, ""),
       keyfile => string(macula_dist_keyfile, ""),
       cc => cc(),
-      busy_poll_us => integer(macula_dist_busy_poll_us, ?DEFAULT_BUSY_POLL_US, 0, 10000)}.
+      busy_poll_us => integer(macula_dist_busy_poll_us, ?DEFAULT_BUSY_POLL_US, 0, 10000)}).
+
+%% In dist_relay mode the node's own endpoint only talks to the relay shim,
+%% over loopback: nothing listens on the network.
+bind(dist_relay) -> "127.0.0.1";
+bind(direct) -> string(macula_dist_bind, "::").
 
 cc() ->
     case string(macula_dist_cc, "bbr2") of
@@ -67,8 +75,10 @@ default_cert_dir() ->
 mode() ->
     case string(macula_dist_mode, "direct") of
         "direct" -> direct;
+        "dist_relay" -> dist_relay;
         Other -> invalid(macula_dist_mode, Other,
-                         "only direct mode is available in this build")
+                         "expected direct or dist_relay (relay mode is not "
+                         "available in this build)")
     end.
 
 %% The raw value of a setting, or undefined.

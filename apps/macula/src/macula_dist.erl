@@ -21,7 +21,7 @@ listen(Name) ->
 listen(Name, Host) ->
     try listen_port(Name, Host) of
         Port ->
-            case macula_endpoint:listen(Port) of
+            case listen_endpoint(Name, Host, Port) of
                 {ok, Ep} ->
                     Address = #net_address{address = {Host, Port}, host = Host,
                                            protocol = ?PROTOCOL, family = inet},
@@ -32,6 +32,17 @@ listen(Name, Host) ->
     catch error:{macula_config, Text} ->
         {error, Text}
     end.
+
+%% dist_relay mode: nothing listens on the network; peers come through
+%% the relays (macula_dist_relay).
+listen_endpoint(Name, Host, Port) ->
+    case relay_mode() of
+        true -> macula_dist_relay:listen(list_to_atom(atom_to_list(Name) ++ "@" ++ Host));
+        false -> macula_endpoint:listen(Port)
+    end.
+
+relay_mode() ->
+    maps:get(mode, macula_config:get()) =:= dist_relay.
 
 %% The port peers will dial: the one splitname/1 gives for the full node
 %% name. A name they could not dial stops the node here, with a message.
@@ -71,7 +82,7 @@ close(_Listen) ->
 %% Claims a node only if its name parses and its host resolves.
 select(Node) ->
     case splitname(Node) of
-        {_Port, Host} -> resolve(Host) =/= error;
+        {_Port, Host} -> relay_mode() orelse resolve(Host) =/= error;
         false -> false
     end.
 
@@ -110,8 +121,13 @@ address() ->
     {ok, Host} = inet:gethostname(),
     #net_address{host = Host, protocol = ?PROTOCOL, family = inet}.
 
+%% dist_relay mode's relay connections live under net_sup, like
+%% net_kernel. A configuration error shows at listen, with its message.
 childspecs() ->
-    {ok, []}.
+    case catch relay_mode() of
+        true -> {ok, [macula_dist_relay:childspec()]};
+        _ -> {ok, []}
+    end.
 
 setopts(_Listen, []) -> ok;
 setopts(_Listen, _Opts) -> {error, enotsup}.

@@ -1,0 +1,398 @@
+%% @doc dist_relay mode: the node's connections to its macula-relays and
+%% the tunnels through them. One process (a child of net_sup, through
+%% macula_dist:childspecs/0) owns a relay shim per relay (see
+%% core/relay_shim.h): the shim identifies the node to the relay under its
+%% full node name and gives each tunnel a loopback UDP port, so the node's
+%% own endpoint (bound to 127.0.0.1) runs the normal end-to-end QUIC + TLS
+%% session, cookie proof and dist handshake to 127.0.0.1:<tunnel port>.
+%%
+%% Each tunnel has an owner, the connection's handshake process (which
+%% lives as long as the distribution connection): a tunnel we requested
+%% is owned by the process that asked (route/1), one another node opened
+%% by the process that accepted it (accepted/1). When the owner dies the
+%% tunnel is closed; when the tunnel or the whole relay connection goes
+%% away the owner is killed, so net_kernel sees nodedown at once instead
+%% of after the tick timeout. A lost relay connection is re-dialled with
+%% a growing delay (1 s .. 10 s).
+-module(macula_dist_relay).
+-behaviour(gen_server).
+
+-export([childspec/0, start_link/0, listen/1, route/1, accepted/1, join/1,
+         info/0]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
+
+-include_lib("kernel/include/dist_util.hrl").
+
+-define(SERVER, ?MODULE).
+-define(RETRY_MIN_MS, 1000).
+%% At most this between attempts: a name held by a vanished connection of
+%% ours is free again after the relay connection's idle timeout (15 s).
+-define(RETRY_MAX_MS, 10000).
+%% A tunnel another node opened must carry a connection we accept by then.
+-define(UNCLAIMED_MS, 30000).
+
+-record(relay, {host :: string(), port :: 1..65535, shim,
+                state = down :: connecting | identified | down,
+                name = <<>> :: binary(), retry = ?RETRY_MIN_MS}).
+-record(req, {from, node :: node(), mref :: reference(), tried = [] :: [integer()]}).
+-record(tunnel, {port :: 1..65535, owner :: pid() | undefined,
+                 mref :: reference() | undefined, peer :: binary()}).
+-record(st, {node :: node() | undefined, inner :: 1..65535 | undefined,
+             config = #{} :: map(),
+             relays = #{} :: #{integer() => #relay{}},
+             next_tag = 1 :: integer(),
+             pending = #{} :: #{{integer(), integer()} => #req{}},
+             waiting = [] :: [#req{}],
+             tunnels = #{} :: #{{integer(), integer()} => #tunnel{}}}).
+
+%%% ------------------------------------------------------------------
+%%% API
+
+%% @doc The child spec net_sup starts before net_kernel.
+childspec() ->
+    #{id => ?SERVER, start => {?MODULE, start_link, []}, restart => permanent,
+      shutdown => 2000, type => worker, modules => [?MODULE]}.
+
+start_link() ->
+    gen_server:start_link({local, ?SERVER}, ?MODULE, [], []).
+
+%% @doc Opens the node's loopback endpoint and dials the configured
+%% relays as `Node`. Called from macula_dist:listen (in net_kernel).
+-spec listen(node()) -> {ok, reference()} | {error, string()}.
+listen(Node) ->
+    case macula_endpoint:listen(0) of
+        {ok, Ep} ->
+            #{port := Inner} = macula_nif:endpoint_info(Ep),
+            ensure_started(),
+            ok = gen_server:call(?SERVER, {listen, Node, Inner}),
+            {ok, Ep};
+        {error, _} = Error ->
+            Error
+    end.
+
+%% @doc Where to dial `Node`: {Host, Port, Ip} of the loopback end of a
+%% new tunnel, owned by the caller. Fails the caller's handshake (as
+%% dist_util expects) when no relay gives one.
+-spec route(node()) -> {string(), 1..65535, inet:ip_address()}.
+route(Node) ->
+    Host = case macula_dist:splitname(Node) of
+               {_, H} -> H;
+               false -> ?shutdown2(Node, {macula, invalid_node_name})
+           end,
+    case catch gen_server:call(?SERVER, {route, Node}, infinity) of
+        {ok, Port} ->
+            {Host, Port, {127, 0, 0, 1}};
+        {error, Why} ->
+            logger:warning("macula: no tunnel to ~p through the relays: ~s",
+                           [Node, Why]),
+            ?shutdown2(Node, {macula, {relay, Why}});
+        {'EXIT', Why} ->
+            logger:error("macula: relay service unavailable: ~p", [Why]),
+            ?shutdown2(Node, {macula, {relay, unavailable}})
+    end.
+
+%% @doc The caller accepted a connection from 127.0.0.1:`Port`: it owns the
+%% tunnel behind that port from now on.
+-spec accepted(1..65535) -> ok.
+accepted(Port) ->
+    gen_server:call(?SERVER, {accepted, Port, self()}, infinity).
+
+%% @doc Adds relays ("host:port", comma-separated; port 4434 if left out)
+%% at run time; the node must be distributed in dist_relay mode.
+-spec join(string() | binary()) -> ok | {error, term()}.
+join(Spec) ->
+    try macula_relay_config:parse_relays(macula_dist_relays, unicode:characters_to_list(Spec)) of
+        Relays ->
+            case whereis(?SERVER) of
+                undefined -> {error, not_in_dist_relay_mode};
+                _ -> gen_server:call(?SERVER, {join, Relays})
+            end
+    catch error:{macula_config, Text} -> {error, Text}
+    end.
+
+%% @doc Each relay: where, state, the name it proved, and shim counters.
+-spec info() -> [map()].
+info() ->
+    case whereis(?SERVER) of
+        undefined -> [];
+        _ -> gen_server:call(?SERVER, info)
+    end.
+
+ensure_started() ->
+    case whereis(?SERVER) of
+        undefined -> {ok, _} = gen_server:start({local, ?SERVER}, ?MODULE, [], []), ok;
+        _ -> ok
+    end.
+
+%%% ------------------------------------------------------------------
+%%% gen_server
+%%% Under net_sup (one_for_all, no restarts) a crash here would take
+%%% distribution down: every NIF call that can raise is caught.
+
+init([]) ->
+    {ok, #st{}}.
+
+handle_call({listen, Node, Inner}, _From, St) ->
+    Config = macula_config:get(),
+    St1 = St#st{node = Node, inner = Inner, config = Config},
+    Relays = maps:get(relays, Config, []),
+    Relays =:= [] andalso
+        logger:warning("macula: dist_relay mode without relays "
+                       "(macula_dist_relays); use macula:join_dist_relay/1"),
+    {reply, ok, add_relays(Relays, St1)};
+handle_call({join, _}, _From, St = #st{node = undefined}) ->
+    {reply, {error, not_in_dist_relay_mode}, St};
+handle_call({join, Relays}, _From, St) ->
+    {reply, ok, add_relays(Relays, St)};
+handle_call({route, Node}, {Pid, _} = From, St) ->
+    Req = #req{from = From, node = Node, mref = monitor(process, Pid)},
+    {noreply, dispatch(Req, St)};
+handle_call({accepted, Port, Pid}, _From, St) ->
+    {reply, ok, claim(Port, Pid, St)};
+handle_call(info, _From, St) ->
+    {reply, [relay_info(Tag, R) || {Tag, R} <- maps:to_list(St#st.relays)], St};
+handle_call(_Other, _From, St) ->
+    {reply, {error, unknown_call}, St}.
+
+handle_cast(_Msg, St) ->
+    {noreply, St}.
+
+handle_info({macula_relay, Tag, Event}, St) ->
+    case maps:find(Tag, St#st.relays) of
+        {ok, R} -> {noreply, relay_event(Tag, R, Event, St)};
+        error -> {noreply, St}
+    end;
+handle_info({reopen, Tag}, St) ->
+    {noreply, open_relay(Tag, St)};
+handle_info({unclaimed, Key}, St) ->
+    {noreply, unclaimed(Key, St)};
+handle_info({'DOWN', MRef, process, _, _}, St) ->
+    {noreply, owner_down(MRef, St)};
+handle_info(_Msg, St) ->
+    {noreply, St}.
+
+%%% ------------------------------------------------------------------
+%%% Relays
+
+%% A relay already known is not added twice (our second registration
+%% there would only be refused as name_taken).
+add_relays(Relays, St) ->
+    lists:foldl(fun({Host, Port}, S = #st{next_tag = Tag, relays = Rs}) ->
+                        Known = [T || {T, #relay{host = H, port = P}} <- maps:to_list(Rs),
+                                      H =:= Host, P =:= Port],
+                        case Known of
+                            [] ->
+                                R = #relay{host = Host, port = Port},
+                                open_relay(Tag, S#st{next_tag = Tag + 1, relays = Rs#{Tag => R}});
+                            _ ->
+                                S
+                        end
+                end, St, Relays).
+
+open_relay(Tag, St = #st{relays = Rs}) ->
+    R = maps:get(Tag, Rs),
+    case open_shim(Tag, R, St) of
+        {ok, Shim} ->
+            St#st{relays = Rs#{Tag := R#relay{shim = Shim, state = connecting}}};
+        {error, Why} ->
+            logger:error("macula: cannot reach relay ~s:~p: ~s", [R#relay.host, R#relay.port, Why]),
+            retry_later(Tag, R, St)
+    end.
+
+open_shim(Tag, #relay{host = Host, port = Port}, #st{node = Node, inner = Inner, config = C}) ->
+    case macula_dist:resolve(Host) of
+        error ->
+            {error, "cannot resolve " ++ Host};
+        Ip ->
+            Opts = #{relay_ip => inet:ntoa(Ip), relay_port => Port, relay_host => Host,
+                     node => atom_to_binary(Node), secret => maps:get(realm_secret, C),
+                     inner_port => Inner, tag => Tag, bind => bind_for(Ip),
+                     cert_dir => maps:get(cert_dir, C), certfile => maps:get(certfile, C),
+                     keyfile => maps:get(keyfile, C)},
+            try macula_relay_nif:open(Opts) of
+                {ok, Shim} -> {ok, Shim};
+                {error, Text} -> {error, binary_to_list(Text)}
+            catch error:{badarg, What} ->
+                {error, lists:flatten(io_lib:format("bad ~p for the relay protocol", [What]))}
+            end
+    end.
+
+bind_for(Ip) when tuple_size(Ip) =:= 8 -> "::";
+bind_for(_) -> "0.0.0.0".
+
+retry_later(Tag, R = #relay{retry = Ms}, St) ->
+    erlang:send_after(Ms, self(), {reopen, Tag}),
+    Next = min(Ms * 2, ?RETRY_MAX_MS),
+    St1 = St#st{relays = (St#st.relays)#{Tag := R#relay{shim = undefined, state = down,
+                                                        retry = Next}}},
+    fail_waiting(St1).
+
+relay_event(Tag, R, {identified, Name}, St) ->
+    logger:notice("macula: node ~p registered at relay ~s (~s:~p)",
+                  [St#st.node, Name, R#relay.host, R#relay.port]),
+    R1 = R#relay{state = identified, name = Name, retry = ?RETRY_MIN_MS},
+    Waiting = St#st.waiting,
+    St1 = St#st{relays = (St#st.relays)#{Tag := R1}, waiting = []},
+    lists:foldl(fun dispatch/2, St1, lists:reverse(Waiting));
+relay_event(Tag, _R, {tunnel_ready, Id, Tunnel, Port}, St) ->
+    tunnel_ready(Tag, Id, Tunnel, Port, St);
+relay_event(Tag, _R, {tunnel_failed, Id, Why}, St) ->
+    case maps:take({Tag, Id}, St#st.pending) of
+        {Req, Pending} -> dispatch(Req, St#st{pending = Pending}, Why);
+        error -> St
+    end;
+relay_event(Tag, _R, {tunnel_incoming, Tunnel, Source, Port}, St) ->
+    erlang:send_after(?UNCLAIMED_MS, self(), {unclaimed, {Tag, Tunnel}}),
+    T = #tunnel{port = Port, peer = Source},
+    St#st{tunnels = (St#st.tunnels)#{{Tag, Tunnel} => T}};
+relay_event(Tag, _R, {tunnel_closed, Tunnel, Why}, St) ->
+    case maps:take({Tag, Tunnel}, St#st.tunnels) of
+        {T, Tunnels} -> drop_owner(T, Why), St#st{tunnels = Tunnels};
+        error -> St
+    end;
+relay_event(Tag, R, {closed, Why}, St) ->
+    relay_closed(Tag, R, Why, St).
+
+%% Every tunnel through this relay is gone: their connections go down now.
+relay_closed(Tag, R = #relay{host = Host, port = Port, shim = Shim}, Why, St) ->
+    log_closed(St#st.node, Host, Port, Why),
+    catch macula_relay_nif:close(Shim),
+    {Gone, Kept} = maps:fold(fun({T, _} = K, V, {G, K1}) when T =:= Tag -> {[V | G], maps:remove(K, K1)};
+                                (_, _, Acc) -> Acc
+                             end, {[], St#st.tunnels}, St#st.tunnels),
+    [drop_owner(T, relay_gone) || T <- Gone],
+    {Mine, Others} = maps:fold(fun({T, _} = K, V, {M, O}) when T =:= Tag -> {[V | M], maps:remove(K, O)};
+                                  (_, _, Acc) -> Acc
+                               end, {[], St#st.pending}, St#st.pending),
+    St1 = retry_later(Tag, R, St#st{tunnels = Kept, pending = Others}),
+    lists:foldl(fun(Req, S) -> dispatch(Req, S, <<"relay_gone">>) end, St1, Mine).
+
+log_closed(Node, Host, Port, {peer_closed, _Code, Reason}) when Reason =:= <<"name_taken">>;
+                                                        Reason =:= <<"bad_proof">> ->
+    logger:error("macula: relay ~s:~p refused node ~p: ~s~s", [Host, Port, Node, Reason,
+                 hint(Reason)]);
+log_closed(_Node, Host, Port, {local_close, 16#28, _}) ->
+    logger:error("macula: relay ~s:~p failed to prove the realm secret "
+                 "(macula_dist_realm_secret_file differs, or not a relay of this realm)",
+                 [Host, Port]);
+log_closed(_Node, Host, Port, Why) ->
+    logger:warning("macula: connection to relay ~s:~p lost: ~p", [Host, Port, Why]).
+
+hint(<<"name_taken">>) -> " (another live node uses this name)";
+hint(<<"bad_proof">>) -> " (wrong realm secret: macula_dist_realm_secret_file)".
+
+%%% ------------------------------------------------------------------
+%%% Tunnels
+
+dispatch(Req, St) ->
+    dispatch(Req, St, <<"no_relay">>).
+
+%% Asks the next identified relay not tried yet; waits for one that is
+%% still connecting; else the caller gets the last reason.
+dispatch(Req = #req{node = Node, tried = Tried}, St, LastWhy) ->
+    Relays = maps:to_list(St#st.relays),
+    Ready = [{Tag, R} || {Tag, R} <- Relays, R#relay.state =:= identified,
+                         not lists:member(Tag, Tried)],
+    Connecting = [Tag || {Tag, #relay{state = connecting}} <- Relays],
+    case lists:sort(Ready) of
+        [{Tag, #relay{shim = Shim}} | _] ->
+            %% A crash here would restart all of net_sup: a name the relay
+            %% protocol cannot carry (e.g. not ASCII) is refused instead.
+            try macula_relay_nif:tunnel(Shim, atom_to_binary(Node)) of
+                Id -> St#st{pending = (St#st.pending)#{{Tag, Id} => Req#req{tried = [Tag | Tried]}}}
+            catch error:{badarg, target} ->
+                reply(Req, {error, <<"bad_name">>}),
+                St
+            end;
+        [] when Connecting =/= [], Tried =:= [] ->
+            St#st{waiting = [Req | St#st.waiting]};
+        [] ->
+            reply(Req, {error, LastWhy}),
+            St
+    end.
+
+%% Requests waiting for a relay fail once no relay is connecting any more.
+fail_waiting(St = #st{waiting = []}) ->
+    St;
+fail_waiting(St = #st{relays = Rs, waiting = Waiting}) ->
+    case [T || {T, #relay{state = S}} <- maps:to_list(Rs), S =/= down] of
+        [] -> [reply(Req, {error, <<"no_relay">>}) || Req <- Waiting],
+              St#st{waiting = []};
+        _ -> St
+    end.
+
+reply(#req{from = From, mref = MRef}, Reply) ->
+    demonitor(MRef, [flush]),
+    gen_server:reply(From, Reply).
+
+tunnel_ready(Tag, Id, Tunnel, Port, St) ->
+    case maps:take({Tag, Id}, St#st.pending) of
+        {#req{from = {Pid, _} = From, node = Node, mref = MRef}, Pending} ->
+            gen_server:reply(From, {ok, Port}),
+            T = #tunnel{port = Port, owner = Pid, mref = MRef, peer = atom_to_binary(Node)},
+            St#st{pending = Pending, tunnels = (St#st.tunnels)#{{Tag, Tunnel} => T}};
+        error ->
+            close_tunnel(Tag, Tunnel, St),
+            St
+    end.
+
+claim(Port, Pid, St) ->
+    case [K || {K, #tunnel{port = P, owner = undefined}} <- maps:to_list(St#st.tunnels), P =:= Port] of
+        [Key] ->
+            T = maps:get(Key, St#st.tunnels),
+            T1 = T#tunnel{owner = Pid, mref = monitor(process, Pid)},
+            St#st{tunnels = (St#st.tunnels)#{Key := T1}};
+        [] ->
+            %% Our endpoint listens on loopback: a local process, not a tunnel.
+            logger:warning("macula: connection from 127.0.0.1:~p is not a relay tunnel", [Port]),
+            St
+    end.
+
+unclaimed(Key = {Tag, Tunnel}, St) ->
+    case maps:find(Key, St#st.tunnels) of
+        {ok, #tunnel{owner = undefined}} ->
+            close_tunnel(Tag, Tunnel, St),
+            St#st{tunnels = maps:remove(Key, St#st.tunnels)};
+        _ ->
+            St
+    end.
+
+%% A requester or a tunnel owner died.
+owner_down(MRef, St) ->
+    case [K || {K, #req{mref = M}} <- maps:to_list(St#st.pending), M =:= MRef] of
+        [K | _] -> St#st{pending = maps:remove(K, St#st.pending)};
+        [] ->
+            Waiting = [R || R = #req{mref = M} <- St#st.waiting, M =/= MRef],
+            St1 = St#st{waiting = Waiting},
+            case [K || {K, #tunnel{mref = M}} <- maps:to_list(St1#st.tunnels), M =:= MRef] of
+                [{Tag, Tunnel} = K | _] ->
+                    close_tunnel(Tag, Tunnel, St1),
+                    St1#st{tunnels = maps:remove(K, St1#st.tunnels)};
+                [] ->
+                    St1
+            end
+    end.
+
+close_tunnel(Tag, Tunnel, #st{relays = Rs}) ->
+    case maps:find(Tag, Rs) of
+        {ok, #relay{shim = Shim}} when Shim =/= undefined ->
+            catch macula_relay_nif:close_tunnel(Shim, Tunnel);
+        _ -> ok
+    end.
+
+%% The connection over a tunnel that is gone cannot carry anything more:
+%% end it now (net_kernel sees nodedown) rather than at the tick timeout.
+drop_owner(#tunnel{owner = undefined}, _Why) ->
+    ok;
+drop_owner(#tunnel{owner = Pid, mref = MRef, peer = Peer}, Why) ->
+    demonitor(MRef, [flush]),
+    logger:warning("macula: relay tunnel to ~s closed (~s): connection down", [Peer, Why]),
+    exit(Pid, kill).
+
+relay_info(Tag, #relay{host = H, port = P, state = S, name = N, shim = Shim}) ->
+    Stats = case Shim of
+                undefined -> #{};
+                _ -> catch macula_relay_nif:stats(Shim)
+            end,
+    #{tag => Tag, relay => H ++ ":" ++ integer_to_list(P), state => S, name => N,
+      stats => Stats}.

@@ -1,0 +1,114 @@
+%% @doc dist_relay against direct mode, on 127.0.0.1 in the same run: the
+%% round trip of a 64-byte message and the rate of a stream of 1 MB
+%% messages, between two nodes connected directly and two nodes connected
+%% through a macula-relay (the relay, run by scripts/bench-relay.sh, is at
+%% 127.0.0.1:$BENCH_RELAY_PORT). Prints a markdown table.
+-module(macula_relay_bench).
+
+-export([main/0]).
+%% run on the nodes
+-export([echo/0, sink/1, rtt/2, stream/3]).
+
+-define(RTT_N, 5000).
+-define(MB, (1024 * 1024)).
+-define(WINDOW, 8).  % 1 MB messages in flight
+
+main() ->
+    Cfg = #{ebin => os:getenv("BENCH_EBIN"), dir => os:getenv("BENCH_DIR"),
+            tmp => os:getenv("BENCH_TMP"), relay_port => os:getenv("BENCH_RELAY_PORT"),
+            secret => os:getenv("BENCH_SECRET"),
+            seconds => list_to_integer(os:getenv("BENCH_SECONDS", "5"))},
+    Rows = [measure(Mode, Cfg) || Mode <- [direct, dist_relay]],
+    io:format("~n| path | 64 B round trip p50 | p99 | 1 MB messages |~n"
+              "|---|---|---|---|~n"),
+    [io:format("| ~s | ~p us | ~p us | ~p MB/s |~n", [M, P50, P99, Rate])
+     || {M, P50, P99, Rate} <- Rows],
+    halt(0).
+
+measure(Mode, Cfg) ->
+    {PA, _} = start(Mode, "a", 47201, Cfg),
+    {PB, NB} = start(Mode, "b", 47202, Cfg),
+    pong = peer:call(PA, net_adm, ping, [NB], 30000),
+    {P50, P99} = peer:call(PA, ?MODULE, rtt, [NB, ?RTT_N], 120000),
+    Rate = peer:call(PA, ?MODULE, stream, [NB, maps:get(seconds, Cfg), ?WINDOW], 120000),
+    [peer:stop(P) || P <- [PA, PB]],
+    {Mode, P50, P99, Rate}.
+
+start(Mode, Name, Port, Cfg = #{tmp := Tmp}) ->
+    NodeName = case Mode of
+                   direct -> integer_to_list(Port);
+                   dist_relay -> Name
+               end,
+    {ok, Peer, Node} =
+        peer:start_link(#{name => NodeName, host => "127.0.0.1", longnames => true,
+                          connection => standard_io, wait_boot => 30000,
+                          args => ["-pa", maps:get(ebin, Cfg), "-pa", maps:get(dir, Cfg),
+                                   "-proto_dist", "macula", "-no_epmd",
+                                   "-start_epmd", "false", "-setcookie", "bench"
+                                   | mode_args(Mode, Cfg)],
+                          env => [{"MACULA_DIST_CERT_DIR", filename:join(Tmp, "cert_" ++ Name)}]}),
+    Mode =:= dist_relay andalso wait_identified(Peer, 100),
+    {Peer, Node}.
+
+mode_args(direct, _) -> [];
+mode_args(dist_relay, #{relay_port := Port, secret := Secret}) ->
+    ["-macula_dist_mode", "dist_relay", "-macula_dist_relays", "127.0.0.1:" ++ Port,
+     "-macula_dist_realm_secret_file", Secret].
+
+wait_identified(_Peer, 0) ->
+    error(not_registered_at_relay);
+wait_identified(Peer, N) ->
+    case peer:call(Peer, macula, relays, []) of
+        [#{state := identified}] -> ok;
+        _ -> timer:sleep(100), wait_identified(Peer, N - 1)
+    end.
+
+%%% On the nodes
+
+echo() ->
+    receive
+        {From, Msg} -> From ! {self(), Msg}, echo();
+        stop -> ok
+    end.
+
+%% p50 and p99 of N sequential 64-byte round trips, in microseconds.
+rtt(Node, N) ->
+    Echo = spawn(Node, ?MODULE, echo, []),
+    Msg = binary:copy(<<"r">>, 64),
+    [one_trip(Echo, Msg) || _ <- lists:seq(1, 200)],  % warm-up
+    Ts = lists:sort([one_trip(Echo, Msg) || _ <- lists:seq(1, N)]),
+    Echo ! stop,
+    {lists:nth(N div 2, Ts), lists:nth(N * 99 div 100, Ts)}.
+
+one_trip(Echo, Msg) ->
+    T0 = erlang:monotonic_time(microsecond),
+    Echo ! {self(), Msg},
+    receive {Echo, _} -> erlang:monotonic_time(microsecond) - T0 end.
+
+%% MB/s of 1 MB messages sent for about Seconds, at most Window unacknowledged.
+stream(Node, Seconds, Window) ->
+    Sink = spawn(Node, ?MODULE, sink, [self()]),
+    Bin = crypto:strong_rand_bytes(?MB),
+    T0 = erlang:monotonic_time(microsecond),
+    Until = T0 + Seconds * 1000000,
+    [Sink ! {data, Bin} || _ <- lists:seq(1, Window)],
+    N = pump(Sink, Bin, Until, Window),
+    Us = erlang:monotonic_time(microsecond) - T0,
+    Sink ! stop,
+    round(N * 1000000 / Us).
+
+pump(Sink, Bin, Until, Sent) ->
+    receive {ack, Sink} -> ok end,
+    case erlang:monotonic_time(microsecond) < Until of
+        true -> Sink ! {data, Bin}, pump(Sink, Bin, Until, Sent + 1);
+        false -> drain(Sink, ?WINDOW - 1), Sent
+    end.
+
+drain(_Sink, 0) -> ok;
+drain(Sink, K) -> receive {ack, Sink} -> drain(Sink, K - 1) end.
+
+sink(From) ->
+    receive
+        {data, _} -> From ! {ack, self()}, sink(From);
+        stop -> ok
+    end.
