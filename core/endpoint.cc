@@ -267,14 +267,15 @@ void Endpoint::send_reset(const Datagram& d, const uint8_t* dcid, size_t dcidlen
 }
 
 void Endpoint::drain_mailbox(uint64_t now) {
-  for (DialRequest& dial : mailbox_->take_dials()) start_dial(dial, now);
-  for (uint64_t id : mailbox_->take_ids()) {
+  Mailbox::Mail mail = mailbox_->take();
+  for (DialRequest& dial : mail.dials) start_dial(dial, now);
+  for (uint64_t id : mail.ids) {
     auto it = conns_.find(id);
     if (it == conns_.end()) continue;
     it->second->on_inbox(now);
     dirty_.insert(it->second.get());
   }
-  for (auto& task : mailbox_->take_tasks()) task();
+  for (auto& task : mail.tasks) task();
 }
 
 void Endpoint::start_dial(DialRequest& dial, uint64_t now) {
@@ -340,12 +341,14 @@ void Endpoint::shutdown_all() {
   mailbox_->shut();
   uint64_t now = now_ns();
   CloseInfo info{CloseInfo::Kind::kEndpointStopped, 0, "endpoint stopped"};
-  for (DialRequest& dial : mailbox_->take_dials()) {
+  Mailbox::Mail mail = mailbox_->take();
+  for (DialRequest& dial : mail.dials) {
     dial.handle->set_closed();
     dial.events->closed(info);
   }
-  for (uint64_t id : mailbox_->take_ids())
+  for (uint64_t id : mail.ids)
     if (auto it = conns_.find(id); it != conns_.end()) it->second->on_inbox(now);
+  for (auto& task : mail.tasks) task();  // their waiters hear "closed" below
   for (auto& [id, c] : conns_) c->abort(info, now);
   conns_.clear();
   by_cid_.clear();

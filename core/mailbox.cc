@@ -46,24 +46,10 @@ void Mailbox::shut() {
   open_ = false;
 }
 
-std::vector<uint64_t> Mailbox::take_ids() {
+Mailbox::Mail Mailbox::take() {
   std::lock_guard lock(mu_);
   rung_ = false;
-  return std::exchange(ids_, {});
-}
-
-std::vector<DialRequest> Mailbox::take_dials() {
-  std::lock_guard lock(mu_);
-  return std::exchange(dials_, {});
-}
-
-}  // namespace macula
-
-namespace macula {
-
-std::vector<std::function<void()>> Mailbox::take_tasks() {
-  std::lock_guard lock(mu_);
-  return std::exchange(tasks_, {});
+  return {std::exchange(ids_, {}), std::exchange(dials_, {}), std::exchange(tasks_, {})};
 }
 
 }  // namespace macula

@@ -36,11 +36,14 @@ class Mailbox {
   bool open() const;
   void shut();
 
-  std::vector<uint64_t> take_ids();
-  std::vector<DialRequest> take_dials();
-  // Take these after take_ids(), which re-arms the wake-up: a task posted
-  // in between then rings again instead of waiting for the next wake.
-  std::vector<std::function<void()>> take_tasks();
+  // Everything posted so far, taken at once: the wake-up is re-armed in
+  // the same step, so whatever is posted afterwards rings again.
+  struct Mail {
+    std::vector<uint64_t> ids;
+    std::vector<DialRequest> dials;
+    std::vector<std::function<void()>> tasks;
+  };
+  Mail take();
 
  private:
   void ring();
