@@ -210,8 +210,6 @@ std::unique_ptr<Connection> Connection::dial(
   }
   c->cids_.push_back(scid);
   config.host->add_cid(scid, c.get());
-  if (config.client_keep_alive_ns)
-    ngtcp2_conn_set_keep_alive_timeout(c->conn_, config.client_keep_alive_ns);
   return c;
 }
 
@@ -371,7 +369,7 @@ void Connection::apply_credit(uint64_t consumed) {
 
 void Connection::establish() {
   state_ = State::kOpen;
-  if (config_.keep_alive_ns) set_keep_alive();
+  set_keep_alive();
   std::vector<uint8_t> exporter(kExporterSize);
   gnutls_prf_rfc5705(session_, sizeof kExporterLabel - 1, kExporterLabel, 0,
                      nullptr, exporter.size(), reinterpret_cast<char*>(exporter.data()));
@@ -388,14 +386,19 @@ void Connection::establish() {
   }
 }
 
-// PING at least twice per idle timeout, the smaller of the two ends': the
-// peer's may be shorter than ours.
+// The shorter of the two keep-alive settings that apply to this role, and
+// at least twice per idle timeout (the smaller of the two ends': the
+// peer's may be shorter than ours).
 void Connection::set_keep_alive() {
+  uint64_t ka = config_.keep_alive_ns;
+  if (role_ == Role::kClient && config_.client_keep_alive_ns)
+    ka = ka ? std::min(ka, config_.client_keep_alive_ns) : config_.client_keep_alive_ns;
+  if (ka == 0) return;
   uint64_t idle = config_.idle_timeout_ns;
   const ngtcp2_transport_params* peer = ngtcp2_conn_get_remote_transport_params(conn_);
   if (peer && peer->max_idle_timeout && peer->max_idle_timeout < idle)
     idle = peer->max_idle_timeout;
-  ngtcp2_conn_set_keep_alive_timeout(conn_, std::min(config_.keep_alive_ns, idle / 2));
+  ngtcp2_conn_set_keep_alive_timeout(conn_, std::min(ka, idle / 2));
 }
 
 void Connection::open_streams() {

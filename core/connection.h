@@ -54,7 +54,7 @@ struct ConnectionConfig {
   const uint8_t* reset_secret = nullptr;  // 32 bytes, for reset tokens
   uint64_t idle_timeout_ns = 0;
   uint64_t handshake_timeout_ns = 0;
-  uint64_t keep_alive_ns = 0;       // 0: no PINGs; else at most this apart
+  uint64_t keep_alive_ns = 0;       // all roles: PING at most this apart; 0: off
   uint64_t stream_window = 0;       // flow-control window per data stream
   size_t data_streams = 1;          // data streams each side opens
   uint64_t recv_unconsumed_limit = 0;  // delivered, not yet consumed
@@ -62,7 +62,7 @@ struct ConnectionConfig {
   size_t max_control_frames = 64;  // non-tick frames per connection; 0: no bound
   size_t max_data_frame = 0;
   ngtcp2_cc_algo cc_algo = NGTCP2_CC_ALGO_BBR2;
-  uint64_t client_keep_alive_ns = 0;  // 0: none
+  uint64_t client_keep_alive_ns = 0;  // the same for connections we dialled
 };
 
 inline constexpr size_t kCidLen = 17;

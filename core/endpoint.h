@@ -29,9 +29,10 @@ struct EndpointConfig {
   TlsConfig tls;
   uint64_t idle_timeout_ms = 300000;  // liveness is the Erlang tick's job
   uint64_t handshake_timeout_ms = 10000;
-  // 0: no QUIC PINGs (distribution has its ticks). The relay and its
-  // clients ping, so NAT mappings stay open and a dead node's name is
-  // freed by the idle timeout.
+  // Every connection sends a QUIC PING after this long without sending
+  // anything the peer must acknowledge (0: only client_keep_alive_ms
+  // applies). The relay and its clients set it, so NAT mappings stay open
+  // and a dead node's name is freed by the idle timeout.
   uint64_t keep_alive_ms = 0;
   // Bytes queued per connection (all streams) before senders see
   // busy_dist_port. The VM has one distribution queue per connection, so
