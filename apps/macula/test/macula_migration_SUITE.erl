@@ -44,6 +44,8 @@
 
 -include_lib("common_test/include/ct.hrl").
 
+-import(macula_netns, [ip/0, cmd/2, must/2, netns_exists/1, kill_all_in/1, start_epmd/1]).
+
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1,
          init_per_testcase/2, end_per_testcase/2]).
 -export([api/1, baseline/1, nat_rebinding/1, address_change/1, dead_new_path/1,
@@ -144,20 +146,6 @@ remove_namespaces() ->
          _ = cmd(ip(), ["netns", "del", NS])
      end || NS <- ?NAMESPACES, netns_exists(NS)],
     ok.
-
-netns_exists(NS) ->
-    {_, Out} = cmd(ip(), ["netns", "list"]),
-    lists:member(NS, [hd(string:lexemes(L, " ")) || L <- string:lexemes(Out, "\n")]).
-
-kill_all_in(NS) ->
-    case cmd(ip(), ["netns", "pids", NS]) of
-        {0, Out} when Out =/= "" ->
-            _ = cmd("kill", ["-9" | string:lexemes(Out, "\n ")]),
-            macula_ct:poll(fun() -> element(2, cmd(ip(), ["netns", "pids", NS])) =:= "" end,
-                           10000, {processes_left_in, NS});
-        _ ->
-            ok
-    end.
 
 need_netns(Config) ->
     case proplists:get_value(netns_error, Config) of
@@ -370,15 +358,6 @@ start_pair(Config, Proto) ->
     pong = peer:call(C, net_adm, ping, [NS], 30000),
     {C, NC, S, NS}.
 
-start_epmd(NS) ->
-    must(ip(), ["netns", "exec", NS, "epmd", "-daemon"]),
-    macula_ct:poll(fun() ->
-                           case cmd(ip(), ["netns", "exec", NS, "epmd", "-names"]) of
-                               {0, Out} -> string:find(Out, "up and running") =/= nomatch;
-                               _ -> false
-                           end
-                   end, 10000, {epmd_not_up_in, NS}).
-
 paths(macula, C, S) ->
     #{c => c_path(C), s => first_path(S)};
 paths(inet_tcp, _C, _S) ->
@@ -460,41 +439,6 @@ report(Config) ->
                     Row(dead_new_path)]);
         _ ->
             ok
-    end.
-
-%%% ------------------------------------------------------------------
-%%% Commands
-
-ip() ->
-    case os:find_executable("ip") of
-        false -> "/usr/sbin/ip";
-        Ip -> Ip
-    end.
-
-cmd(Exe, Args) ->
-    Path = case filename:pathtype(Exe) of
-               absolute -> Exe;
-               _ -> os:find_executable(Exe)
-           end,
-    Path =/= false orelse error({no_executable, Exe}),
-    Port = open_port({spawn_executable, Path},
-                     [{args, Args}, exit_status, stderr_to_stdout, binary, use_stdio, hide]),
-    cmd_collect(Port, []).
-
-cmd_collect(Port, Acc) ->
-    receive
-        {Port, {data, D}} -> cmd_collect(Port, [D | Acc]);
-        {Port, {exit_status, S}} ->
-            {S, unicode:characters_to_list(iolist_to_binary(lists:reverse(Acc)))}
-    after 60000 ->
-            catch port_close(Port),
-            {timeout, ""}
-    end.
-
-must(Exe, Args) ->
-    case cmd(Exe, Args) of
-        {0, Out} -> Out;
-        {Status, Out} -> error({command_failed, [Exe | Args], Status, Out})
     end.
 
 %%% ------------------------------------------------------------------

@@ -28,6 +28,8 @@
 
 -include_lib("common_test/include/ct.hrl").
 
+-import(macula_netns, [ip/0, cmd/2, must/2, netns_exists/1, kill_all_in/1, pids_in/1, start_epmd/1]).
+
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1,
          init_per_testcase/2, end_per_testcase/2]).
 -export([mtu1500_basic/1, inet_tcp_basic/1, inet_tls_basic/1, delay_loss/1,
@@ -199,25 +201,6 @@ remove_namespaces() ->
      || Dev <- ["mclA0", "mclA1", "mclB1", "mclM1", "mclM2"],
         element(1, cmd(ip(), ["link", "show", Dev])) =:= 0],
     ok.
-
-netns_exists(NS) ->
-    {_, Out} = cmd(ip(), ["netns", "list"]),
-    lists:member(NS, [hd(string:lexemes(L, " ")) || L <- string:lexemes(Out, "\n")]).
-
-kill_all_in(NS) ->
-    case pids_in(NS) of
-        [] -> ok;
-        Pids ->
-            _ = cmd("kill", ["-9" | Pids]),
-            macula_ct:poll(fun() -> pids_in(NS) =:= [] end, 10000,
-                           {processes_left_in, NS, Pids})
-    end.
-
-pids_in(NS) ->
-    case cmd(ip(), ["netns", "pids", NS]) of
-        {0, Out} -> string:lexemes(Out, "\n ");
-        _ -> []
-    end.
 
 need_netns(Config) ->
     case proplists:get_value(netns_error, Config) of
@@ -488,15 +471,6 @@ percentile(Values, P) ->
     Sorted = lists:sort(Values),
     lists:nth(max(1, min(length(Sorted), ceil(length(Sorted) * P / 100))), Sorted).
 
-start_epmd(NS) ->
-    must(ip(), ["netns", "exec", NS, "epmd", "-daemon"]),
-    macula_ct:poll(fun() ->
-                           case cmd(ip(), ["netns", "exec", NS, "epmd", "-names"]) of
-                               {0, Out} -> string:find(Out, "up and running") =/= nomatch;
-                               _ -> false
-                           end
-                   end, 10000, {epmd_not_up_in, NS}).
-
 %% 20 ms each way and 1 % loss each way (from the start, so the handshake
 %% meets them too): ping, rpc, a 16 MB round trip byte-exact, and 2000
 %% small messages that arrive complete and in order.
@@ -693,43 +667,6 @@ report_table(Terms) ->
 
 fmt(F) when is_float(F) -> float_to_list(F, [{decimals, 1}]);
 fmt(X) -> lists:flatten(io_lib:format("~p", [X])).
-
-%%% ------------------------------------------------------------------
-%%% Commands
-
-ip() ->
-    case os:find_executable("ip") of
-        false -> "/usr/sbin/ip";
-        Ip -> Ip
-    end.
-
-%% Runs Exe with Args (no shell): {ExitStatus, Output}.
-cmd(Exe, Args) ->
-    Path = case filename:pathtype(Exe) of
-               absolute -> Exe;
-               _ -> os:find_executable(Exe)
-           end,
-    Path =/= false orelse error({no_executable, Exe}),
-    Port = open_port({spawn_executable, Path},
-                     [{args, Args}, exit_status, stderr_to_stdout, binary,
-                      use_stdio, hide]),
-    cmd_collect(Port, []).
-
-cmd_collect(Port, Acc) ->
-    receive
-        {Port, {data, D}} -> cmd_collect(Port, [D | Acc]);
-        {Port, {exit_status, S}} ->
-            {S, unicode:characters_to_list(iolist_to_binary(lists:reverse(Acc)))}
-    after 60000 ->
-            catch port_close(Port),
-            {timeout, unicode:characters_to_list(iolist_to_binary(lists:reverse(Acc)))}
-    end.
-
-must(Exe, Args) ->
-    case cmd(Exe, Args) of
-        {0, Out} -> Out;
-        {Status, Out} -> error({command_failed, [Exe | Args], Status, Out})
-    end.
 
 %%% ------------------------------------------------------------------
 %%% On the nodes

@@ -21,6 +21,8 @@
 
 -include_lib("common_test/include/ct.hrl").
 
+-import(macula_netns, [ip/0, cmd/2, must/2, netns_exists/1, kill_all_in/1, pids_in/1]).
+
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1,
          init_per_testcase/2, end_per_testcase/2]).
 -export([ping_rpc_big/1, relay_sees_no_plaintext/1, wrong_cookie/1,
@@ -141,25 +143,6 @@ remove_namespaces() ->
     [_ = cmd(ip(), ["link", "del", Dev])
      || Dev <- ?DEVICES, element(1, cmd(ip(), ["link", "show", Dev])) =:= 0],
     ok.
-
-netns_exists(NS) ->
-    {_, Out} = cmd(ip(), ["netns", "list"]),
-    lists:member(NS, [hd(string:lexemes(L, " ")) || L <- string:lexemes(Out, "\n")]).
-
-kill_all_in(NS) ->
-    case pids_in(NS) of
-        [] -> ok;
-        Pids ->
-            _ = cmd("kill", ["-9" | Pids]),
-            macula_ct:poll(fun() -> pids_in(NS) =:= [] end, 10000,
-                           {processes_left_in, NS, Pids})
-    end.
-
-pids_in(NS) ->
-    case cmd(ip(), ["netns", "pids", NS]) of
-        {0, Out} -> string:lexemes(Out, "\n ");
-        _ -> []
-    end.
 
 need_netns(Config) ->
     case ?config(netns_error, Config) of
@@ -574,37 +557,3 @@ ca_files(Config) ->
     #{ca => F("ca.pem"), key => F("node.key"),
       good => Cert("good", [?IP_A, ?IP_B]), wrong_host => Cert("wrong", ["10.196.9.9"])}.
 
-%%% ------------------------------------------------------------------
-%%% Commands
-
-ip() ->
-    case os:find_executable("ip") of
-        false -> "/usr/sbin/ip";
-        Ip -> Ip
-    end.
-
-cmd(Exe, Args) ->
-    Path = case filename:pathtype(Exe) of
-               absolute -> Exe;
-               _ -> os:find_executable(Exe)
-           end,
-    Path =/= false orelse error({no_executable, Exe}),
-    Port = open_port({spawn_executable, Path},
-                     [{args, Args}, exit_status, stderr_to_stdout, binary, use_stdio, hide]),
-    cmd_collect(Port, []).
-
-cmd_collect(Port, Acc) ->
-    receive
-        {Port, {data, D}} -> cmd_collect(Port, [D | Acc]);
-        {Port, {exit_status, S}} ->
-            {S, unicode:characters_to_list(iolist_to_binary(lists:reverse(Acc)))}
-    after 60000 ->
-            catch port_close(Port),
-            {timeout, unicode:characters_to_list(iolist_to_binary(lists:reverse(Acc)))}
-    end.
-
-must(Exe, Args) ->
-    case cmd(Exe, Args) of
-        {0, Out} -> Out;
-        {Status, Out} -> error({command_failed, [Exe | Args], Status, Out})
-    end.

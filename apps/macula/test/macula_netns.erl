@@ -1,0 +1,71 @@
+%% @doc Helpers for suites that build networks out of Linux network
+%% namespaces: run commands without a shell, and clean namespaces up.
+-module(macula_netns).
+
+-export([ip/0, cmd/2, must/2, netns_exists/1, kill_all_in/1, pids_in/1,
+         start_epmd/1]).
+
+ip() ->
+    case os:find_executable("ip") of
+        false -> "/usr/sbin/ip";
+        Ip -> Ip
+    end.
+
+%% Runs Exe with Args (no shell): {ExitStatus, Output}.
+cmd(Exe, Args) ->
+    Path = case filename:pathtype(Exe) of
+               absolute -> Exe;
+               _ -> os:find_executable(Exe)
+           end,
+    Path =/= false orelse error({no_executable, Exe}),
+    Port = open_port({spawn_executable, Path},
+                     [{args, Args}, exit_status, stderr_to_stdout, binary,
+                      use_stdio, hide]),
+    cmd_collect(Port, []).
+
+cmd_collect(Port, Acc) ->
+    receive
+        {Port, {data, D}} -> cmd_collect(Port, [D | Acc]);
+        {Port, {exit_status, S}} ->
+            {S, unicode:characters_to_list(iolist_to_binary(lists:reverse(Acc)))}
+    after 60000 ->
+            catch port_close(Port),
+            {timeout, unicode:characters_to_list(iolist_to_binary(lists:reverse(Acc)))}
+    end.
+
+%% The output of a command that must succeed.
+must(Exe, Args) ->
+    case cmd(Exe, Args) of
+        {0, Out} -> Out;
+        {Status, Out} -> error({command_failed, [Exe | Args], Status, Out})
+    end.
+
+netns_exists(NS) ->
+    {_, Out} = cmd(ip(), ["netns", "list"]),
+    lists:member(NS, [hd(string:lexemes(L, " ")) || L <- string:lexemes(Out, "\n")]).
+
+%% Kills every process in namespace NS and waits until none is left.
+kill_all_in(NS) ->
+    case pids_in(NS) of
+        [] -> ok;
+        Pids ->
+            _ = cmd("kill", ["-9" | Pids]),
+            macula_ct:poll(fun() -> pids_in(NS) =:= [] end, 10000,
+                           {processes_left_in, NS, Pids})
+    end.
+
+pids_in(NS) ->
+    case cmd(ip(), ["netns", "pids", NS]) of
+        {0, Out} -> string:lexemes(Out, "\n ");
+        _ -> []
+    end.
+
+%% An epmd daemon inside NS (for the inet_tcp/inet_tls baselines).
+start_epmd(NS) ->
+    must(ip(), ["netns", "exec", NS, "epmd", "-daemon"]),
+    macula_ct:poll(fun() ->
+                           case cmd(ip(), ["netns", "exec", NS, "epmd", "-names"]) of
+                               {0, Out} -> string:find(Out, "up and running") =/= nomatch;
+                               _ -> false
+                           end
+                   end, 10000, {epmd_not_up_in, NS}).
