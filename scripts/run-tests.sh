@@ -18,7 +18,7 @@ mkdir -p logs
 suites=$(ls apps/macula/test/*_SUITE.erl 2>/dev/null | xargs -n1 basename 2>/dev/null | sed 's/\.erl$//' | paste -sd' ' -)
 erl_passed=0; erl_failed=0; erl_skipped=0
 if [ -n "$suites" ]; then
-  ct_run -noshell -dir apps/macula/test -logdir logs -pa "$root/apps/macula/ebin" \
+  ct_run -noshell -sname "macula_ct_$$" -dir apps/macula/test -logdir logs -pa "$root/apps/macula/ebin" \
          -include "$root/apps/macula/src" -suite $suites 2>&1 | tee logs/ct.out | \
          grep -E "^(TEST COMPLETE|Testing|%%%|.*FAILED|.*failed)" | tail -n 40
   # ct_run prints one "TEST COMPLETE, N ok, M failed[, K skipped] of T test
