@@ -27,6 +27,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
+using test::eventually;
 using test::TempDir;
 using test::TestCa;
 
@@ -63,18 +64,6 @@ Bytes pattern_frame(uint64_t frame, size_t size) {
   iovec v{payload.data(), payload.size()};
   std::span<const iovec> one(&v, 1);
   return encode_frames(std::span<const std::span<const iovec>>(&one, 1));
-}
-
-// Polls `pred` until it holds or `timeout` passes; for state the core
-// exposes without events (endpoint stats).
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds timeout) {
-  auto until = Clock::now() + timeout;
-  while (!pred()) {
-    if (Clock::now() >= until) return false;
-    std::this_thread::sleep_for(5ms);
-  }
-  return true;
 }
 
 // What one connection reported so far.

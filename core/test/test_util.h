@@ -8,6 +8,7 @@
 #include <gnutls/x509.h>
 #include <stdlib.h>
 
+#include <chrono>
 #include <cstdint>
 #include <ctime>
 #include <filesystem>
@@ -16,9 +17,22 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace macula::test {
+
+// Polls `pred` until it holds or `timeout` passes; for state the core
+// exposes without events (stats, counters).
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds timeout) {
+  auto until = std::chrono::steady_clock::now() + timeout;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
 
 // A fresh directory under /tmp, removed with everything in it.
 class TempDir {

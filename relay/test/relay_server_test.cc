@@ -26,14 +26,10 @@ using Clock = std::chrono::steady_clock;
 constexpr auto kWait = 10s;  // generous: the machine is shared
 constexpr char kSecret[] = "realm-secret-for-tests";
 
+// Like test::eventually, with this file's default timeout.
 template <class Pred>
 bool eventually(Pred pred, std::chrono::milliseconds timeout = kWait) {
-  auto until = Clock::now() + timeout;
-  while (!pred()) {
-    if (Clock::now() >= until) return false;
-    std::this_thread::sleep_for(2ms);
-  }
-  return true;
+  return test::eventually(pred, timeout);
 }
 
 std::vector<uint8_t> random_packet(std::mt19937& rng, size_t size) {

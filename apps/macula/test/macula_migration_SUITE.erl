@@ -44,7 +44,7 @@
 
 -include_lib("common_test/include/ct.hrl").
 
--import(macula_netns, [ip/0, cmd/2, must/2, netns_exists/1, kill_all_in/1, start_epmd/1]).
+-import(macula_netns, [need_netns/1, ip/0, cmd/2, must/2, netns_exists/1, kill_all_in/1, start_epmd/1]).
 
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1,
          init_per_testcase/2, end_per_testcase/2]).
@@ -146,12 +146,6 @@ remove_namespaces() ->
          _ = cmd(ip(), ["netns", "del", NS])
      end || NS <- ?NAMESPACES, netns_exists(NS)],
     ok.
-
-need_netns(Config) ->
-    case proplists:get_value(netns_error, Config) of
-        undefined -> ok;
-        Error -> ct:fail({network_namespaces_unavailable, Error})
-    end.
 
 %%% ------------------------------------------------------------------
 %%% Network events

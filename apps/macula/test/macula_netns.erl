@@ -2,8 +2,16 @@
 %% namespaces: run commands without a shell, and clean namespaces up.
 -module(macula_netns).
 
--export([ip/0, cmd/2, must/2, netns_exists/1, kill_all_in/1, pids_in/1,
+-export([need_netns/1, ip/0, cmd/2, must/2, netns_exists/1, kill_all_in/1, pids_in/1,
          start_epmd/1]).
+
+%% Fails the case when the suite could not build its namespaces (the
+%% suites never skip: CI runs as root and must run them).
+need_netns(Config) ->
+    case proplists:get_value(netns_error, Config) of
+        undefined -> ok;
+        Error -> ct:fail({network_namespaces_unavailable, Error})
+    end.
 
 ip() ->
     case os:find_executable("ip") of

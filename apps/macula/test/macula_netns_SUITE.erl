@@ -28,7 +28,7 @@
 
 -include_lib("common_test/include/ct.hrl").
 
--import(macula_netns, [ip/0, cmd/2, must/2, netns_exists/1, kill_all_in/1, pids_in/1, start_epmd/1]).
+-import(macula_netns, [need_netns/1, ip/0, cmd/2, must/2, netns_exists/1, kill_all_in/1, pids_in/1, start_epmd/1]).
 
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1,
          init_per_testcase/2, end_per_testcase/2]).
@@ -201,12 +201,6 @@ remove_namespaces() ->
      || Dev <- ["mclA0", "mclA1", "mclB1", "mclM1", "mclM2"],
         element(1, cmd(ip(), ["link", "show", Dev])) =:= 0],
     ok.
-
-need_netns(Config) ->
-    case proplists:get_value(netns_error, Config) of
-        undefined -> ok;
-        Error -> ct:fail({network_namespaces_unavailable, Error})
-    end.
 
 %%% ------------------------------------------------------------------
 %%% Impairment: netem, or the mcl_netem bridge in mcl_t3

@@ -21,7 +21,7 @@
 
 -include_lib("common_test/include/ct.hrl").
 
--import(macula_netns, [ip/0, cmd/2, must/2, netns_exists/1, kill_all_in/1, pids_in/1]).
+-import(macula_netns, [need_netns/1, ip/0, cmd/2, must/2, netns_exists/1, kill_all_in/1, pids_in/1]).
 
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1,
          init_per_testcase/2, end_per_testcase/2]).
@@ -143,12 +143,6 @@ remove_namespaces() ->
     [_ = cmd(ip(), ["link", "del", Dev])
      || Dev <- ?DEVICES, element(1, cmd(ip(), ["link", "show", Dev])) =:= 0],
     ok.
-
-need_netns(Config) ->
-    case ?config(netns_error, Config) of
-        undefined -> ok;
-        Error -> ct:fail({network_namespaces_unavailable, Error})
-    end.
 
 %%% ------------------------------------------------------------------
 %%% The relay and the nodes
