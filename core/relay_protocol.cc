@@ -84,6 +84,33 @@ std::vector<uint8_t> encode_one(const TunnelClose& m) {
       .maybe_text("reason", m.reason).encode();
 }
 
+std::vector<uint8_t> encode_one(const PeerIdentify& m) {
+  return MapBuilder("peer_identify").uint("id", m.id).uint("v", m.version)
+      .text("relay", m.relay).bytes("proof", m.proof).encode();
+}
+std::vector<uint8_t> encode_one(const PeerIdentified& m) {
+  return MapBuilder("peer_identified").uint("id", m.id).text("relay", m.relay)
+      .bytes("proof", m.proof).encode();
+}
+std::vector<uint8_t> encode_one(const NodeUp& m) {
+  return MapBuilder("node_up").text("node", m.node).encode();
+}
+std::vector<uint8_t> encode_one(const NodeDown& m) {
+  return MapBuilder("node_down").text("node", m.node).encode();
+}
+std::vector<uint8_t> encode_one(const PeerTunnel& m) {
+  return MapBuilder("peer_tunnel").uint("tunnel", m.tunnel).text("source", m.source)
+      .text("target", m.target).encode();
+}
+std::vector<uint8_t> encode_one(const PeerTunnelOk& m) {
+  return MapBuilder("peer_tunnel_ok").uint("tunnel", m.tunnel)
+      .uint("peer_tunnel", m.peer_tunnel).encode();
+}
+std::vector<uint8_t> encode_one(const PeerTunnelError& m) {
+  return MapBuilder("peer_tunnel_error").uint("tunnel", m.tunnel).text("reason", m.reason)
+      .maybe_text("detail", m.detail).encode();
+}
+
 // Typed access to a decoded map; the first failure sticks, so a parser
 // reads every field and checks once at the end.
 class Fields {
@@ -121,7 +148,7 @@ class Fields {
     return p;
   }
   uint64_t request_id() { return uint("id", 1, UINT64_MAX); }
-  uint32_t tunnel() { return uint32_t(uint("tunnel", 1, UINT32_MAX)); }
+  uint32_t tunnel(const char* key = "tunnel") { return uint32_t(uint(key, 1, UINT32_MAX)); }
 
   bool finish(ParseResult& r) const {
     r.error = error_;
@@ -209,6 +236,44 @@ Message parse_tunnel_close(Fields& f) {
   return m;
 }
 
+Message parse_peer_identify(Fields& f) {
+  PeerIdentify m;
+  m.id = f.request_id();
+  m.version = f.uint("v", 1, UINT32_MAX);
+  m.relay = f.name("relay");
+  m.proof = f.proof("proof");
+  return m;
+}
+Message parse_peer_identified(Fields& f) {
+  PeerIdentified m;
+  m.id = f.request_id();
+  m.relay = f.name("relay");
+  m.proof = f.proof("proof");
+  return m;
+}
+Message parse_node_up(Fields& f) { return NodeUp{f.name("node")}; }
+Message parse_node_down(Fields& f) { return NodeDown{f.name("node")}; }
+Message parse_peer_tunnel(Fields& f) {
+  PeerTunnel m;
+  m.tunnel = f.tunnel();
+  m.source = f.name("source");
+  m.target = f.name("target");
+  return m;
+}
+Message parse_peer_tunnel_ok(Fields& f) {
+  PeerTunnelOk m;
+  m.tunnel = f.tunnel();
+  m.peer_tunnel = f.tunnel("peer_tunnel");
+  return m;
+}
+Message parse_peer_tunnel_error(Fields& f) {
+  PeerTunnelError m;
+  m.tunnel = f.tunnel();
+  m.reason = f.text("reason", kMaxReasonSize);
+  m.detail = f.text("detail", kMaxDetailSize, false);
+  return m;
+}
+
 struct Parser {
   const char* type;
   Message (*parse)(Fields&);
@@ -222,6 +287,13 @@ constexpr Parser kParsers[] = {
     {"tunnel_error", parse_tunnel_error},
     {"tunnel_notify", parse_tunnel_notify},
     {"tunnel_close", parse_tunnel_close},
+    {"peer_identify", parse_peer_identify},
+    {"peer_identified", parse_peer_identified},
+    {"node_up", parse_node_up},
+    {"node_down", parse_node_down},
+    {"peer_tunnel", parse_peer_tunnel},
+    {"peer_tunnel_ok", parse_peer_tunnel_ok},
+    {"peer_tunnel_error", parse_peer_tunnel_error},
 };
 
 static_assert(std::size(kParsers) == std::variant_size_v<Message>);

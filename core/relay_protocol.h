@@ -67,6 +67,9 @@ inline constexpr char kBadFrame[] = "bad_frame";
 inline constexpr char kIdentifyTimeout[] = "identify_timeout";
 inline constexpr char kFlood[] = "control_flood";
 inline constexpr char kBacklog[] = "backlog";  // the node does not read what it is sent
+inline constexpr char kRelayProof[] = "relay_proof";  // a relay failed to prove the realm
+inline constexpr char kDuplicateLink[] = "duplicate_link";  // two links join the same relays
+inline constexpr char kPeerTimeout[] = "peer_timeout";
 }  // namespace reason
 
 // Application error codes of a connection close by the relay (the close
@@ -127,14 +130,59 @@ struct TunnelNotify {
   std::string source;
 };
 // Either direction, no reply: the tunnel is gone. From a node it asks the
-// relay to close; from the relay it says the tunnel was closed.
+// relay to close; from the relay it says the tunnel was closed. Between
+// relays `tunnel` is the receiving relay's id of the tunnel.
 struct TunnelClose {
   uint32_t tunnel = 0;
   std::string reason;
 };
 
+// ---- Between the relays of a mesh (docs/relay-protocol.md, "Mesh") ----
+
+// Dialling relay -> dialled relay. `proof` = make_realm_proof(exporter,
+// kPeerClientRole, relay).
+struct PeerIdentify {
+  uint64_t id = 0;
+  uint64_t version = kProtocolVersion;
+  std::string relay;
+  Proof proof{};
+};
+// The reply; `proof` = make_realm_proof(exporter, kPeerServerRole, relay).
+struct PeerIdentified {
+  uint64_t id = 0;
+  std::string relay;
+  Proof proof{};
+};
+// A node identified at (node_up) or left (node_down) the sending relay.
+struct NodeUp {
+  std::string node;
+};
+struct NodeDown {
+  std::string node;
+};
+// Node `source`, at the sending relay, asks for a tunnel to `target`, at
+// the receiving relay. `tunnel` is the sender's id for it.
+struct PeerTunnel {
+  uint32_t tunnel = 0;
+  std::string source;
+  std::string target;
+};
+// The reply: `tunnel` echoes the request, `peer_tunnel` is the replying
+// relay's id for the same tunnel.
+struct PeerTunnelOk {
+  uint32_t tunnel = 0;
+  uint32_t peer_tunnel = 0;
+};
+struct PeerTunnelError {
+  uint32_t tunnel = 0;
+  std::string reason;
+  std::string detail;
+};
+
 using Message = std::variant<Identify, Identified, RequestError, TunnelRequest,
-                             TunnelOk, TunnelError, TunnelNotify, TunnelClose>;
+                             TunnelOk, TunnelError, TunnelNotify, TunnelClose,
+                             PeerIdentify, PeerIdentified, NodeUp, NodeDown,
+                             PeerTunnel, PeerTunnelOk, PeerTunnelError>;
 
 // The wire name of a message ("identify", "tunnel_ok"...).
 const char* message_name(const Message& m);
@@ -182,6 +230,9 @@ Bytes encode_tunnel_frame(uint32_t tunnel, std::span<const uint8_t> packet);
 
 inline constexpr char kClientRole[] = "client";
 inline constexpr char kServerRole[] = "server";
+// The roles of the two relays of a mesh link (dialling, dialled).
+inline constexpr char kPeerClientRole[] = "relay-client";
+inline constexpr char kPeerServerRole[] = "relay-server";
 // HMAC-SHA256(secret, exporter || role || name): the realm-secret proof
 // that `name` belongs to the realm, bound to one TLS session (the core's
 // exporter value), so it can be neither replayed nor relayed by a man in

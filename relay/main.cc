@@ -76,8 +76,10 @@ int run(DaemonConfig& config, Logger& log, const sigset_t& stop) {
                              {"max_tunnels_per_node", std::to_string(config.server.max_tunnels_per_node)},
                              {"max_bytes_in_flight_per_node",
                               std::to_string(config.server.max_bytes_in_flight_per_node)}});
-  for (const std::string& peer : config.peers)
-    log.warn("peer_ignored", {{"peer", peer}, {"why", "relay mesh not implemented yet"}});
+  std::vector<PeerSpec> peers(config.peers.size());
+  for (size_t i = 0; i < peers.size(); ++i)
+    if (!resolve_peer(config.peers[i], peers[i], error)) return fail(log, error);
+  server->start_mesh(*endpoint, std::move(peers));
   timespec second{1, 0};
   int sig;
   while ((sig = sigtimedwait(&stop, nullptr, &second)) < 0)

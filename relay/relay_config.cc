@@ -1,10 +1,12 @@
 #include "relay_config.h"
 
+#include <netdb.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <charconv>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -76,6 +78,9 @@ const std::map<std::string, Setter>& setters() {
       {"metrics-port", num<uint16_t>(&DaemonConfig::metrics_port, 0, 65535)},
       {"max-connections", num<size_t>(&DaemonConfig::max_connections, 1, 1000000)},
       {"peer", peer_address},
+      {"max-bytes-in-flight-per-peer",
+       server_num<uint64_t>(&RelayServerConfig::max_bytes_in_flight_per_peer, 1u << 17,
+                            uint64_t(1) << 32)},
       {"name", [](DaemonConfig& c, const std::string& v) {
          c.server.name = v;
          return valid_name(v);
@@ -241,6 +246,29 @@ std::string check(const DaemonConfig& config) {
   return RelayServer::check_config(config.server);
 }
 
+bool resolve_peer(const std::string& spec, PeerSpec& out, std::string& error) {
+  size_t colon = spec.rfind(':');
+  std::string host = spec.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_DGRAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  int rv = getaddrinfo(host.c_str(), spec.c_str() + colon + 1, &hints, &found);
+  if (rv != 0) {
+    error = "cannot resolve peer " + spec + ": " + gai_strerror(rv);
+    return false;
+  }
+  out.spec = spec;
+  out.host = host;
+  std::memcpy(&out.address.storage, found->ai_addr, found->ai_addrlen);
+  out.address.len = found->ai_addrlen;
+  freeaddrinfo(found);
+  return true;
+}
+
 std::string usage() {
   return R"(usage: macula-relay --realm-secret-file FILE [options]
 
@@ -271,7 +299,11 @@ end-to-end encrypted packets without being able to read them.
   --idle-timeout-ms N             close silent connections (30000)
   --control-rate N, --control-burst N
                                   control messages per second per node (50, 200)
-  --peer HOST:PORT                another relay (accepted; the mesh is not built yet)
+  --peer HOST:PORT                another relay of the mesh to link up with
+                                  (repeat for each; every relay of a mesh
+                                  must be linked to every other one)
+  --max-bytes-in-flight-per-peer N
+                                  bytes queued towards one peer relay (16777216)
   --help                          this text
 
 SIGTERM or SIGINT: every node is told "relay_shutdown", then the relay exits.

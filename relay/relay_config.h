@@ -21,7 +21,7 @@ struct DaemonConfig {
   std::string metrics_bind = "127.0.0.1";
   uint16_t metrics_port = 0;  // 0: no metrics endpoint
   size_t max_connections = 4096;
-  std::vector<std::string> peers;  // host:port of other relays (mesh: later)
+  std::vector<std::string> peers;  // host:port of the other relays of the mesh
   RelayServerConfig server;        // realm_secret is filled from the file
   bool help = false;
 };
@@ -50,6 +50,9 @@ void fill_defaults(DaemonConfig& config);
 
 // Everything checkable before binding sockets; empty if fine.
 std::string check(const DaemonConfig& config);
+
+// "host:port" (or "[v6]:port") of a --peer, resolved now.
+bool resolve_peer(const std::string& spec, PeerSpec& out, std::string& error);
 
 std::string usage();
 

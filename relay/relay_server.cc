@@ -13,7 +13,9 @@ class RelayServer::Session : public ConnectionEvents {
   Session(std::weak_ptr<RelayServer> server, uint64_t conn)
       : server_(std::move(server)), conn_(conn) {}
 
-  void connected() override {}
+  void connected() override {
+    if (auto s = server_.lock()) s->on_connected(conn_);
+  }
   void writable() override {}
   void control_frame(Bytes frame) override {
     if (auto s = server_.lock()) s->on_control(conn_, std::move(frame));
@@ -62,13 +64,18 @@ const char* close_code_reason(CloseCode code) {
     case CloseCode::kIdentifyTimeout: return reason::kIdentifyTimeout;
     case CloseCode::kShutdown: return reason::kShutdown;
     case CloseCode::kFlood: return reason::kFlood;
-    case CloseCode::kRelayProof: return "relay_proof";
+    case CloseCode::kRelayProof: return reason::kRelayProof;
     case CloseCode::kBacklog: return reason::kBacklog;
   }
   return "closed";
 }
 
 uint64_t now_ms() { return now_ns() / 1000000; }
+
+constexpr uint64_t kMinRedialMs = 1000;
+constexpr uint64_t kMaxRedialMs = 10000;
+// After a link we dialled was closed as a duplicate of the peer's.
+constexpr uint64_t kDuplicateRedialMs = 30000;
 
 }  // namespace
 
@@ -172,7 +179,8 @@ void RelayServer::on_control(uint64_t conn, Bytes frame) {
 }
 
 void RelayServer::control(Node& node, uint64_t conn, const Bytes& frame) {
-  if (!take_token(node)) {
+  // A peer relay speaks for all its nodes: its rate is theirs to limit.
+  if (!node.relay && !take_token(node)) {
     ++m_.rejections[reason::kFlood];
     return reject(node, conn, CloseCode::kFlood, reason::kFlood);
   }
@@ -185,10 +193,20 @@ void RelayServer::control(Node& node, uint64_t conn, const Bytes& frame) {
 }
 
 void RelayServer::handle_message(Node& node, uint64_t conn, Message& m) {
-  if (auto* x = std::get_if<Identify>(&m)) return identify(node, conn, *x);
-  if (auto* x = std::get_if<TunnelRequest>(&m)) return tunnel_request(node, conn, *x);
-  if (auto* x = std::get_if<TunnelClose>(&m)) return tunnel_close(conn, *x);
-  // Only the relay sends the other messages.
+  if (node.relay) return peer_message(node, conn, m);
+  bool fresh = node.name.empty();
+  if (node.dialled < 0) {
+    if (auto* x = std::get_if<Identify>(&m)) return identify(node, conn, *x);
+    if (auto* x = std::get_if<TunnelRequest>(&m)) return tunnel_request(node, conn, *x);
+    if (auto* x = std::get_if<TunnelClose>(&m)) return tunnel_close(conn, *x);
+    if (auto* x = std::get_if<PeerIdentify>(&m); x && fresh) return peer_identify(node, conn, *x);
+  } else if (auto* x = std::get_if<PeerIdentified>(&m); x && fresh) {
+    return peer_identified(node, conn, *x);
+  }
+  unexpected(node, conn, m);
+}
+
+void RelayServer::unexpected(Node& node, uint64_t conn, const Message& m) {
   ++m_.bad_frames["control"];
   reject(node, conn, CloseCode::kBadFrame,
          std::string("bad_frame: unexpected ") + message_name(m));
@@ -212,7 +230,7 @@ void RelayServer::identify(Node& node, uint64_t conn, const Identify& m) {
                                    {"reason", reason::kBadProof}, {"remote", node.remote}});
     return reject(node, conn, CloseCode::kBadProof, reason::kBadProof);
   }
-  if (names_.count(m.name)) {
+  if (names_.count(m.name) || remote_.count(m.name)) {
     ++m_.rejections[reason::kNameTaken];
     log_.warn("identify_refused", {{"conn", std::to_string(conn)}, {"name", m.name},
                                    {"reason", reason::kNameTaken}, {"remote", node.remote}});
@@ -225,27 +243,41 @@ void RelayServer::identify(Node& node, uint64_t conn, const Identify& m) {
                         kMaxPacketSize, config_.max_tunnels_per_node});
   log_.info("node_identified", {{"conn", std::to_string(conn)}, {"name", m.name},
                                 {"remote", node.remote}});
+  broadcast(NodeUp{m.name});
 }
 
 void RelayServer::tunnel_request(Node& node, uint64_t conn, const TunnelRequest& m) {
   const char* refusal = nullptr;
-  auto target = names_.find(m.target);
-  Node* peer = target == names_.end() ? nullptr : find(target->second);
+  auto local = names_.find(m.target);
+  auto remote = remote_.find(m.target);
+  uint64_t target = local != names_.end() ? local->second
+                    : remote != remote_.end() ? remote->second : 0;
+  Node* peer = find(target);
   if (node.name.empty()) refusal = reason::kNotIdentified;
   else if (m.target == node.name) refusal = reason::kSelf;
   else if (!peer) refusal = reason::kUnknownTarget;
   else if (node.tunnels.size() >= config_.max_tunnels_per_node) refusal = reason::kTunnelLimit;
-  else if (peer->tunnels.size() >= config_.max_tunnels_per_node) refusal = reason::kTargetTunnelLimit;
+  else if (!peer->relay && peer->tunnels.size() >= config_.max_tunnels_per_node)
+    refusal = reason::kTargetTunnelLimit;
   if (refusal) {
     ++m_.rejections[refusal];
     send(node, TunnelError{m.id, refusal, m.target});
     return;
   }
   uint32_t id = new_tunnel_id();
-  tunnels_[id] = Tunnel{conn, target->second};
   node.tunnels.insert(id);
   peer->tunnels.insert(id);
   ++m_.tunnels_total;
+  if (peer->relay) {
+    // The target's relay picks its own id for the tunnel; the requester
+    // hears tunnel_ok (or the error) once it answered.
+    tunnels_[id] = Tunnel{{conn, id}, {target, 0}, m.id};
+    send(*peer, PeerTunnel{id, node.name, m.target});
+    log_.info("tunnel_requested", {{"tunnel", std::to_string(id)}, {"source", node.name},
+                                   {"target", m.target}, {"via", peer->name}});
+    return;
+  }
+  tunnels_[id] = Tunnel{{conn, id}, {target, id}, 0};
   // The target learns of the tunnel first, and control is written before
   // data, so the requester's first packet (sent after tunnel_ok) normally
   // arrives after tunnel_notify. Only loss of the notify's QUIC packet can
@@ -260,7 +292,7 @@ void RelayServer::tunnel_request(Node& node, uint64_t conn, const TunnelRequest&
 void RelayServer::tunnel_close(uint64_t conn, const TunnelClose& m) {
   auto it = tunnels_.find(m.tunnel);
   // Closing a tunnel that is already gone is a normal race, not an error.
-  if (it == tunnels_.end() || (it->second.a != conn && it->second.b != conn)) return;
+  if (it == tunnels_.end() || (it->second.a.conn != conn && it->second.b.conn != conn)) return;
   remove_tunnel(m.tunnel, conn, reason::kClosed);
 }
 
@@ -272,17 +304,21 @@ uint32_t RelayServer::new_tunnel_id() {
   return next_tunnel_;
 }
 
-// Forgets tunnel `id` and tells its ends other than `closer` (0: both).
+// Forgets tunnel `id` and tells its ends other than `closer` (0: both):
+// by its id at that end, or, while the requester still waits for a peer
+// relay's answer, with the error reply to its request.
 void RelayServer::remove_tunnel(uint32_t id, uint64_t closer, const char* why) {
   auto it = tunnels_.find(id);
   if (it == tunnels_.end()) return;
   Tunnel t = it->second;
   tunnels_.erase(it);
-  for (uint64_t end : {t.a, t.b}) {
-    Node* n = find(end);
+  for (const End& end : {t.a, t.b}) {
+    Node* n = find(end.conn);
     if (!n) continue;
     n->tunnels.erase(id);
-    if (end != closer) send(*n, TunnelClose{id, why});
+    if (end.conn == closer) continue;
+    if (t.request && end.conn == t.a.conn) send(*n, TunnelError{t.request, why, ""});
+    else if (end.wire) send(*n, TunnelClose{end.wire, why});
   }
   log_.info("tunnel_closed", {{"tunnel", std::to_string(id)}, {"reason", why}});
 }
@@ -313,22 +349,27 @@ void RelayServer::on_data(uint64_t conn, std::vector<Bytes>& frames, uint64_t cr
 
 void RelayServer::forward(uint64_t from, uint32_t tunnel, Bytes& frame) {
   auto it = tunnels_.find(tunnel);
-  if (it == tunnels_.end() || (it->second.a != from && it->second.b != from)) {
+  if (it == tunnels_.end() || (it->second.a.conn != from && it->second.b.conn != from)) {
     // Packets in flight when a tunnel closes land here too.
     ++m_.drops[reason::kUnknownTunnel];
     return;
   }
-  Node* peer = find(it->second.a == from ? it->second.b : it->second.a);
+  const End& to = it->second.a.conn == from ? it->second.b : it->second.a;
+  Node* peer = find(to.conn);
   uint64_t size = frame.size;
-  if (!peer) {
+  if (!peer || to.wire == 0) {  // gone, or a peer relay has not answered yet
     ++m_.drops["closed"];
     return;
   }
-  if (peer->handle->stats().queued_bytes + size + kFrameHeaderSize >
-      config_.max_bytes_in_flight_per_node) {
+  uint64_t bound = peer->relay ? config_.max_bytes_in_flight_per_peer
+                               : config_.max_bytes_in_flight_per_node;
+  if (peer->handle->stats().queued_bytes + size + kFrameHeaderSize > bound) {
     ++m_.drops["congested"];
     return;
   }
+  // The receiver knows the tunnel by its own id (a peer relay's differs).
+  if (to.wire != tunnel)
+    for (int i = 0; i < 4; ++i) frame.data[i] = uint8_t(to.wire >> (24 - 8 * i));
   if (peer->handle->send(Channel::kData, forward_chunk(std::move(frame)), 1) ==
       SendStatus::kClosed) {
     ++m_.drops["closed"];
@@ -354,8 +395,24 @@ void RelayServer::drop_node(uint64_t conn) {
   if (!node) return;
   std::vector<uint32_t> ids(node->tunnels.begin(), node->tunnels.end());
   for (uint32_t id : ids) remove_tunnel(id, conn, reason::kPeerGone);
-  auto named = names_.find(node->name);
-  if (named != names_.end() && named->second == conn) names_.erase(named);
+  if (node->relay) {
+    auto link = links_.find(node->name);
+    if (link != links_.end() && link->second == conn) links_.erase(link);
+    std::erase_if(remote_, [&](const auto& entry) { return entry.second == conn; });
+    log_.info("peer_unlinked", {{"conn", std::to_string(conn)}, {"relay", node->name}});
+  } else if (auto named = names_.find(node->name);
+             named != names_.end() && named->second == conn) {
+    names_.erase(named);
+    broadcast(NodeDown{node->name});
+  }
+  if (node->dialled >= 0) {
+    Peer& p = peers_[node->dialled];
+    if (p.conn == conn) {
+      p.conn = 0;
+      p.due_ms = now_ms() + p.backoff_ms;
+      p.backoff_ms = std::min<uint64_t>(p.backoff_ms * 2, kMaxRedialMs);
+    }
+  }
   nodes_.erase(conn);
 }
 
@@ -371,12 +428,17 @@ void RelayServer::on_closed(uint64_t conn, const CloseInfo& info) {
                                   {"kind", close_kind_name(info.kind)},
                                   {"code", std::to_string(info.code)},
                                   {"reason", info.text}});
+  int dialled = node->dialled;
   drop_node(conn);
+  // The peer keeps the link it dialled itself: no use trying ours again soon.
+  if (dialled >= 0 && info.text == reason::kDuplicateLink)
+    peers_[dialled].due_ms = now_ms() + kDuplicateRedialMs;
   close_backlogged();
 }
 
 void RelayServer::tick(uint64_t now) {
   std::lock_guard lock(mu_);
+  dial_due(now);
   std::vector<uint64_t> late;
   for (auto& [conn, n] : nodes_)
     if (n.name.empty() && now >= n.since_ms + config_.identify_timeout_ms) late.push_back(conn);
@@ -395,6 +457,8 @@ void RelayServer::shutdown() {
   log_.info("closing_connections", {{"connections", std::to_string(nodes_.size())}});
   nodes_.clear();
   names_.clear();
+  links_.clear();
+  remote_.clear();
   tunnels_.clear();
   backlogged_.clear();
 }
@@ -404,8 +468,196 @@ RelayMetrics RelayServer::metrics() const {
   RelayMetrics m = m_;
   m.connections = nodes_.size();
   m.nodes = names_.size();
+  m.peers = links_.size();
+  m.remote_nodes = remote_.size();
   m.tunnels = tunnels_.size();
   return m;
+}
+
+// ---- Mesh ----
+
+void RelayServer::start_mesh(Endpoint& endpoint, std::vector<PeerSpec> peers) {
+  std::lock_guard lock(mu_);
+  endpoint_ = &endpoint;
+  for (PeerSpec& spec : peers) peers_.push_back(Peer{std::move(spec)});
+  dial_due(now_ms());
+}
+
+// Dials each peer whose link is down and whose delay has passed. dial()
+// only posts to the I/O thread, so holding the lock here is fine, and the
+// connection is known before any of its events can arrive.
+void RelayServer::dial_due(uint64_t now) {
+  if (!endpoint_ || stopping_) return;
+  for (size_t i = 0; i < peers_.size(); ++i) {
+    Peer& p = peers_[i];
+    if (p.conn || now < p.due_ms) continue;
+    auto handle = endpoint_->dial(p.spec.address, p.spec.host, [&](uint64_t id) {
+      return std::make_shared<Session>(weak_from_this(), id);
+    });
+    Node& n = nodes_[handle->id()];
+    n.handle = handle;
+    n.dialled = int(i);
+    n.remote = p.spec.address.to_string();
+    n.since_ms = now;
+    p.conn = handle->id();
+    log_.info("peer_dialling", {{"conn", std::to_string(p.conn)}, {"peer", p.spec.spec},
+                                {"address", n.remote}});
+  }
+}
+
+// Our dialled link is up: prove we are a relay of the realm.
+void RelayServer::on_connected(uint64_t conn) {
+  std::lock_guard lock(mu_);
+  Node* node = find(conn);
+  if (!node || node->dialled < 0) return;
+  send(*node, PeerIdentify{1, kProtocolVersion, config_.name,
+                           make_realm_proof(node->handle->exporter(), kPeerClientRole,
+                                            config_.name, config_.realm_secret)});
+  close_backlogged();
+}
+
+void RelayServer::peer_identify(Node& node, uint64_t conn, const PeerIdentify& m) {
+  if (m.version != kProtocolVersion) {
+    ++m_.rejections[reason::kUnsupportedVersion];
+    return reject(node, conn, CloseCode::kUnsupportedVersion, reason::kUnsupportedVersion);
+  }
+  std::vector<uint8_t> exporter = node.handle->exporter();
+  if (!proof_matches(make_realm_proof(exporter, kPeerClientRole, m.relay, config_.realm_secret),
+                     m.proof)) {
+    ++m_.rejections[reason::kBadProof];
+    return reject(node, conn, CloseCode::kBadProof, reason::kBadProof);
+  }
+  if (!add_link(node, conn, m.relay)) return;
+  send(node, PeerIdentified{m.id, config_.name,
+                            make_realm_proof(exporter, kPeerServerRole, config_.name,
+                                             config_.realm_secret)});
+  for (const auto& [name, c] : names_) send(node, NodeUp{name});
+}
+
+void RelayServer::peer_identified(Node& node, uint64_t conn, const PeerIdentified& m) {
+  if (!proof_matches(make_realm_proof(node.handle->exporter(), kPeerServerRole, m.relay,
+                                      config_.realm_secret),
+                     m.proof)) {
+    ++m_.rejections[reason::kRelayProof];
+    return reject(node, conn, CloseCode::kRelayProof, reason::kRelayProof);
+  }
+  if (!add_link(node, conn, m.relay)) return;
+  for (const auto& [name, c] : names_) send(node, NodeUp{name});
+}
+
+// Makes `node` the link to relay `relay`, unless that would be a second
+// link between the same two relays (both dialled each other): then the
+// one dialled by the relay with the smaller name stays, on both sides
+// alike. Of two dialled by the same relay, the older stays if we dialled
+// both (two configured addresses of one relay), else the newer (the peer
+// restarted; the older is a dead connection). False if `node` was closed.
+bool RelayServer::add_link(Node& node, uint64_t conn, const std::string& relay) {
+  if (relay == config_.name) {
+    ++m_.rejections[reason::kNameTaken];
+    reject(node, conn, CloseCode::kNameTaken, "name_taken: a relay's own name (a link to itself?)");
+    return false;
+  }
+  if (auto it = links_.find(relay); it != links_.end()) {
+    uint64_t old_conn = it->second;
+    Node& old = *find(old_conn);
+    auto dialler = [&](const Node& n) { return n.dialled >= 0 ? config_.name : relay; };
+    bool keep_new = dialler(node) == dialler(old) ? node.dialled < 0
+                                                  : dialler(node) < dialler(old);
+    uint64_t loser = keep_new ? old_conn : conn;
+    log_.info("peer_duplicate_link", {{"relay", relay}, {"closed", std::to_string(loser)},
+                                      {"kept", std::to_string(keep_new ? conn : old_conn)}});
+    int dialled = find(loser)->dialled;
+    find(loser)->handle->close(uint64_t(CloseCode::kNormal), reason::kDuplicateLink);
+    drop_node(loser);
+    if (dialled >= 0) peers_[dialled].due_ms = now_ms() + kDuplicateRedialMs;
+    if (!keep_new) return false;
+  }
+  node.name = relay;
+  node.relay = true;
+  links_[relay] = conn;
+  if (node.dialled >= 0) peers_[node.dialled].backoff_ms = kMinRedialMs;
+  log_.info("peer_linked", {{"conn", std::to_string(conn)}, {"relay", relay},
+                            {"remote", node.remote}});
+  return true;
+}
+
+void RelayServer::peer_message(Node& link, uint64_t conn, Message& m) {
+  if (auto* x = std::get_if<NodeUp>(&m)) return node_up(link, conn, *x);
+  if (auto* x = std::get_if<NodeDown>(&m)) {
+    if (auto it = remote_.find(x->node); it != remote_.end() && it->second == conn)
+      remote_.erase(it);
+    return;
+  }
+  if (auto* x = std::get_if<PeerTunnel>(&m)) return peer_tunnel(link, conn, *x);
+  if (auto* x = std::get_if<PeerTunnelOk>(&m)) return peer_tunnel_ok(link, conn, *x);
+  if (auto* x = std::get_if<PeerTunnelError>(&m)) return peer_tunnel_error(conn, *x);
+  if (auto* x = std::get_if<TunnelClose>(&m)) return tunnel_close(conn, *x);
+  unexpected(link, conn, m);
+}
+
+// A node registered at a peer. If we hold the same name (both relays
+// accepted it at once), the relay with the smaller name keeps its node;
+// the other refuses its own, on both sides alike.
+void RelayServer::node_up(Node& link, uint64_t conn, const NodeUp& m) {
+  if (auto local = names_.find(m.node); local != names_.end()) {
+    if (config_.name < link.name) return;
+    uint64_t loser = local->second;
+    ++m_.rejections[reason::kNameTaken];
+    reject(*find(loser), loser, CloseCode::kNameTaken, "name_taken: at relay " + link.name);
+  }
+  remote_[m.node] = conn;
+}
+
+// A node at peer relay `link` wants a tunnel to one of ours.
+void RelayServer::peer_tunnel(Node& link, uint64_t conn, const PeerTunnel& m) {
+  auto target = names_.find(m.target);
+  Node* peer = target == names_.end() ? nullptr : find(target->second);
+  const char* refusal = nullptr;
+  if (!peer) refusal = reason::kUnknownTarget;
+  else if (peer->tunnels.size() >= config_.max_tunnels_per_node) refusal = reason::kTargetTunnelLimit;
+  if (refusal) {
+    ++m_.rejections[refusal];
+    send(link, PeerTunnelError{m.tunnel, refusal, m.target});
+    return;
+  }
+  uint32_t id = new_tunnel_id();
+  tunnels_[id] = Tunnel{{conn, m.tunnel}, {target->second, id}, 0};
+  link.tunnels.insert(id);
+  peer->tunnels.insert(id);
+  ++m_.tunnels_total;
+  send(*peer, TunnelNotify{id, m.source});
+  send(link, PeerTunnelOk{m.tunnel, id});
+  log_.info("tunnel_opened", {{"tunnel", std::to_string(id)}, {"source", m.source},
+                              {"target", m.target}, {"via", link.name}});
+}
+
+void RelayServer::peer_tunnel_ok(Node& link, uint64_t conn, const PeerTunnelOk& m) {
+  auto it = tunnels_.find(m.tunnel);
+  if (it == tunnels_.end() || it->second.b.conn != conn || it->second.b.wire) {
+    // The requester is gone meanwhile: close the peer's half too.
+    send(link, TunnelClose{m.peer_tunnel, reason::kClosed});
+    return;
+  }
+  Tunnel& t = it->second;
+  t.b.wire = m.peer_tunnel;
+  if (Node* requester = find(t.a.conn)) send(*requester, TunnelOk{t.request, m.tunnel});
+  t.request = 0;
+  log_.info("tunnel_opened", {{"tunnel", std::to_string(m.tunnel)}, {"via", link.name}});
+}
+
+void RelayServer::peer_tunnel_error(uint64_t conn, const PeerTunnelError& m) {
+  auto it = tunnels_.find(m.tunnel);
+  if (it == tunnels_.end() || it->second.b.conn != conn || it->second.b.wire) return;
+  Tunnel t = it->second;
+  tunnels_.erase(it);
+  for (uint64_t end : {t.a.conn, t.b.conn})
+    if (Node* n = find(end)) n->tunnels.erase(m.tunnel);
+  if (Node* requester = find(t.a.conn)) send(*requester, TunnelError{t.request, m.reason, m.detail});
+}
+
+void RelayServer::broadcast(const Message& m) {
+  for (const auto& [name, conn] : links_)
+    if (Node* link = find(conn)) send(*link, m);
 }
 
 }  // namespace macula::relay

@@ -17,6 +17,16 @@
 // nodes' own QUIC packets, which recover from loss); control messages per
 // second; control bytes queued towards it. A node that breaks the
 // protocol or stops reading is disconnected with a reason.
+//
+// Mesh: relays of a realm link up (each dials the peers it is given, and
+// accepts the others), prove the realm secret to each other, and tell
+// each other which nodes they hold (node_up / node_down). A node's tunnel
+// request for a node held by a linked relay goes over the link: the
+// tunnel then has a node at each relay, and each relay forwards its
+// packets to the other, rewriting the tunnel id to the one the receiver
+// knows. Only direct links are used (no multi-hop): a mesh is a full mesh.
+// A name is unique across the linked relays; two registrations racing at
+// two relays are settled by relay name (the smaller keeps its node).
 #pragma once
 
 #include <cstdint>
@@ -46,6 +56,16 @@ struct RelayServerConfig {
   uint64_t idle_timeout_ms = 30000;
   uint32_t control_rate = 50;     // control messages per second, sustained
   uint32_t control_burst = 200;   // and in a burst
+  // Bytes queued towards a peer relay (all the tunnels over the link).
+  uint64_t max_bytes_in_flight_per_peer = 16u << 20;
+};
+
+// A peer relay to dial: what was configured ("host:port") and where that
+// resolved to.
+struct PeerSpec {
+  std::string spec;
+  std::string host;
+  Address address;
 };
 
 // `base` (address, TLS files and mode) with what a relay needs: ALPN
@@ -60,6 +80,8 @@ EndpointConfig relay_endpoint_config(EndpointConfig base,
 struct RelayMetrics {
   uint64_t connections = 0;        // gauge: connected, identified or not
   uint64_t nodes = 0;              // gauge: identified
+  uint64_t peers = 0;              // gauge: linked relays of the mesh
+  uint64_t remote_nodes = 0;       // gauge: nodes held by linked relays
   uint64_t tunnels = 0;            // gauge
   uint64_t connections_total = 0;
   uint64_t tunnels_total = 0;
@@ -83,8 +105,14 @@ class RelayServer : public EndpointEvents,
   // EndpointEvents, I/O thread.
   void accepted(std::shared_ptr<ConnectionHandle> handle) override;
 
-  // Closes connections that did not identify in time. Any thread, about
-  // once a second; `now_ms` is a monotonic clock in milliseconds.
+  // Dials `peers` through `endpoint` (the relay's own, which must outlive
+  // this server's use of it: call shutdown() before closing it), and
+  // re-dials each one whose link is down, every 1 s .. 10 s. Call once.
+  void start_mesh(Endpoint& endpoint, std::vector<PeerSpec> peers);
+
+  // Closes connections that did not identify in time, and dials peers
+  // that are due. Any thread, about once a second; `now_ms` is a
+  // monotonic clock in milliseconds.
   void tick(uint64_t now_ms);
   // Closes every connection with reason relay_shutdown and refuses later
   // ones. Any thread. The endpoint still has to send the closes: keep it
@@ -96,20 +124,37 @@ class RelayServer : public EndpointEvents,
   class Session;
   friend class Session;
 
+  // A connection: a node, or a peer relay of the mesh (a link).
   struct Node {
     std::shared_ptr<ConnectionHandle> handle;
-    std::string name;  // empty until identified
+    std::string name;  // the node's or the peer relay's; empty until identified
+    bool relay = false;    // an identified link
+    int dialled = -1;      // index in peers_ if we dialled it
     std::string remote;
     uint64_t since_ms = 0;
     std::unordered_set<uint32_t> tunnels;
     double tokens = 0;
     uint64_t refilled_ns = 0;
   };
+  // One end of a tunnel: a connection, and the id it knows the tunnel by
+  // (ours for a node; the peer relay's for a link, 0 until it answered).
+  struct End {
+    uint64_t conn = 0;
+    uint32_t wire = 0;
+  };
   struct Tunnel {
-    uint64_t a = 0, b = 0;  // connection ids; a requested it
+    End a, b;              // a requested it
+    uint64_t request = 0;  // a's request id while b (a link) has not answered
+  };
+  struct Peer {
+    PeerSpec spec;
+    uint64_t conn = 0;     // the link being dialled or up; 0: none
+    uint64_t due_ms = 0;   // next attempt
+    uint64_t backoff_ms = 1000;
   };
 
   // From the Session, I/O thread, with the lock not held.
+  void on_connected(uint64_t conn);
   void on_control(uint64_t conn, Bytes frame);
   void on_data(uint64_t conn, std::vector<Bytes>& frames, uint64_t credit);
   void on_closed(uint64_t conn, const CloseInfo& info);
@@ -117,9 +162,22 @@ class RelayServer : public EndpointEvents,
   // The rest runs with mu_ held.
   void control(Node& node, uint64_t conn, const Bytes& frame);
   void handle_message(Node& node, uint64_t conn, Message& m);
+  void unexpected(Node& node, uint64_t conn, const Message& m);
   void identify(Node& node, uint64_t conn, const Identify& m);
   void tunnel_request(Node& node, uint64_t conn, const TunnelRequest& m);
   void tunnel_close(uint64_t conn, const TunnelClose& m);
+  void open_tunnel(Node& node, uint64_t conn, const TunnelRequest& m, uint64_t target);
+  // Mesh.
+  void peer_message(Node& link, uint64_t conn, Message& m);
+  void peer_identify(Node& node, uint64_t conn, const PeerIdentify& m);
+  void peer_identified(Node& node, uint64_t conn, const PeerIdentified& m);
+  bool add_link(Node& node, uint64_t conn, const std::string& relay);
+  void node_up(Node& link, uint64_t conn, const NodeUp& m);
+  void peer_tunnel(Node& link, uint64_t conn, const PeerTunnel& m);
+  void peer_tunnel_ok(Node& link, uint64_t conn, const PeerTunnelOk& m);
+  void peer_tunnel_error(uint64_t conn, const PeerTunnelError& m);
+  void broadcast(const Message& m);
+  void dial_due(uint64_t now);
   void forward(uint64_t from, uint32_t tunnel, Bytes& frame);
   bool take_token(Node& node);
   uint32_t new_tunnel_id();
@@ -135,8 +193,12 @@ class RelayServer : public EndpointEvents,
   mutable std::mutex mu_;
   bool stopping_ = false;
   std::unordered_map<uint64_t, Node> nodes_;  // by connection id
-  std::unordered_map<std::string, uint64_t> names_;
+  std::unordered_map<std::string, uint64_t> names_;   // local node -> conn
+  std::unordered_map<std::string, uint64_t> links_;   // peer relay -> conn
+  std::unordered_map<std::string, uint64_t> remote_;  // node at a peer -> link conn
   std::unordered_map<uint32_t, Tunnel> tunnels_;
+  Endpoint* endpoint_ = nullptr;  // for dialling peers
+  std::vector<Peer> peers_;
   uint32_t next_tunnel_ = 0;
   // Nodes over their backlog, closed at the end of the current event (not
   // inside send(), whose callers hold references into nodes_).
