@@ -293,7 +293,10 @@ void RelayServer::tunnel_close(uint64_t conn, const TunnelClose& m) {
   auto it = tunnels_.find(m.tunnel);
   // Closing a tunnel that is already gone is a normal race, not an error.
   if (it == tunnels_.end() || (it->second.a.conn != conn && it->second.b.conn != conn)) return;
-  remove_tunnel(m.tunnel, conn, reason::kClosed);
+  // A peer relay passes on why its node's end went (closed, peer_gone).
+  Node* from = find(conn);
+  bool relayed = from && from->relay && !m.reason.empty();
+  remove_tunnel(m.tunnel, conn, relayed ? m.reason : reason::kClosed);
 }
 
 uint32_t RelayServer::new_tunnel_id() {
@@ -307,7 +310,7 @@ uint32_t RelayServer::new_tunnel_id() {
 // Forgets tunnel `id` and tells its ends other than `closer` (0: both):
 // by its id at that end, or, while the requester still waits for a peer
 // relay's answer, with the error reply to its request.
-void RelayServer::remove_tunnel(uint32_t id, uint64_t closer, const char* why) {
+void RelayServer::remove_tunnel(uint32_t id, uint64_t closer, const std::string& why) {
   auto it = tunnels_.find(id);
   if (it == tunnels_.end()) return;
   Tunnel t = it->second;

@@ -181,7 +181,7 @@ class RelayServer : public EndpointEvents,
   void forward(uint64_t from, uint32_t tunnel, Bytes& frame);
   bool take_token(Node& node);
   uint32_t new_tunnel_id();
-  void remove_tunnel(uint32_t id, uint64_t closer, const char* reason);
+  void remove_tunnel(uint32_t id, uint64_t closer, const std::string& why);
   void reject(Node& node, uint64_t conn, CloseCode code, const std::string& why);
   void drop_node(uint64_t conn);
   void send(Node& node, const Message& m);
