@@ -38,11 +38,12 @@ struct RelayShimConfig {
   Address inner;  // the inner endpoint's loopback address
   // Bytes queued on the relay connection above which packets are dropped.
   uint64_t max_queued = 4u << 20;
-  // A relay silent this long is gone (QUIC idle timeout; keep-alive PINGs
-  // every 10 s keep a live one talking). Its tunnels' connections go down
-  // then: ICMP errors after the handshake are not trusted (anyone can
-  // forge them), so this bounds how long a dead relay goes unnoticed.
-  uint64_t relay_idle_timeout_ms = 15000;
+  // A relay silent this long is gone (QUIC idle timeout; our keep-alive
+  // PINGs every 2 s keep a live one talking). Its tunnels' connections go
+  // down then: ICMP errors after the handshake are not trusted (anyone can
+  // forge them), so this bounds how long a dead relay goes unnoticed, and
+  // the relay frees the name of a node that vanished as soon.
+  uint64_t relay_idle_timeout_ms = 8000;
 };
 
 struct RelayShimStats {

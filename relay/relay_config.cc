@@ -296,7 +296,7 @@ end-to-end encrypted packets without being able to read them.
                                   of that; beyond it the node is closed (1048576)
   --max-connections N             default 4096
   --identify-timeout-ms N         close connections that do not identify (10000)
-  --idle-timeout-ms N             close silent connections (30000)
+  --idle-timeout-ms N             close silent connections (10000)
   --control-rate N, --control-burst N
                                   control messages per second per node (50, 200)
   --peer HOST:PORT                another relay of the mesh to link up with

@@ -53,7 +53,9 @@ struct RelayServerConfig {
   // let others' tunnel requests pile up in the relay's memory.
   uint64_t max_control_backlog = 1u << 20;
   uint64_t identify_timeout_ms = 10000;
-  uint64_t idle_timeout_ms = 30000;
+  // A connection silent this long is closed (nodes PING every 2 s; a
+  // node's own setting may be shorter, and then applies).
+  uint64_t idle_timeout_ms = 10000;
   uint32_t control_rate = 50;     // control messages per second, sustained
   uint32_t control_burst = 200;   // and in a burst
   // Bytes queued towards a peer relay (all the tunnels over the link).

@@ -1,7 +1,7 @@
 %% @doc Operator API of macula.
 -module(macula).
 
--export([info/0, paths/0, migrate/0, migrate/1, join_dist_relay/1, relays/0]).
+-export([info/0, paths/0, migrate/0, migrate/1, join_dist_relay/1, join_mesh/1, relays/0]).
 
 -define(MIGRATE_TIMEOUT, 30000).
 
@@ -107,9 +107,16 @@ connections() ->
 %% node name and can then reach, and be reached by, the realm's nodes.
 -spec join_dist_relay(string() | binary()) -> ok | {error, term()}.
 join_dist_relay(Relays) ->
-    macula_dist_relay:join(Relays).
+    macula_dist_relay:join(dist_relay, Relays).
 
-%% @doc dist_relay mode: each relay, its state and its packet counters.
+%% @doc relay mode: adds relays of the mesh at run time (same format). The
+%% node registers at one of them at a time, reaches the nodes at every
+%% relay of the mesh, and fails over to the next one when it loses it.
+-spec join_mesh(string() | binary()) -> ok | {error, term()}.
+join_mesh(Relays) ->
+    macula_dist_relay:join(relay, Relays).
+
+%% @doc The relay modes: each relay, its state and its packet counters.
 -spec relays() -> [map()].
 relays() ->
     macula_dist_relay:info().

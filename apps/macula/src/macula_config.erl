@@ -15,7 +15,7 @@
 %% 2-core machine it cut the median a little and doubled the p99.
 -define(DEFAULT_BUSY_POLL_US, 0).
 
--type config() :: #{port := 1..65535, bind := string(), mode := direct | dist_relay,
+-type config() :: #{port := 1..65535, bind := string(), mode := direct | dist_relay | relay,
                     trust := cookie | ca | insecure, cert_dir := string(),
                     cacertfile := string(), certfile := string(),
                     keyfile := string(), cc := cubic | reno | bbr | bbr2,
@@ -56,9 +56,10 @@ read() ->
       cc => cc(),
       busy_poll_us => integer(macula_dist_busy_poll_us, ?DEFAULT_BUSY_POLL_US, 0, 10000)}).
 
-%% In dist_relay mode the node's own endpoint only talks to the relay shim,
+%% In the relay modes the node's own endpoint only talks to the relay shim,
 %% over loopback: nothing listens on the network.
 bind(dist_relay) -> "127.0.0.1";
+bind(relay) -> "127.0.0.1";
 bind(direct) -> string(macula_dist_bind, "::").
 
 cc() ->
@@ -76,9 +77,8 @@ mode() ->
     case string(macula_dist_mode, "direct") of
         "direct" -> direct;
         "dist_relay" -> dist_relay;
-        Other -> invalid(macula_dist_mode, Other,
-                         "expected direct or dist_relay (relay mode is not "
-                         "available in this build)")
+        "relay" -> relay;
+        Other -> invalid(macula_dist_mode, Other, "expected direct, dist_relay or relay")
     end.
 
 %% The raw value of a setting, or undefined.

@@ -7,7 +7,7 @@
 -export([listen/1, listen/2, accept/1, accept_connection/5, setup/5,
          close/1, select/1, is_node_name/1, splitname/1, address/0,
          childspecs/0, setopts/2, getopts/2]).
--export([resolve/1, parse/1]).
+-export([resolve/1, parse/1, relay_mode/0]).
 
 -include_lib("kernel/include/net_address.hrl").
 
@@ -33,16 +33,18 @@ listen(Name, Host) ->
         {error, Text}
     end.
 
-%% dist_relay mode: nothing listens on the network; peers come through
-%% the relays (macula_dist_relay).
+%% The relay modes (dist_relay, relay): nothing listens on the network;
+%% peers come through the relays (macula_dist_relay).
 listen_endpoint(Name, Host, Port) ->
     case relay_mode() of
         true -> macula_dist_relay:listen(list_to_atom(atom_to_list(Name) ++ "@" ++ Host));
         false -> macula_endpoint:listen(Port)
     end.
 
+%% @doc True in dist_relay and relay mode.
+-spec relay_mode() -> boolean().
 relay_mode() ->
-    maps:get(mode, macula_config:get()) =:= dist_relay.
+    maps:get(mode, macula_config:get()) =/= direct.
 
 %% The port peers will dial: the one splitname/1 gives for the full node
 %% name. A name they could not dial stops the node here, with a message.
@@ -121,7 +123,7 @@ address() ->
     {ok, Host} = inet:gethostname(),
     #net_address{host = Host, protocol = ?PROTOCOL, family = inet}.
 
-%% dist_relay mode's relay connections live under net_sup, like
+%% The relay modes' relay connections live under net_sup, like
 %% net_kernel. A configuration error shows at listen, with its message.
 childspecs() ->
     case catch relay_mode() of

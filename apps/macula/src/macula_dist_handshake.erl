@@ -45,12 +45,12 @@ do_setup(Kernel, Node, Type, MyNode, SetupTime) ->
                f_address = fun(_, _) -> net_address(Host, Ip, Port) end},
     dist_util:handshake_we_started(HSData).
 
-%% In dist_relay mode the peer is at the loopback end of a relay tunnel;
+%% In the relay modes the peer is at the loopback end of a relay tunnel;
 %% the host stays the one of its name (CA mode checks it).
 route(Node) ->
-    case maps:get(mode, macula_config:get()) of
-        dist_relay -> macula_dist_relay:route(Node);
-        direct -> target(Node)
+    case macula_dist:relay_mode() of
+        true -> macula_dist_relay:route(Node);
+        false -> target(Node)
     end.
 
 target(Node) ->
@@ -98,8 +98,7 @@ do_accept(Kernel, AcceptPid, Conn, MyNode, Allowed, SetupTime) ->
     Ctx = #macula_ctx{conn = Conn, id = Id, input = Input, output = Output},
     {IpBin, Port} = macula_nif:peer_address(Conn),
     {ok, Ip} = inet:parse_address(binary_to_list(IpBin)),
-    maps:get(mode, macula_config:get()) =:= dist_relay andalso
-        macula_dist_relay:accepted(Port),
+    macula_dist:relay_mode() andalso macula_dist_relay:accepted(Port),
     server_proof(Ctx, MyNode, Ip),
     dist_util:reset_timer(Timer),
     HSData = (hs_data(Ctx, Kernel, MyNode, Timer))#hs_data{

@@ -1,5 +1,9 @@
-%% @doc dist_relay mode: the node's connections to its macula-relays and
-%% the tunnels through them. One process (a child of net_sup, through
+%% @doc The relay modes: the node's connections to its macula-relays and
+%% the tunnels through them. In dist_relay mode the node registers at
+%% every relay it is given (independent relays); in relay mode at one
+%% relay of a mesh at a time, which reaches the nodes at every relay of
+%% the mesh, and it fails over to the next relay of its list when that
+%% one is lost. One process (a child of net_sup, through
 %% macula_dist:childspecs/0) owns a relay shim per relay (see
 %% core/relay_shim.h): the shim identifies the node to the relay under its
 %% full node name and gives each tunnel a loopback UDP port, so the node's
@@ -13,11 +17,12 @@
 %% tunnel is closed; when the tunnel or the whole relay connection goes
 %% away the owner is killed, so net_kernel sees nodedown at once instead
 %% of after the tick timeout. A lost relay connection is re-dialled with
-%% a growing delay (1 s .. 10 s).
+%% a growing delay (1 s .. 10 s); in relay mode the next relay of the list
+%% is dialled instead, at once if the lost one was working.
 -module(macula_dist_relay).
 -behaviour(gen_server).
 
--export([childspec/0, start_link/0, listen/1, route/1, accepted/1, join/1,
+-export([childspec/0, start_link/0, listen/1, route/1, accepted/1, join/2,
          info/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
@@ -26,18 +31,19 @@
 -define(SERVER, ?MODULE).
 -define(RETRY_MIN_MS, 1000).
 %% At most this between attempts: a name held by a vanished connection of
-%% ours is free again after the relay connection's idle timeout (15 s).
+%% ours is free again after the relay connection's idle timeout (8 s).
 -define(RETRY_MAX_MS, 10000).
 %% A tunnel another node opened must carry a connection we accept by then.
 -define(UNCLAIMED_MS, 30000).
 
 -record(relay, {host :: string(), port :: 1..65535, shim,
-                state = down :: connecting | identified | down,
+                state = down :: standby | connecting | identified | down,
                 name = <<>> :: binary(), retry = ?RETRY_MIN_MS}).
 -record(req, {from, node :: node(), mref :: reference(), tried = [] :: [integer()]}).
 -record(tunnel, {port :: 1..65535, owner :: pid() | undefined,
                  mref :: reference() | undefined, peer :: binary()}).
 -record(st, {node :: node() | undefined, inner :: 1..65535 | undefined,
+             mode = dist_relay :: dist_relay | relay,
              config = #{} :: map(),
              relays = #{} :: #{integer() => #relay{}},
              next_tag = 1 :: integer(),
@@ -98,17 +104,20 @@ accepted(Port) ->
     gen_server:call(?SERVER, {accepted, Port, self()}, infinity).
 
 %% @doc Adds relays ("host:port", comma-separated; port 4434 if left out)
-%% at run time; the node must be distributed in dist_relay mode.
--spec join(string() | binary()) -> ok | {error, term()}.
-join(Spec) ->
+%% at run time; the node must be distributed in relay mode `Mode`.
+-spec join(dist_relay | relay, string() | binary()) -> ok | {error, term()}.
+join(Mode, Spec) ->
     try macula_relay_config:parse_relays(macula_dist_relays, unicode:characters_to_list(Spec)) of
         Relays ->
             case whereis(?SERVER) of
-                undefined -> {error, not_in_dist_relay_mode};
-                _ -> gen_server:call(?SERVER, {join, Relays})
+                undefined -> {error, not_in_mode(Mode)};
+                _ -> gen_server:call(?SERVER, {join, Mode, Relays})
             end
     catch error:{macula_config, Text} -> {error, Text}
     end.
+
+not_in_mode(dist_relay) -> not_in_dist_relay_mode;
+not_in_mode(relay) -> not_in_relay_mode.
 
 %% @doc Each relay: where, state, the name it proved, and shim counters.
 -spec info() -> [map()].
@@ -134,16 +143,20 @@ init([]) ->
 
 handle_call({listen, Node, Inner}, _From, St) ->
     Config = macula_config:get(),
-    St1 = St#st{node = Node, inner = Inner, config = Config},
+    Mode = maps:get(mode, Config),
+    St1 = St#st{node = Node, inner = Inner, config = Config, mode = Mode},
     Relays = maps:get(relays, Config, []),
     Relays =:= [] andalso
-        logger:warning("macula: dist_relay mode without relays "
-                       "(macula_dist_relays); use macula:join_dist_relay/1"),
+        logger:warning("macula: ~p mode without relays (macula_dist_relays); use ~s",
+                       [Mode, case Mode of
+                                  relay -> "macula:join_mesh/1";
+                                  dist_relay -> "macula:join_dist_relay/1"
+                              end]),
     {reply, ok, add_relays(Relays, St1)};
-handle_call({join, _}, _From, St = #st{node = undefined}) ->
-    {reply, {error, not_in_dist_relay_mode}, St};
-handle_call({join, Relays}, _From, St) ->
+handle_call({join, Mode, Relays}, _From, St = #st{node = Node, mode = Mode}) when Node =/= undefined ->
     {reply, ok, add_relays(Relays, St)};
+handle_call({join, Mode, _}, _From, St) ->
+    {reply, {error, not_in_mode(Mode)}, St};
 handle_call({route, Node}, {Pid, _} = From, St) ->
     Req = #req{from = From, node = Node, mref = monitor(process, Pid)},
     {noreply, dispatch(Req, St)};
@@ -162,6 +175,11 @@ handle_info({macula_relay, Tag, Event}, St) ->
         {ok, R} -> {noreply, relay_event(Tag, R, Event, St)};
         error -> {noreply, St}
     end;
+handle_info({reopen, Tag}, St = #st{mode = relay}) ->
+    case active(St) of
+        true -> {noreply, St};  % joined meanwhile
+        false -> {noreply, open_relay(Tag, St)}
+    end;
 handle_info({reopen, Tag}, St) ->
     {noreply, open_relay(Tag, St)};
 handle_info({unclaimed, Key}, St) ->
@@ -175,19 +193,41 @@ handle_info(_Msg, St) ->
 %%% Relays
 
 %% A relay already known is not added twice (our second registration
-%% there would only be refused as name_taken).
+%% there would only be refused as name_taken). dist_relay mode dials each
+%% relay now; relay mode keeps them on standby and dials the first if it
+%% has no relay yet.
 add_relays(Relays, St) ->
-    lists:foldl(fun({Host, Port}, S = #st{next_tag = Tag, relays = Rs}) ->
-                        Known = [T || {T, #relay{host = H, port = P}} <- maps:to_list(Rs),
-                                      H =:= Host, P =:= Port],
-                        case Known of
-                            [] ->
-                                R = #relay{host = Host, port = Port},
-                                open_relay(Tag, S#st{next_tag = Tag + 1, relays = Rs#{Tag => R}});
-                            _ ->
-                                S
-                        end
-                end, St, Relays).
+    St1 = lists:foldl(fun({Host, Port}, S = #st{next_tag = Tag, relays = Rs}) ->
+                              Known = [T || {T, #relay{host = H, port = P}} <- maps:to_list(Rs),
+                                            H =:= Host, P =:= Port],
+                              case {Known, S#st.mode} of
+                                  {[], dist_relay} ->
+                                      R = #relay{host = Host, port = Port},
+                                      open_relay(Tag, S#st{next_tag = Tag + 1, relays = Rs#{Tag => R}});
+                                  {[], relay} ->
+                                      R = #relay{host = Host, port = Port, state = standby},
+                                      S#st{next_tag = Tag + 1, relays = Rs#{Tag => R}};
+                                  _ ->
+                                      S
+                              end
+                      end, St, Relays),
+    case St1#st.mode =:= relay andalso not active(St1) andalso lists:sort(maps:keys(St1#st.relays)) of
+        [First | _] -> open_relay(First, St1);
+        _ -> St1
+    end.
+
+%% relay mode: a relay is being dialled or is in use.
+active(#st{relays = Rs}) ->
+    lists:any(fun(#relay{state = S}) -> S =:= connecting orelse S =:= identified end,
+              maps:values(Rs)).
+
+%% relay mode: the relay after Tag in the list, round the end.
+next_relay(Tag, #st{relays = Rs}) ->
+    Tags = lists:sort(maps:keys(Rs)),
+    case [T || T <- Tags, T > Tag] of
+        [Next | _] -> Next;
+        [] -> hd(Tags)
+    end.
 
 open_relay(Tag, St = #st{relays = Rs}) ->
     R = maps:get(Tag, Rs),
@@ -220,8 +260,16 @@ open_shim(Tag, #relay{host = Host, port = Port}, #st{node = Node, inner = Inner,
 bind_for(Ip) when tuple_size(Ip) =:= 8 -> "::";
 bind_for(_) -> "0.0.0.0".
 
-retry_later(Tag, R = #relay{retry = Ms}, St) ->
-    erlang:send_after(Ms, self(), {reopen, Tag}),
+%% Dials this relay again later; in relay mode the next relay of the list
+%% instead, at once if this one was working (it failed under us).
+retry_later(Tag, R = #relay{retry = Ms, state = State}, St) ->
+    case St#st.mode of
+        dist_relay ->
+            erlang:send_after(Ms, self(), {reopen, Tag});
+        relay ->
+            erlang:send_after(if State =:= identified -> 0; true -> Ms end, self(),
+                              {reopen, next_relay(Tag, St)})
+    end,
     Next = min(Ms * 2, ?RETRY_MAX_MS),
     St1 = St#st{relays = (St#st.relays)#{Tag := R#relay{shim = undefined, state = down,
                                                         retry = Next}}},

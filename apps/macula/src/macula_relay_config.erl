@@ -1,4 +1,4 @@
-%% @doc The dist_relay settings of macula_config, read at boot with the
+%% @doc The relay modes' settings of macula_config, read at boot with the
 %% same precedence (vm argument, kernel environment, OS environment):
 %%   macula_dist_relays             "host:port,host:port" (port 4434 if left out)
 %%   macula_dist_realm_secret_file  the realm's shared secret (>= 16 bytes,
@@ -15,14 +15,14 @@
 -type relay() :: {Host :: string(), 1..65535}.
 -export_type([relay/0]).
 
-%% @doc Extra configuration keys for Mode (none outside dist_relay).
+%% @doc Extra configuration keys for Mode (none in direct mode).
 -spec read(atom()) -> map().
-read(dist_relay) ->
+read(direct) ->
+    #{};
+read(_RelayMode) ->
     #{relays => parse_relays(macula_dist_relays, setting(macula_dist_relays, "")),
       realm_secret => read_secret(macula_dist_realm_secret_file,
-                                  setting(macula_dist_realm_secret_file, ""))};
-read(_) ->
-    #{}.
+                                  setting(macula_dist_realm_secret_file, ""))}.
 
 setting(Key, Default) ->
     case macula_config:lookup(Key) of
@@ -68,7 +68,7 @@ bad_relay(Key, Item) ->
 %% @doc The secret in File; fails naming Key if it is missing or too short.
 -spec read_secret(atom(), string()) -> binary().
 read_secret(Key, "") ->
-    macula_config:invalid(Key, "", "dist_relay mode needs the realm's shared secret file");
+    macula_config:invalid(Key, "", "the relay modes need the realm's shared secret file");
 read_secret(Key, File) ->
     %% prim_file: at boot net_kernel starts before the file server.
     case read_head(File, ?MAX_SECRET_FILE + 1) of
