@@ -145,11 +145,20 @@ RelayServer::Node* RelayServer::find(uint64_t conn) {
 
 void RelayServer::send(Node& node, const Message& m) {
   node.handle->send(Channel::kControl, encode_frame(m), 1);
-  uint64_t bound = config_.max_bytes_in_flight_per_node + config_.max_control_backlog;
+  uint64_t bound = config_.max_control_backlog + (node.relay ? config_.max_bytes_in_flight_per_peer
+                                                             : config_.max_bytes_in_flight_per_node);
   if (node.handle->stats().queued_bytes > bound) backlogged_.push_back(node.handle->id());
 }
 
-void RelayServer::close_backlogged() {
+void RelayServer::close_deferred() {
+  while (!retired_done_.empty()) {
+    uint64_t conn = retired_done_.back();
+    retired_done_.pop_back();
+    if (Node* node = find(conn)) {
+      node->handle->close(uint64_t(CloseCode::kNormal), reason::kDuplicateLink);
+      drop_node(conn);
+    }
+  }
   while (!backlogged_.empty()) {
     uint64_t conn = backlogged_.back();
     backlogged_.pop_back();
@@ -175,7 +184,7 @@ bool RelayServer::take_token(Node& node) {
 void RelayServer::on_control(uint64_t conn, Bytes frame) {
   std::lock_guard lock(mu_);
   if (Node* node = find(conn)) control(*node, conn, frame);
-  close_backlogged();
+  close_deferred();
 }
 
 void RelayServer::control(Node& node, uint64_t conn, const Bytes& frame) {
@@ -251,7 +260,7 @@ void RelayServer::tunnel_request(Node& node, uint64_t conn, const TunnelRequest&
   auto local = names_.find(m.target);
   auto remote = remote_.find(m.target);
   uint64_t target = local != names_.end() ? local->second
-                    : remote != remote_.end() ? remote->second : 0;
+                    : remote != remote_.end() ? link_to(remote->second) : 0;
   Node* peer = find(target);
   if (node.name.empty()) refusal = reason::kNotIdentified;
   else if (m.target == node.name) refusal = reason::kSelf;
@@ -319,6 +328,7 @@ void RelayServer::remove_tunnel(uint32_t id, uint64_t closer, const std::string&
     Node* n = find(end.conn);
     if (!n) continue;
     n->tunnels.erase(id);
+    if (n->retired && n->tunnels.empty()) retired_done_.push_back(end.conn);
     if (end.conn == closer) continue;
     if (t.request && end.conn == t.a.conn) send(*n, TunnelError{t.request, why, ""});
     else if (end.wire) send(*n, TunnelClose{end.wire, why});
@@ -343,7 +353,7 @@ void RelayServer::on_data(uint64_t conn, std::vector<Bytes>& frames, uint64_t cr
       }
       forward(conn, tunnel, f);
     }
-    close_backlogged();
+    close_deferred();
   }
   // The sender's window reopens at once: a slow receiver costs it drops,
   // never a stall of its other tunnels.
@@ -399,9 +409,11 @@ void RelayServer::drop_node(uint64_t conn) {
   std::vector<uint32_t> ids(node->tunnels.begin(), node->tunnels.end());
   for (uint32_t id : ids) remove_tunnel(id, conn, reason::kPeerGone);
   if (node->relay) {
-    auto link = links_.find(node->name);
-    if (link != links_.end() && link->second == conn) links_.erase(link);
-    std::erase_if(remote_, [&](const auto& entry) { return entry.second == conn; });
+    // The peer's nodes go with its link in use (not with a retired one).
+    if (auto link = links_.find(node->name); link != links_.end() && link->second == conn) {
+      links_.erase(link);
+      std::erase_if(remote_, [&](const auto& entry) { return entry.second == node->name; });
+    }
     log_.info("peer_unlinked", {{"conn", std::to_string(conn)}, {"relay", node->name}});
   } else if (auto named = names_.find(node->name);
              named != names_.end() && named->second == conn) {
@@ -436,7 +448,7 @@ void RelayServer::on_closed(uint64_t conn, const CloseInfo& info) {
   // The peer keeps the link it dialled itself: no use trying ours again soon.
   if (dialled >= 0 && info.text == reason::kDuplicateLink)
     peers_[dialled].due_ms = now_ms() + kDuplicateRedialMs;
-  close_backlogged();
+  close_deferred();
 }
 
 void RelayServer::tick(uint64_t now) {
@@ -449,7 +461,7 @@ void RelayServer::tick(uint64_t now) {
     ++m_.rejections[reason::kIdentifyTimeout];
     reject(nodes_[conn], conn, CloseCode::kIdentifyTimeout, reason::kIdentifyTimeout);
   }
-  close_backlogged();
+  close_deferred();
 }
 
 void RelayServer::shutdown() {
@@ -494,6 +506,10 @@ void RelayServer::dial_due(uint64_t now) {
   for (size_t i = 0; i < peers_.size(); ++i) {
     Peer& p = peers_[i];
     if (p.conn || now < p.due_ms) continue;
+    if (linked_from(p.spec.address)) {  // the peer dialled us from there
+      p.due_ms = now + kMaxRedialMs;
+      continue;
+    }
     auto handle = endpoint_->dial(p.spec.address, p.spec.host, [&](uint64_t id) {
       return std::make_shared<Session>(weak_from_this(), id);
     });
@@ -516,7 +532,7 @@ void RelayServer::on_connected(uint64_t conn) {
   send(*node, PeerIdentify{1, kProtocolVersion, config_.name,
                            make_realm_proof(node->handle->exporter(), kPeerClientRole,
                                             config_.name, config_.realm_secret)});
-  close_backlogged();
+  close_deferred();
 }
 
 void RelayServer::peer_identify(Node& node, uint64_t conn, const PeerIdentify& m) {
@@ -550,10 +566,12 @@ void RelayServer::peer_identified(Node& node, uint64_t conn, const PeerIdentifie
 
 // Makes `node` the link to relay `relay`, unless that would be a second
 // link between the same two relays (both dialled each other): then the
-// one dialled by the relay with the smaller name stays, on both sides
-// alike. Of two dialled by the same relay, the older stays if we dialled
-// both (two configured addresses of one relay), else the newer (the peer
-// restarted; the older is a dead connection). False if `node` was closed.
+// one dialled by the relay with the smaller name is used, on both sides
+// alike. Of two dialled by the same relay, the older is used if we
+// dialled both (two configured addresses of one relay), else the newer
+// (the peer restarted; the older is a dead connection). The other one is
+// closed, or, if tunnels use it, retired: it carries them to their end
+// and nothing new. False if `node` was closed.
 bool RelayServer::add_link(Node& node, uint64_t conn, const std::string& relay) {
   if (relay == config_.name) {
     ++m_.rejections[reason::kNameTaken];
@@ -567,13 +585,20 @@ bool RelayServer::add_link(Node& node, uint64_t conn, const std::string& relay) 
     bool keep_new = dialler(node) == dialler(old) ? node.dialled < 0
                                                   : dialler(node) < dialler(old);
     uint64_t loser = keep_new ? old_conn : conn;
-    log_.info("peer_duplicate_link", {{"relay", relay}, {"closed", std::to_string(loser)},
+    Node& l = *find(loser);
+    bool retire = !l.tunnels.empty();
+    log_.info("peer_duplicate_link", {{"relay", relay},
+                                      {retire ? "retired" : "closed", std::to_string(loser)},
                                       {"kept", std::to_string(keep_new ? conn : old_conn)}});
-    int dialled = find(loser)->dialled;
-    find(loser)->handle->close(uint64_t(CloseCode::kNormal), reason::kDuplicateLink);
-    drop_node(loser);
-    if (dialled >= 0) peers_[dialled].due_ms = now_ms() + kDuplicateRedialMs;
-    if (!keep_new) return false;
+    if (retire) {
+      l.retired = true;
+    } else {
+      int dialled = l.dialled;
+      l.handle->close(uint64_t(CloseCode::kNormal), reason::kDuplicateLink);
+      drop_node(loser);
+      if (dialled >= 0) peers_[dialled].due_ms = now_ms() + kDuplicateRedialMs;
+      if (!keep_new) return false;
+    }
   }
   node.name = relay;
   node.relay = true;
@@ -587,7 +612,7 @@ bool RelayServer::add_link(Node& node, uint64_t conn, const std::string& relay) 
 void RelayServer::peer_message(Node& link, uint64_t conn, Message& m) {
   if (auto* x = std::get_if<NodeUp>(&m)) return node_up(link, conn, *x);
   if (auto* x = std::get_if<NodeDown>(&m)) {
-    if (auto it = remote_.find(x->node); it != remote_.end() && it->second == conn)
+    if (auto it = remote_.find(x->node); it != remote_.end() && it->second == link.name)
       remote_.erase(it);
     return;
   }
@@ -608,7 +633,24 @@ void RelayServer::node_up(Node& link, uint64_t conn, const NodeUp& m) {
     ++m_.rejections[reason::kNameTaken];
     reject(*find(loser), loser, CloseCode::kNameTaken, "name_taken: at relay " + link.name);
   }
-  remote_[m.node] = conn;
+  remote_[m.node] = link.name;
+}
+
+// Relays dial from their listening port, so a link the peer dialled
+// comes from the address we would dial.
+bool RelayServer::linked_from(const Address& address) const {
+  std::string want = address.ip_string() + ":" + std::to_string(address.port());
+  for (const auto& [conn, n] : nodes_) {
+    if (!n.relay) continue;
+    Address a = n.handle->remote();
+    if (a.ip_string() + ":" + std::to_string(a.port()) == want) return true;
+  }
+  return false;
+}
+
+uint64_t RelayServer::link_to(const std::string& relay) const {
+  auto it = links_.find(relay);
+  return it == links_.end() ? 0 : it->second;
 }
 
 // A node at peer relay `link` wants a tunnel to one of ours.

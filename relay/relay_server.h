@@ -59,6 +59,7 @@ struct RelayServerConfig {
   uint32_t control_rate = 50;     // control messages per second, sustained
   uint32_t control_burst = 200;   // and in a burst
   // Bytes queued towards a peer relay (all the tunnels over the link).
+  // Control messages may queue max_control_backlog on top, as for nodes.
   uint64_t max_bytes_in_flight_per_peer = 16u << 20;
 };
 
@@ -131,6 +132,7 @@ class RelayServer : public EndpointEvents,
     std::shared_ptr<ConnectionHandle> handle;
     std::string name;  // the node's or the peer relay's; empty until identified
     bool relay = false;    // an identified link
+    bool retired = false;  // a duplicate link, closed once its tunnels are
     int dialled = -1;      // index in peers_ if we dialled it
     std::string remote;
     uint64_t since_ms = 0;
@@ -187,7 +189,9 @@ class RelayServer : public EndpointEvents,
   void reject(Node& node, uint64_t conn, CloseCode code, const std::string& why);
   void drop_node(uint64_t conn);
   void send(Node& node, const Message& m);
-  void close_backlogged();
+  void close_deferred();
+  uint64_t link_to(const std::string& relay) const;
+  bool linked_from(const Address& address) const;
   Node* find(uint64_t conn);
 
   const RelayServerConfig config_;
@@ -197,14 +201,15 @@ class RelayServer : public EndpointEvents,
   std::unordered_map<uint64_t, Node> nodes_;  // by connection id
   std::unordered_map<std::string, uint64_t> names_;   // local node -> conn
   std::unordered_map<std::string, uint64_t> links_;   // peer relay -> conn
-  std::unordered_map<std::string, uint64_t> remote_;  // node at a peer -> link conn
+  std::unordered_map<std::string, std::string> remote_;  // node at a peer -> that relay
   std::unordered_map<uint32_t, Tunnel> tunnels_;
   Endpoint* endpoint_ = nullptr;  // for dialling peers
   std::vector<Peer> peers_;
   uint32_t next_tunnel_ = 0;
-  // Nodes over their backlog, closed at the end of the current event (not
-  // inside send(), whose callers hold references into nodes_).
-  std::vector<uint64_t> backlogged_;
+  // Nodes over their backlog, and retired links without tunnels left,
+  // closed at the end of the current event (not inside send() or
+  // remove_tunnel(), whose callers hold references into nodes_).
+  std::vector<uint64_t> backlogged_, retired_done_;
   RelayMetrics m_;
 };
 

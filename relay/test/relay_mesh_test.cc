@@ -278,5 +278,72 @@ TEST_F(RelayMeshTest, ANodeCannotSpeakForARelay) {
   EXPECT_EQ(r1.server->metrics().remote_nodes, 0u);
 }
 
+TEST_F(RelayMeshTest, ASecondLinkRetiresTheFirstWithoutCuttingItsTunnels) {
+  Relay& r1 = open_relay("r1");
+  // Relay "r0" is played by raw connections that identify as it.
+  auto raw_link = [&] {
+    auto raw = std::make_shared<RawNode>();
+    raw->handle = client_endpoint().dial(r1.addr, "127.0.0.1", [&](uint64_t) { return raw; });
+    EXPECT_TRUE(raw->wait_connected());
+    raw->handle->send(Channel::kControl,
+                      encode_frame(PeerIdentify{1, kProtocolVersion, "r0",
+                                                make_realm_proof(raw->handle->exporter(),
+                                                                 kPeerClientRole, "r0", kSecret)}),
+                      1);
+    auto reply = raw->wait_message();
+    EXPECT_TRUE(reply && std::holds_alternative<PeerIdentified>(*reply));
+    return raw;
+  };
+  // The next message other than node_up.
+  auto next = [](RawNode& raw) {
+    std::optional<Message> m;
+    do m = raw.wait_message();
+    while (m && std::holds_alternative<NodeUp>(*m));
+    return m;
+  };
+  auto first = raw_link();
+  first->handle->send(Channel::kControl, encode_frame(NodeUp{"zed@z"}), 1);
+  Node alice = identified_at(r1.addr, "alice@a");
+  ASSERT_TRUE(eventually([&] { return linked(r1, 1, 1); }));
+  uint64_t req = alice.client->request_tunnel("zed@z");
+  auto open = next(*first);
+  ASSERT_TRUE(open && std::holds_alternative<PeerTunnel>(*open));
+  uint32_t t = std::get<PeerTunnel>(*open).tunnel;
+  first->handle->send(Channel::kControl, encode_frame(PeerTunnelOk{t, 77}), 1);
+  auto ok = alice.events->wait_reply(req);
+  ASSERT_TRUE(ok);
+  ASSERT_EQ(ok->tunnel, t);
+
+  // "r0" links again (it restarted its side, say): the new link is used,
+  // the first one keeps its tunnel until it ends.
+  auto second = raw_link();
+  std::this_thread::sleep_for(200ms);
+  EXPECT_FALSE(first->wait_closed(10ms));
+  EXPECT_EQ(r1.server->metrics().peers, 1u);
+  EXPECT_EQ(r1.server->metrics().remote_nodes, 1u);
+  std::vector<uint8_t> hello = {'h', 'i'};
+  first->handle->send(Channel::kData, encode_tunnel_frame(t, hello), 1);
+  ASSERT_TRUE(alice.events->wait([&](Recorder& r) { return r.packets_.size() == 1; }));
+  uint64_t req2 = alice.client->request_tunnel("zed@z");
+  auto open2 = next(*second);
+  ASSERT_TRUE(open2 && std::holds_alternative<PeerTunnel>(*open2));
+  second->handle->send(Channel::kControl,
+                       encode_frame(PeerTunnelError{std::get<PeerTunnel>(*open2).tunnel,
+                                                    reason::kTargetTunnelLimit, "zed@z"}),
+                       1);
+  auto refused = alice.events->wait_reply(req2);
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->reason, reason::kTargetTunnelLimit);
+
+  // Its last tunnel closed, the retired link goes.
+  alice.client->close_tunnel(t, "done");
+  auto info = first->wait_closed();
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->text, reason::kDuplicateLink);
+  EXPECT_FALSE(second->wait_closed(100ms));
+  EXPECT_EQ(r1.server->metrics().remote_nodes, 1u);
+}
+
 }  // namespace
 }  // namespace macula::relay::test
+

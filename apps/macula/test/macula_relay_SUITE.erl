@@ -1,4 +1,4 @@
-%% @doc dist_relay mode between two nodes that cannot dial each other:
+%% @doc The relay modes between two nodes that cannot dial each other:
 %% each sits in a private network behind its own NAT router (nftables
 %% masquerade, no inbound forwarding), and the macula-relay is on the
 %% public network between the routers. The nodes reach each other only
@@ -14,7 +14,9 @@
 %%
 %% The public namespace has no route to the private networks, and the
 %% routers forward nothing inwards that is not an answer to the inside,
-%% so only the relay's tunnels connect a and b. The suite creates and
+%% so only the relay's tunnels connect a and b. The mesh cases run two
+%% relays (10.196.0.1 and 10.196.0.2, both on the public namespace) linked
+%% to each other, with a at one and b at the other. The suite creates and
 %% removes every namespace; all addresses are 10.196.x.x inside them.
 %% Needs root; without it every case fails (it does not skip).
 -module(macula_relay_SUITE).
@@ -29,7 +31,8 @@
          name_hijack/1, relay_killed/1, unknown_target/1,
          relay_unreachable/1, wrong_realm_secret/1, bad_relays_setting/1,
          join_at_runtime/1, ca_mode/1, relay_stopped/1, two_relays/1,
-         relays_setting_syntax/1]).
+         relays_setting_syntax/1, mesh_ping_rpc_big/1, mesh_name_hijack/1,
+         mesh_relay_killed/1]).
 %% run on the nodes
 -export([plaintext_sink/1, udp_probe/3]).
 
@@ -56,7 +59,8 @@ all() ->
     [ping_rpc_big, relay_sees_no_plaintext, wrong_cookie, name_hijack,
      unknown_target, wrong_realm_secret, relay_unreachable,
      bad_relays_setting, relays_setting_syntax, join_at_runtime, ca_mode,
-     two_relays, relay_stopped, relay_killed].
+     two_relays, relay_stopped, relay_killed, mesh_ping_rpc_big,
+     mesh_name_hijack, mesh_relay_killed].
 
 %%% ------------------------------------------------------------------
 %%% Set-up
@@ -157,13 +161,17 @@ start_relay(Config) ->
     start_relay(Config, ?RELAY_IP, "mclr-relay").
 
 start_relay(Config, Ip, Name) ->
+    start_relay(Config, Ip, Name, []).
+
+%% Extra: more flags (--peer for the mesh).
+start_relay(Config, Ip, Name, Extra) ->
     Priv = ?config(priv_dir, Config),
     Args = ["netns", "exec", ?NS_PUB, relay_bin(),
             "--realm-secret-file", ?config(secret_file, Config),
             %% bound to its address: a wildcard socket would answer from
             %% the interface's address, which the NAT does not match
             "--bind", Ip, "--port", "4434", "--name", Name,
-            "--cert-dir", filename:join(Priv, "relay-cert")],
+            "--cert-dir", filename:join(Priv, "relay-cert")] ++ Extra,
     Parent = self(),
     Keeper = spawn(fun() ->
                            Port = open_port({spawn_executable, ip()},
@@ -175,6 +183,7 @@ start_relay(Config, Ip, Name) ->
                    end),
     OsPid = receive {Keeper, P} -> P end,
     put(relay, OsPid),
+    put(relays, [OsPid | case get(relays) of undefined -> []; Pids -> Pids end]),
     macula_ct:poll(fun() -> udp_listening(?NS_PUB, Ip ++ ":4434") end, 10000,
                    relay_not_listening),
     OsPid.
@@ -185,10 +194,12 @@ relay_loop(Port) ->
         {Port, {exit_status, S}} -> ct:log("[relay] exited with ~p", [S])
     end.
 
+%% Kills every relay this case started.
 stop_relay(_Config) ->
-    case erase(relay) of
+    erase(relay),
+    case erase(relays) of
         undefined -> ok;
-        OsPid -> _ = cmd("kill", ["-9", integer_to_list(OsPid)]), ok
+        Pids -> [_ = cmd("kill", ["-9", integer_to_list(P)]) || P <- Pids], ok
     end.
 
 udp_listening(NS, Address) ->
@@ -199,8 +210,14 @@ relay_args(Config, Relays) ->
     relay_args(Config, Relays, ?config(secret_file, Config)).
 
 relay_args(_Config, Relays, SecretFile) ->
-    ["-macula_dist_mode", "dist_relay", "-macula_dist_relays", Relays,
+    mode_args("dist_relay", Relays, SecretFile).
+
+mode_args(Mode, Relays, SecretFile) ->
+    ["-macula_dist_mode", Mode, "-macula_dist_relays", Relays,
      "-macula_dist_realm_secret_file", SecretFile].
+
+mesh_args(Config, Relays) ->
+    mode_args("relay", Relays, ?config(secret_file, Config)).
 
 node_a(Config) -> node_a(Config, #{}).
 node_a(Config, Opts) -> start(Config, "a", ?IP_A, ?NS_A, Opts).
@@ -491,6 +508,80 @@ relay_killed(Config) ->
     start_relay(Config),
     {pong, Ms, N} = peer:call(A, macula_ct, ping_until, [NB, 60000], 65000),
     ct:pal("relay restarted: pong after ~p ms (~p pings)", [Ms, N]),
+    ok.
+
+%%% ------------------------------------------------------------------
+%%% Mesh (relay mode)
+
+-define(MESH1, "10.196.0.1:4434").
+-define(MESH2, "10.196.0.2:4434").
+
+%% Two relays linked to each other (each names the other: they keep one
+%% link); a registers at the first, b at the second.
+mesh(Config) ->
+    R1 = start_relay(Config, ?RELAY_IP, "mclr-mesh-1", ["--peer", ?MESH2]),
+    R2 = start_relay(Config, ?RELAY2_IP, "mclr-mesh-2", ["--peer", ?MESH1]),
+    {A, NA} = node_a(Config, #{args => mesh_args(Config, ?MESH1 ++ "," ++ ?MESH2)}),
+    {B, NB} = node_b(Config, #{args => mesh_args(Config, ?MESH2 ++ "," ++ ?MESH1)}),
+    macula_ct:wait_output(NA, "registered at relay mclr-mesh-1", 20000),
+    macula_ct:wait_output(NB, "registered at relay mclr-mesh-2", 20000),
+    {R1, R2, A, NA, B, NB}.
+
+%% Across two relays: ping and rpc both ways, a 64 MB message both ways.
+%% In relay mode a node uses one relay of its list at a time.
+mesh_ping_rpc_big(Config) ->
+    need_netns(Config),
+    {_R1, _R2, A, NA, B, NB} = mesh(Config),
+    pong = peer:call(A, net_adm, ping, [NB], 30000),
+    pong = peer:call(B, net_adm, ping, [NA], 30000),
+    NB = peer:call(A, rpc, call, [NB, erlang, node, []], 30000),
+    NA = peer:call(B, rpc, call, [NA, erlang, node, []], 30000),
+    {ok, MsAB} = peer:call(A, macula_ct, big_roundtrip, [NB, 64 * ?MB, 120000], 130000),
+    {ok, MsBA} = peer:call(B, macula_ct, big_roundtrip, [NA, 64 * ?MB, 120000], 130000),
+    ct:pal("64 MB round trip across two relays: a->b ~p ms, b->a ~p ms", [MsAB, MsBA]),
+    [#{state := identified, name := <<"mclr-mesh-1">>, stats := #{tunnels := 1}},
+     #{state := standby}] =
+        lists:sort(fun(X, Y) -> maps:get(tag, X) =< maps:get(tag, Y) end,
+                   peer:call(A, macula, relays, [])),
+    {error, not_in_dist_relay_mode} = peer:call(A, macula, join_dist_relay, [?MESH2]),
+    ok.
+
+%% A node claiming b's name at the other relay is refused: a name is
+%% unique across the mesh. b stays reachable.
+mesh_name_hijack(Config) ->
+    need_netns(Config),
+    {_R1, _R2, A, _NA, B, NB} = mesh(Config),
+    ok = peer:call(B, persistent_term, put, [mclr_who, real_b]),
+    {_Evil, _} = macula_ct:start_node(Config, #{name => "b", host => ?IP_B, netns => ?NS_A,
+                                                args => mesh_args(Config, ?MESH1)}),
+    %% (the impostor has b's node name: output/1 now reads its output)
+    Out = macula_ct:wait_output(NB, "name_taken", 20000),
+    ct:pal("impostor said: ~ts", [Out]),
+    real_b = peer:call(A, rpc, call, [NB, persistent_term, get, [mclr_who]], 30000),
+    ok.
+
+%% The relay a uses dies (SIGKILL): a notices within its relay
+%% connection's idle timeout, its connection to b goes down (nodedown, no
+%% corrupted data), it fails over to the other relay, and a ping gets
+%% through again. Then a 1 MB round trip checks the new path carries data.
+mesh_relay_killed(Config) ->
+    need_netns(Config),
+    {R1, _R2, A, NA, B, NB} = mesh(Config),
+    pong = peer:call(A, net_adm, ping, [NB], 30000),
+    WA = peer:call(A, macula_ct, watch, [NB]),
+    WB = peer:call(B, macula_ct, watch, [NA]),
+    T0 = erlang:system_time(millisecond),
+    _ = cmd("kill", ["-9", integer_to_list(R1)]),
+    {down, DA} = peer:call(A, macula_ct, wait_down, [WA, 30000], 35000),
+    {down, DB} = peer:call(B, macula_ct, wait_down, [WB, 30000], 35000),
+    ct:pal("relay killed: nodedown after ~p ms (a) and ~p ms (b)", [DA - T0, DB - T0]),
+    true = DA - T0 < 15000 andalso DB - T0 < 15000,
+    macula_ct:wait_output(NA, "registered at relay mclr-mesh-2", 40000),
+    {pong, Ms, N} = peer:call(A, macula_ct, ping_until, [NB, 40000], 45000),
+    ct:pal("failed over: pong ~p ms after the nodedown (~p pings)",
+           [erlang:system_time(millisecond) - DA, N]),
+    true = Ms < 40000,
+    {ok, _} = peer:call(A, macula_ct, big_roundtrip, [NB, ?MB, 30000], 35000),
     ok.
 
 %% CA mode through the relay: the end-to-end session checks the chain
