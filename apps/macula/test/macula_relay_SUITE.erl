@@ -32,7 +32,7 @@
          relay_unreachable/1, wrong_realm_secret/1, bad_relays_setting/1,
          join_at_runtime/1, ca_mode/1, relay_stopped/1, two_relays/1,
          relays_setting_syntax/1, mesh_ping_rpc_big/1, mesh_name_hijack/1,
-         mesh_relay_killed/1]).
+         mesh_relay_killed/1, mesh_wrong_cookie/1, mesh_sees_no_plaintext/1]).
 %% run on the nodes
 -export([plaintext_sink/1, udp_probe/3]).
 
@@ -60,7 +60,8 @@ all() ->
      unknown_target, wrong_realm_secret, relay_unreachable,
      bad_relays_setting, relays_setting_syntax, join_at_runtime, ca_mode,
      two_relays, relay_stopped, relay_killed, mesh_ping_rpc_big,
-     mesh_name_hijack, mesh_relay_killed].
+     mesh_sees_no_plaintext, mesh_wrong_cookie, mesh_name_hijack,
+     mesh_relay_killed].
 
 %%% ------------------------------------------------------------------
 %%% Set-up
@@ -272,6 +273,16 @@ udp_sockets(NS) ->
 relay_sees_no_plaintext(Config) ->
     need_netns(Config),
     {A, _NA, _B, NB} = pair(Config),
+    no_plaintext(Config, A, NB).
+
+%% The same across two relays: the capture holds both relays' traffic,
+%% the link between them included.
+mesh_sees_no_plaintext(Config) ->
+    need_netns(Config),
+    {_R1, _R2, A, _NA, _B, NB} = mesh(Config),
+    no_plaintext(Config, A, NB).
+
+no_plaintext(Config, A, NB) ->
     Pcap = filename:join(?config(priv_dir, Config), "relay.pcap"),
     Dump = start_capture(Pcap),
     pong = peer:call(A, net_adm, ping, [NB], 30000),
@@ -544,6 +555,21 @@ mesh_ping_rpc_big(Config) ->
         lists:sort(fun(X, Y) -> maps:get(tag, X) =< maps:get(tag, Y) end,
                    peer:call(A, macula, relays, [])),
     {error, not_in_dist_relay_mode} = peer:call(A, macula, join_dist_relay, [?MESH2]),
+    ok.
+
+%% b has another cookie: the end-to-end cookie proof fails across the
+%% mesh as through one relay.
+mesh_wrong_cookie(Config) ->
+    need_netns(Config),
+    start_relay(Config, ?RELAY_IP, "mclr-mesh-1", ["--peer", ?MESH2]),
+    start_relay(Config, ?RELAY2_IP, "mclr-mesh-2", ["--peer", ?MESH1]),
+    {A, NA} = node_a(Config, #{args => mesh_args(Config, ?MESH1)}),
+    {_B, NB} = node_b(Config, #{args => mesh_args(Config, ?MESH2), cookie => "another_cookie"}),
+    macula_ct:wait_output(NA, "registered at relay mclr-mesh-1", 20000),
+    macula_ct:wait_output(NB, "registered at relay mclr-mesh-2", 20000),
+    pang = peer:call(A, net_adm, ping, [NB], 30000),
+    macula_ct:wait_output(NB, "does not know our cookie", 10000),
+    [] = peer:call(A, erlang, nodes, []),
     ok.
 
 %% A node claiming b's name at the other relay is refused: a name is
