@@ -156,10 +156,11 @@ relay_bin() ->
     Ebin = filename:dirname(code:which(macula_dist)),
     filename:absname(filename:join([Ebin, "..", "..", "..", "build", "macula-relay"])).
 
-%% Starts macula-relay in the public namespace; its OS pid is kept in
-%% Config's table so end_per_testcase can stop it.
+%% Starts macula-relay in the public namespace, on the wildcard address
+%% (it answers each node from the address the node dialled); its OS pid
+%% is kept in the process dictionary so end_per_testcase can stop it.
 start_relay(Config) ->
-    start_relay(Config, ?RELAY_IP, "mclr-relay").
+    start_relay(Config, "::", "mclr-relay").
 
 start_relay(Config, Ip, Name) ->
     start_relay(Config, Ip, Name, []).
@@ -169,8 +170,6 @@ start_relay(Config, Ip, Name, Extra) ->
     Priv = ?config(priv_dir, Config),
     Args = ["netns", "exec", ?NS_PUB, relay_bin(),
             "--realm-secret-file", ?config(secret_file, Config),
-            %% bound to its address: a wildcard socket would answer from
-            %% the interface's address, which the NAT does not match
             "--bind", Ip, "--port", "4434", "--name", Name,
             "--cert-dir", filename:join(Priv, "relay-cert")] ++ Extra,
     Parent = self(),
@@ -185,7 +184,8 @@ start_relay(Config, Ip, Name, Extra) ->
     OsPid = receive {Keeper, P} -> P end,
     put(relay, OsPid),
     put(relays, [OsPid | case get(relays) of undefined -> []; Pids -> Pids end]),
-    macula_ct:poll(fun() -> udp_listening(?NS_PUB, Ip ++ ":4434") end, 10000,
+    Listening = case Ip of "::" -> "*:4434"; _ -> Ip ++ ":4434" end,
+    macula_ct:poll(fun() -> udp_listening(?NS_PUB, Listening) end, 10000,
                    relay_not_listening),
     OsPid.
 
@@ -451,7 +451,7 @@ relays_setting_syntax(_Config) ->
 %% when that one stops, a's node goes down and a ping to b fails cleanly.
 two_relays(Config) ->
     need_netns(Config),
-    R1 = start_relay(Config),
+    R1 = start_relay(Config, ?RELAY_IP, "mclr-relay"),
     start_relay(Config, ?RELAY2_IP, "mclr-relay-2"),
     R2 = get(relay),
     put(relay, R1),
@@ -502,7 +502,7 @@ relay_stopped(Config) ->
     ok.
 
 %% The relay dies: both nodes see nodedown within the relay connection's
-%% idle timeout (15 s), before the tick timeout (60 s); a new relay on the
+%% idle timeout (8 s), before the tick timeout (60 s); a new relay on the
 %% same address brings them back.
 relay_killed(Config) ->
     need_netns(Config),
@@ -631,7 +631,7 @@ ca_mode(Config) ->
     #{trust := ca} = peer:call(A, macula, info, []),
     pong = peer:call(B, net_adm, ping, [NA], 30000),
     macula_ct:stop_node(NA),
-    %% The relay frees a's name when the old connection times out (15 s):
+    %% The relay frees a's name when the old connection times out (8 s):
     %% a stopped VM does not always say goodbye.
     {A2, NA} = node_a(Config, #{args => CaArgs(wrong_host)}),
     macula_ct:wait_output(NA, "registered at relay mclr-relay", 40000),
