@@ -1,8 +1,10 @@
-%% @doc dist_relay against direct mode, on 127.0.0.1 in the same run: the
-%% round trip of a 64-byte message and the rate of a stream of 1 MB
-%% messages, between two nodes connected directly and two nodes connected
-%% through a macula-relay (the relay, run by scripts/bench-relay.sh, is at
-%% 127.0.0.1:$BENCH_RELAY_PORT). Prints a markdown table.
+%% @doc The relay modes against direct mode, on 127.0.0.1 in the same run:
+%% the round trip of a 64-byte message and the rate of a stream of 1 MB
+%% messages, between two nodes connected directly, through one macula-relay
+%% (dist_relay mode), and across a mesh of two relays (relay mode: a at
+%% one, b at the other). The relays, run by scripts/bench-relay.sh, are at
+%% 127.0.0.1:$BENCH_RELAY_PORT and the port after it, linked to each
+%% other. Prints a markdown table.
 -module(macula_relay_bench).
 
 -export([main/0]).
@@ -18,12 +20,15 @@ main() ->
             tmp => os:getenv("BENCH_TMP"), relay_port => os:getenv("BENCH_RELAY_PORT"),
             secret => os:getenv("BENCH_SECRET"),
             seconds => list_to_integer(os:getenv("BENCH_SECONDS", "5"))},
-    Rows = [measure(Mode, Cfg) || Mode <- [direct, dist_relay]],
+    Rows = [measure(Mode, Cfg) || Mode <- [direct, dist_relay, relay]],
     io:format("~n| path | 64 B round trip p50 | p99 | 1 MB messages |~n"
               "|---|---|---|---|~n"),
-    [io:format("| ~s | ~p us | ~p us | ~p MB/s |~n", [M, P50, P99, Rate])
+    [io:format("| ~s | ~p us | ~p us | ~p MB/s |~n", [label(M), P50, P99, Rate])
      || {M, P50, P99, Rate} <- Rows],
     halt(0).
+
+label(relay) -> "relay (across 2 relays)";
+label(Mode) -> atom_to_list(Mode).
 
 measure(Mode, Cfg) ->
     {PA, _} = start(Mode, "a", 47201, Cfg),
@@ -37,7 +42,7 @@ measure(Mode, Cfg) ->
 start(Mode, Name, Port, Cfg = #{tmp := Tmp}) ->
     NodeName = case Mode of
                    direct -> integer_to_list(Port);
-                   dist_relay -> Name
+                   _ -> Name
                end,
     {ok, Peer, Node} =
         peer:start_link(#{name => NodeName, host => "127.0.0.1", longnames => true,
@@ -45,22 +50,33 @@ start(Mode, Name, Port, Cfg = #{tmp := Tmp}) ->
                           args => ["-pa", maps:get(ebin, Cfg), "-pa", maps:get(dir, Cfg),
                                    "-proto_dist", "macula", "-no_epmd",
                                    "-start_epmd", "false", "-setcookie", "bench"
-                                   | mode_args(Mode, Cfg)],
+                                   | mode_args(Mode, Name, Cfg)],
                           env => [{"MACULA_DIST_CERT_DIR", filename:join(Tmp, "cert_" ++ Name)}]}),
-    Mode =:= dist_relay andalso wait_identified(Peer, 100),
+    Mode =/= direct andalso wait_identified(Peer, 300),
     {Peer, Node}.
 
-mode_args(direct, _) -> [];
-mode_args(dist_relay, #{relay_port := Port, secret := Secret}) ->
-    ["-macula_dist_mode", "dist_relay", "-macula_dist_relays", "127.0.0.1:" ++ Port,
+mode_args(direct, _, _) ->
+    [];
+mode_args(dist_relay, _, Cfg) ->
+    relay_args("dist_relay", relay(0, Cfg), Cfg);
+mode_args(relay, "a", Cfg) ->
+    relay_args("relay", relay(0, Cfg) ++ "," ++ relay(1, Cfg), Cfg);
+mode_args(relay, "b", Cfg) ->
+    relay_args("relay", relay(1, Cfg) ++ "," ++ relay(0, Cfg), Cfg).
+
+relay(I, #{relay_port := Port}) ->
+    "127.0.0.1:" ++ integer_to_list(list_to_integer(Port) + I).
+
+relay_args(Mode, Relays, #{secret := Secret}) ->
+    ["-macula_dist_mode", Mode, "-macula_dist_relays", Relays,
      "-macula_dist_realm_secret_file", Secret].
 
 wait_identified(_Peer, 0) ->
     error(not_registered_at_relay);
 wait_identified(Peer, N) ->
-    case peer:call(Peer, macula, relays, []) of
-        [#{state := identified}] -> ok;
-        _ -> timer:sleep(100), wait_identified(Peer, N - 1)
+    case [R || R = #{state := identified} <- peer:call(Peer, macula, relays, [])] of
+        [_] -> ok;
+        [] -> timer:sleep(100), wait_identified(Peer, N - 1)
     end.
 
 %%% On the nodes

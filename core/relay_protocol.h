@@ -67,6 +67,7 @@ inline constexpr char kBadFrame[] = "bad_frame";
 inline constexpr char kIdentifyTimeout[] = "identify_timeout";
 inline constexpr char kFlood[] = "control_flood";
 inline constexpr char kBacklog[] = "backlog";  // the node does not read what it is sent
+inline constexpr char kReplaced[] = "replaced";  // silent holder of a name a node claimed
 inline constexpr char kRelayProof[] = "relay_proof";  // a relay failed to prove the realm
 inline constexpr char kDuplicateLink[] = "duplicate_link";  // two links join the same relays
 inline constexpr char kPeerTimeout[] = "peer_timeout";

@@ -94,6 +94,7 @@ const std::map<std::string, Setter>& setters() {
        server_num<uint64_t>(&RelayServerConfig::max_control_backlog, 4096, uint64_t(1) << 40)},
       {"identify-timeout-ms",
        server_num<uint64_t>(&RelayServerConfig::identify_timeout_ms, 1, 3600000)},
+      {"name-probe-ms", server_num<uint64_t>(&RelayServerConfig::name_probe_ms, 100, 60000)},
       {"idle-timeout-ms",
        server_num<uint64_t>(&RelayServerConfig::idle_timeout_ms, 1000, 3600000)},
       {"control-rate", server_num<uint32_t>(&RelayServerConfig::control_rate, 1, 1000000)},
@@ -297,6 +298,9 @@ end-to-end encrypted packets without being able to read them.
   --max-connections N             default 4096
   --identify-timeout-ms N         close connections that do not identify (10000)
   --idle-timeout-ms N             close silent connections (10000)
+  --name-probe-ms N               a node claiming a name held here gets it
+                                  only if the holder sends nothing for this
+                                  long after a probe (3000)
   --control-rate N, --control-burst N
                                   control messages per second per node (50, 200)
   --peer HOST:PORT                another relay of the mesh to link up with

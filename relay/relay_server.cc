@@ -3,6 +3,7 @@
 #include <gnutls/crypto.h>
 
 #include <algorithm>
+#include <cstring>
 
 namespace macula::relay {
 
@@ -239,20 +240,82 @@ void RelayServer::identify(Node& node, uint64_t conn, const Identify& m) {
                                    {"reason", reason::kBadProof}, {"remote", node.remote}});
     return reject(node, conn, CloseCode::kBadProof, reason::kBadProof);
   }
-  if (names_.count(m.name) || remote_.count(m.name)) {
+  if (auto held = names_.find(m.name); held != names_.end())
+    return claim(node, conn, m, held->second);
+  if (remote_.count(m.name)) {
     ++m_.rejections[reason::kNameTaken];
     log_.warn("identify_refused", {{"conn", std::to_string(conn)}, {"name", m.name},
                                    {"reason", reason::kNameTaken}, {"remote", node.remote}});
     return reject(node, conn, CloseCode::kNameTaken, reason::kNameTaken);
   }
+  register_node(node, conn, m);
+}
+
+void RelayServer::register_node(Node& node, uint64_t conn, const Identify& m) {
   node.name = m.name;
   names_[m.name] = conn;
   send(node, Identified{m.id, config_.name,
-                        make_realm_proof(exporter, kServerRole, config_.name, config_.realm_secret),
+                        make_realm_proof(node.handle->exporter(), kServerRole, config_.name,
+                                         config_.realm_secret),
                         kMaxPacketSize, config_.max_tunnels_per_node});
   log_.info("node_identified", {{"conn", std::to_string(conn)}, {"name", m.name},
                                 {"remote", node.remote}});
   broadcast(NodeUp{m.name});
+}
+
+// `node` proved `m.name`, which `holder` holds: probe the holder with a
+// tick, which its QUIC stack acknowledges if it is there at all. One
+// claim per name at a time.
+void RelayServer::claim(Node& node, uint64_t conn, const Identify& m, uint64_t holder) {
+  Node* h = find(holder);
+  bool busy = std::any_of(claims_.begin(), claims_.end(),
+                          [&](const Claim& c) { return c.request.name == m.name; });
+  if (!h || busy) {
+    ++m_.rejections[reason::kNameTaken];
+    return reject(node, conn, CloseCode::kNameTaken, reason::kNameTaken);
+  }
+  claims_.push_back({conn, m, holder, h->handle->path().bytes_received,
+                     now_ms() + config_.name_probe_ms});
+  Bytes tick(kFrameHeaderSize);
+  std::memset(tick.data.get(), 0, tick.size);
+  h->handle->send(Channel::kControl, std::move(tick), 1);
+  log_.info("name_probe", {{"name", m.name}, {"holder", std::to_string(holder)},
+                           {"claimant", std::to_string(conn)}, {"remote", node.remote}});
+}
+
+// A holder that answered the probe keeps its name (name_taken for the
+// claimant); one that sent nothing since is gone and is replaced.
+void RelayServer::settle_claims(uint64_t now) {
+  std::vector<Claim> due;
+  std::erase_if(claims_, [&](const Claim& c) {
+    if (c.due_ms > now) return false;
+    due.push_back(c);
+    return true;
+  });
+  for (const Claim& c : due) {
+    Node* node = find(c.conn);
+    if (!node) continue;
+    Node* holder = find(c.holder);
+    if (holder && holder->handle->path().bytes_received != c.holder_bytes) {
+      ++m_.rejections[reason::kNameTaken];
+      log_.warn("identify_refused", {{"conn", std::to_string(c.conn)}, {"name", c.request.name},
+                                     {"reason", reason::kNameTaken}, {"remote", node->remote}});
+      reject(*node, c.conn, CloseCode::kNameTaken, reason::kNameTaken);
+      continue;
+    }
+    if (holder) {
+      ++m_.rejections[reason::kReplaced];
+      log_.warn("name_reclaimed", {{"name", c.request.name}, {"silent_conn", std::to_string(c.holder)},
+                                   {"conn", std::to_string(c.conn)}});
+      reject(*holder, c.holder, CloseCode::kNameTaken, reason::kReplaced);
+    }
+    if (names_.count(c.request.name) || remote_.count(c.request.name)) {
+      ++m_.rejections[reason::kNameTaken];  // taken again meanwhile (at a peer)
+      reject(*node, c.conn, CloseCode::kNameTaken, reason::kNameTaken);
+      continue;
+    }
+    register_node(*node, c.conn, c.request);
+  }
 }
 
 void RelayServer::tunnel_request(Node& node, uint64_t conn, const TunnelRequest& m) {
@@ -453,6 +516,7 @@ void RelayServer::on_closed(uint64_t conn, const CloseInfo& info) {
 
 void RelayServer::tick(uint64_t now) {
   std::lock_guard lock(mu_);
+  settle_claims(now);
   dial_due(now);
   std::vector<uint64_t> late;
   for (auto& [conn, n] : nodes_)
@@ -474,6 +538,7 @@ void RelayServer::shutdown() {
   names_.clear();
   links_.clear();
   remote_.clear();
+  claims_.clear();
   tunnels_.clear();
   backlogged_.clear();
 }

@@ -10,7 +10,11 @@
 // Authentication: a node registers a name only with
 // HMAC(realm secret, exporter || "client" || name) and the relay answers
 // with its own proof ("server" role), so both ends know the other holds the
-// realm secret. A live name is never taken over.
+// realm secret. A live name is never taken over: a second claim to a name
+// held here makes the relay probe the holder (an ack-eliciting tick), and
+// only if the holder sends nothing at all for name_probe_ms (it vanished
+// without closing: a crashed or halted VM) does the newcomer get the name;
+// otherwise name_taken.
 //
 // Limits per node: tunnels it is an end of; bytes queued towards it and not
 // yet acknowledged (above that its packets are dropped: they are the
@@ -56,6 +60,8 @@ struct RelayServerConfig {
   // A connection silent this long is closed (nodes PING every 2 s; a
   // node's own setting may be shorter, and then applies).
   uint64_t idle_timeout_ms = 10000;
+  // How long a holder probed for a second claim to its name has to answer.
+  uint64_t name_probe_ms = 3000;
   uint32_t control_rate = 50;     // control messages per second, sustained
   uint32_t control_burst = 200;   // and in a burst
   // Bytes queued towards a peer relay (all the tunnels over the link).
@@ -113,8 +119,8 @@ class RelayServer : public EndpointEvents,
   // re-dials each one whose link is down, every 1 s .. 10 s. Call once.
   void start_mesh(Endpoint& endpoint, std::vector<PeerSpec> peers);
 
-  // Closes connections that did not identify in time, and dials peers
-  // that are due. Any thread, about once a second; `now_ms` is a
+  // Settles name claims whose probe is over, closes connections that did
+  // not identify in time, and dials peers that are due. Any thread, about once a second; `now_ms` is a
   // monotonic clock in milliseconds.
   void tick(uint64_t now_ms);
   // Closes every connection with reason relay_shutdown and refuses later
@@ -150,6 +156,15 @@ class RelayServer : public EndpointEvents,
     End a, b;              // a requested it
     uint64_t request = 0;  // a's request id while b (a link) has not answered
   };
+  // A valid identify for a name held here, waiting for the holder's
+  // answer to a probe.
+  struct Claim {
+    uint64_t conn = 0;    // the newcomer
+    Identify request;
+    uint64_t holder = 0;
+    uint64_t holder_bytes = 0;  // received from the holder when probed
+    uint64_t due_ms = 0;
+  };
   struct Peer {
     PeerSpec spec;
     uint64_t conn = 0;     // the link being dialled or up; 0: none
@@ -168,6 +183,9 @@ class RelayServer : public EndpointEvents,
   void handle_message(Node& node, uint64_t conn, Message& m);
   void unexpected(Node& node, uint64_t conn, const Message& m);
   void identify(Node& node, uint64_t conn, const Identify& m);
+  void claim(Node& node, uint64_t conn, const Identify& m, uint64_t holder);
+  void settle_claims(uint64_t now);
+  void register_node(Node& node, uint64_t conn, const Identify& m);
   void tunnel_request(Node& node, uint64_t conn, const TunnelRequest& m);
   void tunnel_close(uint64_t conn, const TunnelClose& m);
   void open_tunnel(Node& node, uint64_t conn, const TunnelRequest& m, uint64_t target);
@@ -203,6 +221,7 @@ class RelayServer : public EndpointEvents,
   std::unordered_map<std::string, uint64_t> links_;   // peer relay -> conn
   std::unordered_map<std::string, std::string> remote_;  // node at a peer -> that relay
   std::unordered_map<uint32_t, Tunnel> tunnels_;
+  std::vector<Claim> claims_;
   Endpoint* endpoint_ = nullptr;  // for dialling peers
   std::vector<Peer> peers_;
   uint32_t next_tunnel_ = 0;

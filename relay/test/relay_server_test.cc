@@ -69,6 +69,11 @@ TEST_F(RelayServerTest, ALiveNameCannotBeTakenOver) {
   Node alice = identified_node("alice@host");
   Node bob = identified_node("bob@host");
   Node impostor = node("alice@host");
+  // alice answers the relay's probe; the claim is settled once its time
+  // is up (the daemon ticks every second).
+  ASSERT_TRUE(eventually([&] { return server_->metrics().connections == 3; }));
+  std::this_thread::sleep_for(300ms);
+  server_->tick(now_ns() / 1000000 + config_.name_probe_ms);
   auto info = impostor.events->wait_closed();
   ASSERT_TRUE(info);
   EXPECT_EQ(info->code, uint64_t(CloseCode::kNameTaken));
@@ -79,6 +84,30 @@ TEST_F(RelayServerTest, ALiveNameCannotBeTakenOver) {
   const uint8_t hello[] = {'h', 'i'};
   bob.client->send_packet(t, hello);
   EXPECT_TRUE(alice.events->wait([](Recorder& r) { return r.packets_.size() == 1; }));
+}
+
+// alice's VM stopped without closing (here: her I/O thread is stuck, so
+// she acknowledges nothing): a node proving her name gets it once she
+// fails to answer the probe, without waiting for the idle timeout.
+TEST_F(RelayServerTest, ASilentHoldersNameGoesToANewClaimant) {
+  start_relay();
+  Node alice = identified_node("alice@host");
+  Node bob = identified_node("bob@host");
+  uint32_t t = open_tunnel(bob, alice, "alice@host");
+  alice.events->stall(true);
+  const uint8_t one[] = {1};
+  bob.client->send_packet(t, one);
+  std::this_thread::sleep_for(200ms);
+  Node again = node("alice@host");
+  ASSERT_TRUE(eventually([&] { return server_->metrics().connections == 3; }));
+  std::this_thread::sleep_for(300ms);
+  server_->tick(now_ns() / 1000000 + config_.name_probe_ms);
+  ASSERT_TRUE(again.events->wait_identified());
+  EXPECT_EQ(server_->metrics().rejections["replaced"], 1u);
+  EXPECT_EQ(server_->metrics().nodes, 2u);
+  // The old alice's tunnel went with her.
+  EXPECT_TRUE(bob.events->wait([&](Recorder& r) { return r.closed_tunnels_.size() == 1; }));
+  alice.events->stall(false);
 }
 
 TEST_F(RelayServerTest, NameIsFreedWhenItsOwnerLeaves) {
