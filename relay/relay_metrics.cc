@@ -46,6 +46,9 @@ std::string render_prometheus(const RelayMetrics& m, const EndpointStats& e) {
          "QUIC connections open now, identified or not.", m.connections);
   metric(out, "macula_relay_nodes", "gauge", "Nodes identified now.", m.nodes);
   metric(out, "macula_relay_tunnels", "gauge", "Tunnels open now.", m.tunnels);
+  metric(out, "macula_relay_peers", "gauge", "Relays of the mesh linked now.", m.peers);
+  metric(out, "macula_relay_remote_nodes", "gauge",
+         "Nodes held by the linked relays, reachable through them.", m.remote_nodes);
   metric(out, "macula_relay_connections_total", "counter",
          "Connections accepted since start.", m.connections_total);
   metric(out, "macula_relay_tunnels_total", "counter", "Tunnels opened since start.",
@@ -61,7 +64,8 @@ std::string render_prometheus(const RelayMetrics& m, const EndpointStats& e) {
            {reason::kBadProof, reason::kNameTaken, reason::kUnsupportedVersion,
             reason::kAlreadyIdentified, reason::kNotIdentified, reason::kUnknownTarget,
             reason::kSelf, reason::kTunnelLimit, reason::kTargetTunnelLimit,
-            reason::kIdentifyTimeout, reason::kFlood, reason::kBacklog});
+            reason::kIdentifyTimeout, reason::kFlood, reason::kBacklog, reason::kReplaced,
+            reason::kRelayProof});
   labelled(out, "macula_relay_bad_frames_total",
            "Malformed frames (each ends its connection), by channel.", "kind",
            m.bad_frames, {"control", "data", "transport"});

@@ -427,5 +427,41 @@ TEST(RelayDaemon, ServesNodesAndMetricsAndStopsCleanlyOnSigterm) {
       << relay.stderr_lines.all();
 }
 
+// Two daemons: the second is given the first as --peer; both log the
+// link, and the first's metrics count it.
+TEST(RelayDaemon, PeersLinkUpAndBadPeersAreRefused) {
+  test::TempDir dir;
+  test::write_file(dir.file("secret"), "daemon-test-secret-0123456789\n");
+  chmod(dir.file("secret").c_str(), 0600);
+  uint16_t mport = free_tcp_port();
+  auto start = [&](Child& c, const std::string& name, std::vector<std::string> extra) {
+    std::vector<std::string> args = {MACULA_RELAY_BIN, "--bind", "127.0.0.1", "--port", "0",
+                                     "--name", name, "--cert-dir", dir.file(name),
+                                     "--realm-secret-file", dir.file("secret")};
+    args.insert(args.end(), extra.begin(), extra.end());
+    c.start(args);
+    return c.stderr_lines.wait(
+        std::regex(R"(event=relay_started name=\S+ address=127\.0\.0\.1:(\d+))"), 10s);
+  };
+  Child a, b;
+  auto a_started = start(a, "r-a", {"--metrics-port", std::to_string(mport)});
+  ASSERT_TRUE(a_started) << a.stderr_lines.all();
+  ASSERT_TRUE(start(b, "r-b", {"--peer", "127.0.0.1:" + (*a_started)[1].str()}))
+      << b.stderr_lines.all();
+  EXPECT_TRUE(a.stderr_lines.wait(std::regex("event=peer_linked .*relay=r-b"), 10s))
+      << a.stderr_lines.all();
+  EXPECT_TRUE(b.stderr_lines.wait(std::regex("event=peer_linked .*relay=r-a"), 10s))
+      << b.stderr_lines.all();
+  std::string metrics = http_get(mport, "GET /metrics HTTP/1.0\r\n\r\n");
+  EXPECT_NE(metrics.find("\nmacula_relay_peers 1\n"), std::string::npos) << metrics;
+
+  // (A host name that does not resolve is refused the same way, exit 1;
+  // not tested here: the machine's resolver may take long to say so.)
+  Child bad;
+  bad.start({MACULA_RELAY_BIN, "--realm-secret-file", dir.file("secret"), "--peer", "host:x"});
+  EXPECT_EQ(bad.wait_exit(), 2);
+  EXPECT_TRUE(bad.stderr_lines.wait(std::regex("bad value for peer"), 1s)) << bad.stderr_lines.all();
+}
+
 }  // namespace
 }  // namespace macula::relay

@@ -32,7 +32,8 @@
          relay_unreachable/1, wrong_realm_secret/1, bad_relays_setting/1,
          join_at_runtime/1, ca_mode/1, relay_stopped/1, two_relays/1,
          relays_setting_syntax/1, mesh_ping_rpc_big/1, mesh_name_hijack/1,
-         mesh_relay_killed/1, mesh_wrong_cookie/1, mesh_sees_no_plaintext/1]).
+         mesh_relay_killed/1, mesh_wrong_cookie/1, mesh_sees_no_plaintext/1,
+         restart_after_kill/1]).
 %% run on the nodes
 -export([plaintext_sink/1, udp_probe/3]).
 
@@ -59,7 +60,7 @@ all() ->
     [ping_rpc_big, relay_sees_no_plaintext, wrong_cookie, name_hijack,
      unknown_target, wrong_realm_secret, relay_unreachable,
      bad_relays_setting, relays_setting_syntax, join_at_runtime, ca_mode,
-     two_relays, relay_stopped, relay_killed, mesh_ping_rpc_big,
+     two_relays, relay_stopped, relay_killed, restart_after_kill, mesh_ping_rpc_big,
      mesh_sees_no_plaintext, mesh_wrong_cookie, mesh_name_hijack,
      mesh_relay_killed].
 
@@ -608,6 +609,25 @@ mesh_relay_killed(Config) ->
            [erlang:system_time(millisecond) - DA, N]),
     true = Ms < 40000,
     {ok, _} = peer:call(A, macula_ct, big_roundtrip, [NB, ?MB, 30000], 35000),
+    ok.
+
+%% a's VM is killed (SIGKILL: no goodbye to the relay) and started again
+%% at once: it gets its name back after the relay's probe of the old
+%% connection (3 s), well before the idle timeout would free it, and b
+%% reaches the new a.
+restart_after_kill(Config) ->
+    need_netns(Config),
+    {A, NA, _B, NB} = pair(Config),
+    pong = peer:call(A, net_adm, ping, [NB], 30000),
+    macula_ct:kill9(A),
+    macula_ct:stop_node(NA),
+    T0 = erlang:monotonic_time(millisecond),
+    {A2, NA} = node_a(Config),
+    wait_registered(NA),
+    Ms = erlang:monotonic_time(millisecond) - T0,
+    ct:pal("restarted node registered after ~p ms", [Ms]),
+    true = Ms < 8000,
+    pong = peer:call(A2, net_adm, ping, [NB], 30000),
     ok.
 
 %% CA mode through the relay: the end-to-end session checks the chain
