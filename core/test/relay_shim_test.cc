@@ -289,6 +289,10 @@ TEST_F(RelayShimTest, ALiveNameIsNotTakenOver) {
   Node a = node("a@host", inner_a.address());
   ASSERT_TRUE(a.events->wait_identified());
   Node hijack = node("a@host", inner_b.address());
+  // a answers the relay's probe; the claim is settled when its time is up.
+  ASSERT_TRUE(test::eventually([&] { return server_->metrics().connections == 2; }, 10s));
+  std::this_thread::sleep_for(300ms);
+  server_->tick(now_ns() / 1000000 + RelayServerConfig{}.name_probe_ms);
   auto closed = hijack.events->wait_closed();
   ASSERT_TRUE(closed);
   EXPECT_EQ(closed->code, uint64_t(CloseCode::kNameTaken));
