@@ -176,13 +176,16 @@ bool parse_shim_config(ErlNifEnv* env, ERL_NIF_TERM m, relay::RelayShimConfig& c
   if (!map_string(env, m, "cert_dir", c.endpoint.tls.cert_dir, false)) return bad = "cert_dir", false;
   if (!map_string(env, m, "certfile", c.endpoint.tls.certfile, false)) return bad = "certfile", false;
   if (!map_string(env, m, "keyfile", c.endpoint.tls.keyfile, false)) return bad = "keyfile", false;
-  // Who the relay is, is proven with the realm secret, not a CA.
-  c.endpoint.tls.mode = TrustMode::kCookie;
+  // The relay proves the realm secret; in CA mode its certificate must
+  // also chain to the CA and be valid for relay_host.
+  if (!map_string(env, m, "cacertfile", c.endpoint.tls.cacertfile, false))
+    return bad = "cacertfile", false;
+  c.endpoint.tls.mode = c.endpoint.tls.cacertfile.empty() ? TrustMode::kCookie : TrustMode::kCa;
   return true;
 }
 
 // open(#{relay_ip, relay_port, relay_host, node, secret, inner_port, tag,
-//        bind, cert_dir, certfile, keyfile}) -> {ok, Shim} | {error, Text}
+//        bind, cert_dir, certfile, keyfile, cacertfile}) -> {ok, Shim} | {error, Text}
 // Events go to the calling process.
 ERL_NIF_TERM open(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   if (!enif_is_map(env, argv[0])) return badarg(env, "options");

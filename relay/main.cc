@@ -41,7 +41,10 @@ EndpointConfig endpoint_config(const DaemonConfig& c) {
   ec.bind_ip = c.bind;
   ec.port = c.port;
   ec.max_connections = c.max_connections;
-  ec.tls.mode = TrustMode::kCookie;  // identities are proven with the realm secret
+  // Identities are proven with the realm secret; CA mode checks
+  // certificates on top.
+  ec.tls.mode = c.cacertfile.empty() ? TrustMode::kCookie : TrustMode::kCa;
+  ec.tls.cacertfile = c.cacertfile;
   ec.tls.cert_dir = c.cert_dir;
   ec.tls.certfile = c.certfile;
   ec.tls.keyfile = c.keyfile;

@@ -73,6 +73,7 @@ const std::map<std::string, Setter>& setters() {
       {"cert-dir", text(&DaemonConfig::cert_dir)},
       {"certfile", text(&DaemonConfig::certfile)},
       {"keyfile", text(&DaemonConfig::keyfile)},
+      {"cacertfile", text(&DaemonConfig::cacertfile)},
       {"realm-secret-file", text(&DaemonConfig::realm_secret_file)},
       {"metrics-bind", text(&DaemonConfig::metrics_bind)},
       {"metrics-port", num<uint16_t>(&DaemonConfig::metrics_port, 0, 65535)},
@@ -241,6 +242,8 @@ void fill_defaults(DaemonConfig& config) {
 std::string check(const DaemonConfig& config) {
   if (config.certfile.empty() != config.keyfile.empty())
     return "--certfile and --keyfile go together";
+  if (!config.cacertfile.empty() && config.certfile.empty())
+    return "--cacertfile needs --certfile and --keyfile (a certificate from that CA)";
   if (config.metrics_port != 0 && config.metrics_port == config.port &&
       config.metrics_bind == config.bind)
     return "metrics-port must differ from port";
@@ -284,6 +287,10 @@ end-to-end encrypted packets without being able to read them.
   --cert-dir DIR                  key and self-signed certificate, created
                                   if missing (default ~/.local/share/macula-relay)
   --certfile FILE --keyfile FILE  use this certificate and key instead
+  --cacertfile FILE               CA mode: nodes and peer relays must present
+                                  certificates from this CA (and peers valid
+                                  for the host they are dialled by); the
+                                  realm secret is still proven
   --realm-secret-file FILE        the realm's shared secret (required, >= 16 bytes)
   --name NAME                     the relay's name in its proof (default: host name)
   --metrics-port N                Prometheus metrics over HTTP (default 0 = off)

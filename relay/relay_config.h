@@ -17,6 +17,7 @@ struct DaemonConfig {
   uint16_t port = kDefaultPort;
   std::string cert_dir;  // empty: $HOME/.local/share/macula-relay
   std::string certfile, keyfile;
+  std::string cacertfile;  // set: CA mode (peers' chains checked)
   std::string realm_secret_file;
   std::string metrics_bind = "127.0.0.1";
   uint16_t metrics_port = 0;  // 0: no metrics endpoint

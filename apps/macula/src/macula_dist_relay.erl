@@ -248,7 +248,12 @@ open_shim(Tag, #relay{host = Host, port = Port}, #st{node = Node, inner = Inner,
                      node => atom_to_binary(Node), secret => maps:get(realm_secret, C),
                      inner_port => Inner, tag => Tag, bind => bind_for(Ip),
                      cert_dir => maps:get(cert_dir, C), certfile => maps:get(certfile, C),
-                     keyfile => maps:get(keyfile, C)},
+                     keyfile => maps:get(keyfile, C),
+                     %% CA mode: the relay's certificate is checked too
+                     cacertfile => case maps:get(trust, C) of
+                                       ca -> maps:get(cacertfile, C);
+                                       _ -> ""
+                                   end},
             try macula_relay_nif:open(Opts) of
                 {ok, Shim} -> {ok, Shim};
                 {error, Text} -> {error, binary_to_list(Text)}
@@ -323,6 +328,10 @@ log_closed(_Node, Host, Port, {local_close, 16#28, _}) ->
     logger:error("macula: relay ~s:~p failed to prove the realm secret "
                  "(macula_dist_realm_secret_file differs, or not a relay of this realm)",
                  [Host, Port]);
+log_closed(_Node, Host, Port, {tls_alert, Code, Text}) ->
+    logger:error("macula: TLS with relay ~s:~p failed (alert ~p, ~s); in CA mode "
+                 "(macula_dist_cacertfile) the relay's certificate must come from that CA "
+                 "and be valid for ~s", [Host, Port, Code, Text, Host]);
 log_closed(_Node, Host, Port, Why) ->
     logger:warning("macula: connection to relay ~s:~p lost: ~p", [Host, Port, Why]).
 

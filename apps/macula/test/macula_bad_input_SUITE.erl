@@ -337,7 +337,9 @@ invalid_setting(Config) ->
              {"named@127.0.0.1", #{args => ["-kernel", "macula_dist_port", "0"]}, "macula_dist_port"},
              {"named@127.0.0.1", #{env => [{"MACULA_DIST_PORT", "99999"}]}, "macula_dist_port"},
              {Numeric(), #{args => ["-macula_dist_insecure", "maybe"]}, "macula_dist_insecure"},
-             {Numeric(), #{args => ["-macula_dist_mode", "relay"]}, "macula_dist_mode"}],
+             {Numeric(), #{args => ["-macula_dist_mode", "mesh"]}, "macula_dist_mode"},
+             {"named@127.0.0.1", #{args => ["-macula_dist_mode", "relay"]},
+              "macula_dist_realm_secret_file"}],
     [begin
          Out = must_fail(Config, Name, Opts),
          contains(Out, "invalid " ++ Setting),

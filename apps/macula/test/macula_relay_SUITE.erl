@@ -33,7 +33,7 @@
          join_at_runtime/1, ca_mode/1, relay_stopped/1, two_relays/1,
          relays_setting_syntax/1, mesh_ping_rpc_big/1, mesh_name_hijack/1,
          mesh_relay_killed/1, mesh_wrong_cookie/1, mesh_sees_no_plaintext/1,
-         restart_after_kill/1]).
+         restart_after_kill/1, ca_mode_relay_certificate/1]).
 %% run on the nodes
 -export([plaintext_sink/1, udp_probe/3]).
 
@@ -60,6 +60,7 @@ all() ->
     [ping_rpc_big, relay_sees_no_plaintext, wrong_cookie, name_hijack,
      unknown_target, wrong_realm_secret, relay_unreachable,
      bad_relays_setting, relays_setting_syntax, join_at_runtime, ca_mode,
+     ca_mode_relay_certificate,
      two_relays, relay_stopped, relay_killed, restart_after_kill, mesh_ping_rpc_big,
      mesh_sees_no_plaintext, mesh_wrong_cookie, mesh_name_hijack,
      mesh_relay_killed].
@@ -634,15 +635,13 @@ restart_after_kill(Config) ->
 %% and that the certificate is valid for the host of the node name (not
 %% for the tunnel's loopback address). A node whose certificate is for
 %% another host is refused by its peer.
+%% The relay runs in CA mode too, with a certificate from the same CA
+%% valid for its address: the nodes check it, and it checks theirs.
 ca_mode(Config) ->
     need_netns(Config),
     Tls = ca_files(Config),
-    start_relay(Config),
-    CaArgs = fun(Cert) -> relay_args(Config, ?RELAY) ++
-                              ["-macula_dist_cacertfile", maps:get(ca, Tls),
-                               "-macula_dist_certfile", maps:get(Cert, Tls),
-                               "-macula_dist_keyfile", maps:get(key, Tls)]
-             end,
+    start_relay(Config, "::", "mclr-relay", ca_relay_args(Tls)),
+    CaArgs = fun(Cert) -> ca_node_args(Config, Tls, Cert) end,
     {A, NA} = node_a(Config, #{args => CaArgs(good)}),
     {B, NB} = node_b(Config, #{args => CaArgs(good)}),
     wait_registered(NA),
@@ -659,8 +658,38 @@ ca_mode(Config) ->
     macula_ct:wait_output(NB, "certificate not valid for", 10000),
     ok.
 
-%% A CA, and one key with two certificates: one valid for both nodes'
-%% hosts, one for another host.
+ca_relay_args(Tls) ->
+    ["--cacertfile", maps:get(ca, Tls), "--certfile", maps:get(relay, Tls),
+     "--keyfile", maps:get(key, Tls)].
+
+ca_node_args(Config, Tls, Cert) ->
+    relay_args(Config, ?RELAY) ++
+        ["-macula_dist_cacertfile", maps:get(ca, Tls),
+         "-macula_dist_certfile", maps:get(Cert, Tls),
+         "-macula_dist_keyfile", maps:get(key, Tls)].
+
+%% A node in CA mode does not register at a relay whose certificate is not
+%% from its CA (here: the relay's own self-signed one), and says why; a
+%% relay in CA mode refuses a node whose certificate is not from its CA.
+ca_mode_relay_certificate(Config) ->
+    need_netns(Config),
+    Tls = ca_files(Config),
+    start_relay(Config),
+    {A, NA} = node_a(Config, #{args => ca_node_args(Config, Tls, good)}),
+    macula_ct:wait_output(NA, "TLS with relay " ?RELAY_IP ":4434 failed", 20000),
+    [#{state := State}] = peer:call(A, macula, relays, []),
+    true = State =/= identified,
+    stop_relay(Config),
+    start_relay(Config, "::", "mclr-relay", ca_relay_args(Tls)),
+    {B, NB} = node_b(Config),  % self-signed, cookie mode
+    macula_ct:wait_output(NB, "relay " ?RELAY_IP ":4434", 20000),
+    [#{state := StateB}] = peer:call(B, macula, relays, []),
+    true = StateB =/= identified,
+    wait_registered(NA),
+    ok.
+
+%% A CA, and one key with three certificates: one valid for both nodes'
+%% hosts, one for another host, one for the relay's address.
 ca_files(Config) ->
     Dir = filename:join(?config(priv_dir, Config), "tls"),
     ok = filelib:ensure_path(Dir),
@@ -686,5 +715,6 @@ ca_files(Config) ->
                    F(Name ++ ".pem")
            end,
     #{ca => F("ca.pem"), key => F("node.key"),
-      good => Cert("good", [?IP_A, ?IP_B]), wrong_host => Cert("wrong", ["10.196.9.9"])}.
+      good => Cert("good", [?IP_A, ?IP_B]), wrong_host => Cert("wrong", ["10.196.9.9"]),
+      relay => Cert("relay", [?RELAY_IP])}.
 
