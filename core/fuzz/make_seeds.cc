@@ -19,7 +19,14 @@ int main(int argc, char** argv) {
                          TunnelOk{3, 77},
                          TunnelError{4, "unknown_target", "ghost@host"},
                          TunnelNotify{77, "alice@host"},
-                         TunnelClose{77, "closed"}};
+                         TunnelClose{77, "closed"},
+                         PeerIdentify{1, 1, "relay-2", p},
+                         PeerIdentified{1, "relay-1", p},
+                         NodeUp{"alice@host"},
+                         NodeDown{"alice@host"},
+                         PeerTunnel{78, "alice@host", "bob@host"},
+                         PeerTunnelOk{78, 79},
+                         PeerTunnelError{78, "unknown_target", "bob@host"}};
   for (const Message& m : all) {
     std::vector<uint8_t> b = encode(m);
     std::ofstream(dir + "/" + message_name(m), std::ios::binary)

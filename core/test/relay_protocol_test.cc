@@ -91,6 +91,35 @@ TEST(RelayProtocol, EveryMessageRoundTrips) {
   EXPECT_EQ(round_trip<TunnelClose>(TunnelClose{12, ""}).reason, "");
 }
 
+TEST(RelayProtocol, MeshMessagesRoundTrip) {
+  PeerIdentify pi = round_trip<PeerIdentify>(PeerIdentify{1, 1, "r2", proof_of(3)});
+  EXPECT_EQ(pi.id, 1u);
+  EXPECT_EQ(pi.version, 1u);
+  EXPECT_EQ(pi.relay, "r2");
+  EXPECT_EQ(pi.proof, proof_of(3));
+  PeerIdentified pd = round_trip<PeerIdentified>(PeerIdentified{1, "r1", proof_of(4)});
+  EXPECT_EQ(pd.relay, "r1");
+  EXPECT_EQ(pd.proof, proof_of(4));
+  EXPECT_EQ(round_trip<NodeUp>(NodeUp{"a@h"}).node, "a@h");
+  EXPECT_EQ(round_trip<NodeDown>(NodeDown{"a@h"}).node, "a@h");
+  PeerTunnel pt = round_trip<PeerTunnel>(PeerTunnel{5, "a@h", "b@h"});
+  EXPECT_EQ(pt.tunnel, 5u);
+  EXPECT_EQ(pt.source, "a@h");
+  EXPECT_EQ(pt.target, "b@h");
+  PeerTunnelOk po = round_trip<PeerTunnelOk>(PeerTunnelOk{5, 0xffffffff});
+  EXPECT_EQ(po.tunnel, 5u);
+  EXPECT_EQ(po.peer_tunnel, 0xffffffffu);
+  PeerTunnelError pe = round_trip<PeerTunnelError>(PeerTunnelError{5, "unknown_target", "b@h"});
+  EXPECT_EQ(pe.reason, "unknown_target");
+  EXPECT_EQ(pe.detail, "b@h");
+  // Tunnel ids are never 0, on either side.
+  ParseResult r = parse(map_of({{"t", text("peer_tunnel_ok")}, {"tunnel", num(5)},
+                                {"peer_tunnel", num(0)}}));
+  EXPECT_EQ(r.describe(), "bad_field: peer_tunnel");
+  r = parse(map_of({{"t", text("node_up")}, {"node", text("has space")}}));
+  EXPECT_EQ(r.describe(), "bad_field: node");
+}
+
 TEST(RelayProtocol, WireFormIsAMapWithTypeFirst) {
   std::vector<uint8_t> w = encode(TunnelOk{1, 2});
   // {"t":"tunnel_ok","id":1,"tunnel":2}

@@ -19,7 +19,9 @@ class RelayMeshTest : public RelayServerTest {
     for (auto& r : relays_) r->server->shutdown();
   }
 
-  Relay& open_relay(const std::string& name, const std::string& secret = kSecret) {
+  // `tls`: CA mode settings; by default self-signed in a directory.
+  Relay& open_relay(const std::string& name, const std::string& secret = kSecret,
+                    const TlsConfig* tls = nullptr) {
     auto r = std::make_unique<Relay>();
     RelayServerConfig c = config_;
     c.realm_secret = secret;
@@ -29,6 +31,7 @@ class RelayMeshTest : public RelayServerTest {
     EndpointConfig ec;
     ec.bind_ip = "127.0.0.1";
     ec.tls.cert_dir = dir_.file(name);
+    if (tls) ec.tls = *tls;
     std::string error;
     r->endpoint = Endpoint::open(relay_endpoint_config(ec, c), r->server, error);
     EXPECT_TRUE(r->endpoint) << error;
@@ -257,6 +260,30 @@ TEST_F(RelayMeshTest, ARelayWithoutTheRealmSecretIsNotLinked) {
   r3.server->shutdown();
   ep.reset();
   fake->shared_from_this_.reset();
+}
+
+// Relays in CA mode link only with relays whose certificate is from
+// their CA and valid for the address they dial.
+TEST_F(RelayMeshTest, InCaModeOnlyRelaysWithTheCasCertificatesLink) {
+  macula::test::TestCa ca("mesh CA"), other("another CA");
+  auto tls = [&](macula::test::TestCa& issuer, const std::string& stem) {
+    TlsConfig t;
+    t.mode = TrustMode::kCa;
+    std::string ca_path = dir_.file("ca.pem");
+    macula::test::write_file(ca_path, ca.cert_pem());
+    t.cacertfile = ca_path;
+    issuer.issue(stem, {"127.0.0.1"}, {})->write(dir_, stem, t.keyfile, t.certfile);
+    return t;
+  };
+  TlsConfig t1 = tls(ca, "r1"), t2 = tls(ca, "r2"), t3 = tls(other, "r3");
+  Relay& r1 = open_relay("r1", kSecret, &t1);
+  Relay& r2 = open_relay("r2", kSecret, &t2);
+  Relay& r3 = open_relay("r3", kSecret, &t3);
+  link(r1, {&r2, &r3});
+  ASSERT_TRUE(eventually([&] { return linked(r1, 1, 0) && linked(r2, 1, 0); }));
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(r3.server->metrics().peers, 0u);
+  EXPECT_EQ(r1.server->metrics().peers, 1u);
 }
 
 TEST_F(RelayMeshTest, ANodeCannotSpeakForARelay) {
