@@ -72,15 +72,24 @@ class RelayMeshTest : public RelayServerTest {
     return {reply->tunnel, at_b};
   }
 
+  // r1 dialling r2, alice@a at r1 and bob@b at r2.
+  struct AliceAndBob {
+    Relay& r1;
+    Relay& r2;
+    Node alice, bob;
+  };
+  AliceAndBob alice_and_bob() {
+    Relay& r1 = open_relay("r1");
+    Relay& r2 = open_relay("r2");
+    link(r1, {&r2});
+    return {r1, r2, identified_at(r1.addr, "alice@a"), identified_at(r2.addr, "bob@b")};
+  }
+
   std::vector<std::unique_ptr<Relay>> relays_;
 };
 
 TEST_F(RelayMeshTest, NodesAtTwoRelaysReachEachOtherByteExact) {
-  Relay& r1 = open_relay("r1");
-  Relay& r2 = open_relay("r2");
-  link(r1, {&r2});
-  Node alice = identified_at(r1.addr, "alice@a");
-  Node bob = identified_at(r2.addr, "bob@b");
+  auto [r1, r2, alice, bob] = alice_and_bob();
   ASSERT_TRUE(eventually([&] { return linked(r1, 1, 1) && linked(r2, 1, 1); }));
 
   auto [ta, tb] = open_remote_tunnel(alice, bob, "bob@b", "alice@a");
@@ -174,11 +183,7 @@ TEST_F(RelayMeshTest, UnknownTargetsAndLimitsAreRefusedAcrossTheMesh) {
 }
 
 TEST_F(RelayMeshTest, ClosesCrossTheMeshBothWays) {
-  Relay& r1 = open_relay("r1");
-  Relay& r2 = open_relay("r2");
-  link(r1, {&r2});
-  Node alice = identified_at(r1.addr, "alice@a");
-  Node bob = identified_at(r2.addr, "bob@b");
+  auto [r1, r2, alice, bob] = alice_and_bob();
   ASSERT_TRUE(eventually([&] { return linked(r1, 1, 1) && linked(r2, 1, 1); }));
   auto [ta, tb] = open_remote_tunnel(alice, bob, "bob@b", "alice@a");
   alice.client->close_tunnel(ta, "done");
@@ -196,11 +201,7 @@ TEST_F(RelayMeshTest, ClosesCrossTheMeshBothWays) {
 }
 
 TEST_F(RelayMeshTest, ALostRelayTakesItsTunnelsAndNamesAndIsRedialled) {
-  Relay& r1 = open_relay("r1");
-  Relay& r2 = open_relay("r2");
-  link(r1, {&r2});
-  Node alice = identified_at(r1.addr, "alice@a");
-  Node bob = identified_at(r2.addr, "bob@b");
+  auto [r1, r2, alice, bob] = alice_and_bob();
   ASSERT_TRUE(eventually([&] { return linked(r1, 1, 1) && linked(r2, 1, 1); }));
   auto [ta, tb] = open_remote_tunnel(alice, bob, "bob@b", "alice@a");
   ASSERT_NE(ta, 0u);
@@ -243,17 +244,11 @@ TEST_F(RelayMeshTest, ARelayWithoutTheRealmSecretIsNotLinked) {
   EXPECT_EQ(rogue.server->metrics().remote_nodes, 0u);
 
   // And r1 refuses a relay whose answer it cannot check.
-  auto fake = std::make_shared<FakeRelay>();
-  fake->shared_from_this_ = fake;
-  EndpointConfig ec;
-  ec.bind_ip = "127.0.0.1";
-  ec.tls.cert_dir = dir_.file("fake");
-  std::string error;
-  auto ep = Endpoint::open(relay_endpoint_config(ec, RelayServerConfig{}), fake, error);
-  ASSERT_TRUE(ep) << error;
-  Relay& r3 = open_relay("r3");
+  std::shared_ptr<FakeRelay> fake;
   Address fake_addr;
-  make_address("127.0.0.1", ep->port(), fake_addr);
+  auto ep = open_fake_relay(fake, fake_addr);
+  ASSERT_TRUE(ep);
+  Relay& r3 = open_relay("r3");
   r3.server->start_mesh(*r3.endpoint, {PeerSpec{"fake", "127.0.0.1", fake_addr}});
   ASSERT_TRUE(eventually([&] { return r3.server->metrics().rejections["relay_proof"] == 1; }));
   EXPECT_EQ(r3.server->metrics().peers, 0u);

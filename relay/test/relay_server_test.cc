@@ -44,15 +44,9 @@ TEST_F(RelayServerTest, ProofForAnotherNameIsRefused) {
 }
 
 TEST_F(RelayServerTest, NodeRefusesARelayThatCannotProveTheRealm) {
-  auto fake = std::make_shared<FakeRelay>();
-  fake->shared_from_this_ = fake;
-  EndpointConfig ec;
-  ec.bind_ip = "127.0.0.1";
-  ec.tls.cert_dir = dir_.file("fake");
-  std::string error;
-  auto ep = Endpoint::open(relay_endpoint_config(ec, RelayServerConfig{}), fake, error);
-  ASSERT_TRUE(ep) << error;
-  make_address("127.0.0.1", ep->port(), relay_addr_);
+  std::shared_ptr<FakeRelay> fake;
+  auto ep = open_fake_relay(fake, relay_addr_);
+  ASSERT_TRUE(ep);
   Node alice = node("alice@host");
   auto info = alice.events->wait_closed();
   ASSERT_TRUE(info);

@@ -299,6 +299,21 @@ class RelayServerTest : public ::testing::Test {
     return raw;
   }
 
+  // A FakeRelay on its own endpoint; `addr` is where it listens. Reset
+  // fake->shared_from_this_ once the endpoint is gone.
+  std::unique_ptr<Endpoint> open_fake_relay(std::shared_ptr<FakeRelay>& fake, Address& addr) {
+    fake = std::make_shared<FakeRelay>();
+    fake->shared_from_this_ = fake;
+    EndpointConfig ec;
+    ec.bind_ip = "127.0.0.1";
+    ec.tls.cert_dir = dir_.file("fake");
+    std::string error;
+    auto ep = Endpoint::open(relay_endpoint_config(ec, RelayServerConfig{}), fake, error);
+    EXPECT_TRUE(ep) << error;
+    if (ep) make_address("127.0.0.1", ep->port(), addr);
+    return ep;
+  }
+
   // Opens a tunnel from `a` to `b` (named `b_name`); returns its id.
   uint32_t open_tunnel(Node& a, Node& b, const std::string& b_name) {
     uint64_t req = a.client->request_tunnel(b_name);

@@ -255,15 +255,19 @@ ping_rpc_big(Config) ->
     {1, _} = cmd(ip(), ["netns", "exec", ?NS_A, "ping", "-c1", "-W1", ?IP_B]),
     [] = [L || L <- udp_sockets(?NS_A), not lists:prefix("127.0.0.1:", L),
                not lists:prefix("0.0.0.0:", L)],
+    ping_rpc_big(A, NA, B, NB, "through the relay"),
+    [#{state := identified, stats := #{tunnels := 1}}] = peer:call(A, macula, relays, []),
+    ok.
+
+%% Ping and rpc both ways, then a 64 MB message round trip each way.
+ping_rpc_big(A, NA, B, NB, Path) ->
     pong = peer:call(A, net_adm, ping, [NB], 30000),
     pong = peer:call(B, net_adm, ping, [NA], 30000),
     NB = peer:call(A, rpc, call, [NB, erlang, node, []], 30000),
     NA = peer:call(B, rpc, call, [NA, erlang, node, []], 30000),
     {ok, MsAB} = peer:call(A, macula_ct, big_roundtrip, [NB, 64 * ?MB, 120000], 130000),
     {ok, MsBA} = peer:call(B, macula_ct, big_roundtrip, [NA, 64 * ?MB, 120000], 130000),
-    ct:pal("64 MB round trip through the relay: a->b ~p ms, b->a ~p ms", [MsAB, MsBA]),
-    [#{state := identified, stats := #{tunnels := 1}}] = peer:call(A, macula, relays, []),
-    ok.
+    ct:pal("64 MB round trip ~s: a->b ~p ms, b->a ~p ms", [Path, MsAB, MsBA]).
 
 udp_sockets(NS) ->
     {_, Out} = cmd(ip(), ["netns", "exec", NS, "ss", "-Hlun"]),
@@ -545,13 +549,7 @@ mesh(Config) ->
 mesh_ping_rpc_big(Config) ->
     need_netns(Config),
     {_R1, _R2, A, NA, B, NB} = mesh(Config),
-    pong = peer:call(A, net_adm, ping, [NB], 30000),
-    pong = peer:call(B, net_adm, ping, [NA], 30000),
-    NB = peer:call(A, rpc, call, [NB, erlang, node, []], 30000),
-    NA = peer:call(B, rpc, call, [NA, erlang, node, []], 30000),
-    {ok, MsAB} = peer:call(A, macula_ct, big_roundtrip, [NB, 64 * ?MB, 120000], 130000),
-    {ok, MsBA} = peer:call(B, macula_ct, big_roundtrip, [NA, 64 * ?MB, 120000], 130000),
-    ct:pal("64 MB round trip across two relays: a->b ~p ms, b->a ~p ms", [MsAB, MsBA]),
+    ping_rpc_big(A, NA, B, NB, "across two relays"),
     [#{state := identified, name := <<"mclr-mesh-1">>, stats := #{tunnels := 1}},
      #{state := standby}] =
         lists:sort(fun(X, Y) -> maps:get(tag, X) =< maps:get(tag, Y) end,
