@@ -675,7 +675,7 @@ bool RelayServer::add_link(Node& node, uint64_t conn, const std::string& relay) 
 }
 
 void RelayServer::peer_message(Node& link, uint64_t conn, Message& m) {
-  if (auto* x = std::get_if<NodeUp>(&m)) return node_up(link, conn, *x);
+  if (auto* x = std::get_if<NodeUp>(&m)) return node_up(link, *x);
   if (auto* x = std::get_if<NodeDown>(&m)) {
     if (auto it = remote_.find(x->node); it != remote_.end() && it->second == link.name)
       remote_.erase(it);
@@ -691,7 +691,7 @@ void RelayServer::peer_message(Node& link, uint64_t conn, Message& m) {
 // A node registered at a peer. If we hold the same name (both relays
 // accepted it at once), the relay with the smaller name keeps its node;
 // the other refuses its own, on both sides alike.
-void RelayServer::node_up(Node& link, uint64_t conn, const NodeUp& m) {
+void RelayServer::node_up(Node& link, const NodeUp& m) {
   if (auto local = names_.find(m.node); local != names_.end()) {
     if (config_.name < link.name) return;
     uint64_t loser = local->second;

@@ -194,7 +194,7 @@ class RelayServer : public EndpointEvents,
   void peer_identify(Node& node, uint64_t conn, const PeerIdentify& m);
   void peer_identified(Node& node, uint64_t conn, const PeerIdentified& m);
   bool add_link(Node& node, uint64_t conn, const std::string& relay);
-  void node_up(Node& link, uint64_t conn, const NodeUp& m);
+  void node_up(Node& link, const NodeUp& m);
   void peer_tunnel(Node& link, uint64_t conn, const PeerTunnel& m);
   void peer_tunnel_ok(Node& link, uint64_t conn, const PeerTunnelOk& m);
   void peer_tunnel_error(uint64_t conn, const PeerTunnelError& m);
