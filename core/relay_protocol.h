@@ -67,6 +67,7 @@ inline constexpr char kBadFrame[] = "bad_frame";
 inline constexpr char kIdentifyTimeout[] = "identify_timeout";
 inline constexpr char kFlood[] = "control_flood";
 inline constexpr char kBacklog[] = "backlog";  // the node does not read what it is sent
+inline constexpr char kTooManyConnections[] = "too_many_connections";  // from one IP
 inline constexpr char kReplaced[] = "replaced";  // silent holder of a name a node claimed
 inline constexpr char kRelayProof[] = "relay_proof";  // a relay failed to prove the realm
 inline constexpr char kDuplicateLink[] = "duplicate_link";  // two links join the same relays
@@ -87,6 +88,7 @@ enum class CloseCode : uint64_t {
   kFlood = 0x27,
   kRelayProof = 0x28,  // a node closes: the relay failed to prove itself
   kBacklog = 0x29,
+  kTooManyConnections = 0x2a,
 };
 
 // node -> relay. `proof` = make_realm_proof(exporter, kClientRole, name).

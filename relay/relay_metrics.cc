@@ -65,6 +65,7 @@ std::string render_prometheus(const RelayMetrics& m, const EndpointStats& e) {
             reason::kAlreadyIdentified, reason::kNotIdentified, reason::kUnknownTarget,
             reason::kSelf, reason::kTunnelLimit, reason::kTargetTunnelLimit,
             reason::kIdentifyTimeout, reason::kFlood, reason::kBacklog, reason::kReplaced,
+            reason::kTooManyConnections,
             reason::kRelayProof});
   labelled(out, "macula_relay_bad_frames_total",
            "Malformed frames (each ends its connection), by channel.", "kind",

@@ -67,6 +67,7 @@ const char* close_code_reason(CloseCode code) {
     case CloseCode::kFlood: return reason::kFlood;
     case CloseCode::kRelayProof: return reason::kRelayProof;
     case CloseCode::kBacklog: return reason::kBacklog;
+    case CloseCode::kTooManyConnections: return reason::kTooManyConnections;
   }
   return "closed";
 }
@@ -121,15 +122,26 @@ std::string RelayServer::check_config(const RelayServerConfig& c) {
 void RelayServer::accepted(std::shared_ptr<ConnectionHandle> handle) {
   uint64_t conn = handle->id();
   std::string remote = handle->remote().to_string();
+  std::string ip = handle->remote().ip_string();
   {
     std::lock_guard lock(mu_);
     if (stopping_) {
       handle->close(uint64_t(CloseCode::kShutdown), reason::kShutdown);
       return;
     }
+    if (per_ip_[ip] >= config_.max_connections_per_ip) {
+      ++m_.rejections[reason::kTooManyConnections];
+      handle->close(uint64_t(CloseCode::kTooManyConnections), reason::kTooManyConnections);
+      log_.warn("connection_refused", {{"conn", std::to_string(conn)},
+                                       {"reason", reason::kTooManyConnections},
+                                       {"remote", remote}});
+      return;
+    }
+    ++per_ip_[ip];
     Node& n = nodes_[conn];
     n.handle = handle;
     n.remote = remote;
+    n.ip = ip;
     n.since_ms = now_ms();
     n.tokens = config_.control_burst;
     n.refilled_ns = now_ns();
@@ -483,6 +495,7 @@ void RelayServer::drop_node(uint64_t conn) {
     names_.erase(named);
     broadcast(NodeDown{node->name});
   }
+  if (!node->ip.empty() && --per_ip_[node->ip] == 0) per_ip_.erase(node->ip);
   if (node->dialled >= 0) {
     Peer& p = peers_[node->dialled];
     if (p.conn == conn) {
@@ -539,6 +552,7 @@ void RelayServer::shutdown() {
   links_.clear();
   remote_.clear();
   claims_.clear();
+  per_ip_.clear();
   tunnels_.clear();
   backlogged_.clear();
 }

@@ -60,6 +60,9 @@ struct RelayServerConfig {
   // A connection silent this long is closed (nodes PING every 2 s; a
   // node's own setting may be shorter, and then applies).
   uint64_t idle_timeout_ms = 10000;
+  // Connections accepted from one IP address (one NAT may hide many
+  // nodes): one host cannot take all of max-connections.
+  uint32_t max_connections_per_ip = 256;
   // How long a holder probed for a second claim to its name has to answer.
   uint64_t name_probe_ms = 3000;
   uint32_t control_rate = 50;     // control messages per second, sustained
@@ -141,6 +144,7 @@ class RelayServer : public EndpointEvents,
     bool retired = false;  // a duplicate link, closed once its tunnels are
     int dialled = -1;      // index in peers_ if we dialled it
     std::string remote;
+    std::string ip;        // accepted connections: counted in per_ip_
     uint64_t since_ms = 0;
     std::unordered_set<uint32_t> tunnels;
     double tokens = 0;
@@ -222,6 +226,7 @@ class RelayServer : public EndpointEvents,
   std::unordered_map<std::string, std::string> remote_;  // node at a peer -> that relay
   std::unordered_map<uint32_t, Tunnel> tunnels_;
   std::vector<Claim> claims_;
+  std::unordered_map<std::string, uint32_t> per_ip_;  // accepted connections
   Endpoint* endpoint_ = nullptr;  // for dialling peers
   std::vector<Peer> peers_;
   uint32_t next_tunnel_ = 0;

@@ -104,6 +104,23 @@ TEST_F(RelayServerTest, ASilentHoldersNameGoesToANewClaimant) {
   alice.events->stall(false);
 }
 
+TEST_F(RelayServerTest, ConnectionsFromOneAddressAreBounded) {
+  config_.max_connections_per_ip = 2;
+  start_relay();
+  Node alice = identified_node("alice@host");
+  Node bob = identified_node("bob@host");
+  Node carol = node("carol@host");
+  auto info = carol.events->wait_closed();
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->code, uint64_t(CloseCode::kTooManyConnections));
+  EXPECT_EQ(info->text, "too_many_connections");
+  EXPECT_EQ(server_->metrics().rejections["too_many_connections"], 1u);
+  // A place frees up when a node leaves.
+  bob.client->close();
+  ASSERT_TRUE(eventually([&] { return server_->metrics().connections == 1; }));
+  Node carol2 = identified_node("carol@host");
+}
+
 TEST_F(RelayServerTest, NameIsFreedWhenItsOwnerLeaves) {
   start_relay();
   Node alice = identified_node("alice@host");
