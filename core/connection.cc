@@ -622,6 +622,22 @@ bool Connection::send_batch(const Address& from, const Address& to,
   return config_.host->socket().send(from, to, data, len, seg);
 }
 
+// On a real path, once ngtcp2 paces (after the first RTT sample, see
+// flush()), one flush writes at most ngtcp2's send quantum (at most 64 KB).
+// ngtcp2 reads the pacing clock only before a flush's first packet, so an
+// unbounded flush (up to kMaxPacketsPerFlush packets, 1.5 MB) is a burst
+// that queues at the path's bottleneck, and a small message of another
+// stream waits behind it. The pacing deadline is part of expiry(), which
+// brings the next flush. Loopback has no such queue and pays per wake-up
+// instead, so it keeps whole flushes.
+size_t Connection::send_budget() const {
+  ngtcp2_conn_stat cstat;
+  ngtcp2_conn_get_conn_stat(conn_, &cstat);
+  if (cstat.first_rtt_sample_ts == UINT64_MAX) return SIZE_MAX;
+  if (is_loopback(address_of(ngtcp2_conn_get_path(conn_)->remote))) return SIZE_MAX;
+  return ngtcp2_conn_get_send_quantum(conn_);
+}
+
 bool Connection::flush(uint64_t now) {
   if (state_ != State::kHandshake && state_ != State::kOpen) return false;
   ngtcp2_path_storage ps;
@@ -633,11 +649,12 @@ bool Connection::flush(uint64_t now) {
   Address batch_from, batch_to;
   control_out_.blocked = false;
   for (StreamOut& d : data_out_) d.blocked = false;
+  size_t budget = send_budget(), bytes = 0;
   auto send_pending = [&] {
     if (off) send_batch(batch_from, batch_to, tx.data(), off, seg);
     off = npkts = 0;
   };
-  while (total < kMaxPacketsPerFlush) {
+  while (total < kMaxPacketsPerFlush && bytes < budget) {
     StreamOut* s = pick_stream();
     ngtcp2_vec vecs[kMaxVecs];
     size_t nvecs = s ? s->buffer.unsent(vecs, kMaxVecs) : 0;
@@ -675,6 +692,7 @@ bool Connection::flush(uint64_t now) {
       batch_to = to;
     }
     off += size_t(n);
+    bytes += size_t(n);
     ++npkts;
     ++total;
     if (npkts == kMaxGsoPackets || off + seg > kMaxGsoBytes || size_t(n) < seg)

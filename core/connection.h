@@ -182,6 +182,8 @@ class Connection {
   void set_keep_alive();
   void open_streams();
   StreamOut* pick_stream();
+  // Bytes one flush may write (see the .cc).
+  size_t send_budget() const;
   void queue_data(OutChunk chunk, std::vector<FrameRoute> routes);
   void route_unrouted();
   bool send_batch(const Address& from, const Address& to, const uint8_t* data,

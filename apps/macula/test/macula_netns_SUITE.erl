@@ -529,10 +529,12 @@ hol_under_bulk(Config) ->
     #{p50 := Tcp50, p99 := Tcp99} = proplists:get_value(inet_tcp, Results),
     ct:comment("64 B RTT p50/p99 under 8 MB bulk, 20 ms + 1 %: macula ~.1f/~.1f ms, "
                "inet_tcp ~.1f/~.1f ms", [Mac50, Mac99, Tcp50, Tcp99]),
-    %% Bounds with room for a loaded machine (measured: p50 0.35-0.45x,
-    %% p99 0.25-0.5x); with one data stream macula's p50 is above inet_tcp's.
-    Mac50 =< 0.6 * Tcp50 orelse ct:fail({head_of_line_blocking, p50_ms, Mac50, inet_tcp, Tcp50}),
-    Mac99 =< 0.75 * Tcp99 orelse ct:fail({head_of_line_blocking, p99_ms, Mac99, inet_tcp, Tcp99}),
+    %% Bounds with room for a loaded machine (measured since flushes are
+    %% bounded by ngtcp2's send quantum: p50 0.31-0.38x, p99 0.18-0.40x,
+    %% idle or not; inet_tcp's p99 alone moves between 258 and 525 ms);
+    %% with one data stream macula's p50 is above inet_tcp's.
+    Mac50 =< 0.5 * Tcp50 orelse ct:fail({head_of_line_blocking, p50_ms, Mac50, inet_tcp, Tcp50}),
+    Mac99 =< 0.6 * Tcp99 orelse ct:fail({head_of_line_blocking, p99_ms, Mac99, inet_tcp, Tcp99}),
     ok.
 
 hol_run(Config, Proto, Secs) ->
@@ -543,6 +545,13 @@ hol_run(Config, Proto, Secs) ->
     macula_ct:stop_all(),
     Proto =:= macula orelse [kill_all_in(NS) || NS <- [?NS1, ?NS2]],
     Ms = [U / 1000 || U <- Rtts],
+    %% MACULA_HOL_DUMP=Prefix: every round trip (ms), one a line, in
+    %% Prefix-Proto, for looking at the tail.
+    case os:getenv("MACULA_HOL_DUMP") of
+        false -> ok;
+        Dump -> file:write_file(Dump ++ "-" ++ atom_to_list(Proto),
+                                [io_lib:format("~.3f~n", [M]) || M <- lists:reverse(Ms)])
+    end,
     R = #{p50 => percentile(Ms, 50), p90 => percentile(Ms, 90),
           p95 => percentile(Ms, 95), p99 => percentile(Ms, 99),
           max => lists:max(Ms), n => length(Ms),
