@@ -33,6 +33,7 @@ label(Mode) -> atom_to_list(Mode).
 measure(Mode, Cfg) ->
     {PA, _} = start(Mode, "a", 47201, Cfg),
     {PB, NB} = start(Mode, "b", 47202, Cfg),
+    Mode =:= relay andalso check_relays([{PA, "bench-relay"}, {PB, "bench-relay-2"}]),
     pong = peer:call(PA, net_adm, ping, [NB], 30000),
     {P50, P99} = peer:call(PA, ?MODULE, rtt, [NB, ?RTT_N], 120000),
     Rate = peer:call(PA, ?MODULE, stream, [NB, maps:get(seconds, Cfg), ?WINDOW], 120000),
@@ -40,9 +41,12 @@ measure(Mode, Cfg) ->
     {Mode, P50, P99, Rate}.
 
 start(Mode, Name, Port, Cfg = #{tmp := Tmp}) ->
+    %% Each path has its own node names: a relay may still hold the names
+    %% of the previous path's nodes for a few seconds.
     NodeName = case Mode of
                    direct -> integer_to_list(Port);
-                   _ -> Name
+                   dist_relay -> Name;
+                   relay -> "mesh_" ++ Name
                end,
     {ok, Peer, Node} =
         peer:start_link(#{name => NodeName, host => "127.0.0.1", longnames => true,
@@ -54,6 +58,14 @@ start(Mode, Name, Port, Cfg = #{tmp := Tmp}) ->
                           env => [{"MACULA_DIST_CERT_DIR", filename:join(Tmp, "cert_" ++ Name)}]}),
     Mode =/= direct andalso wait_identified(Peer, 300),
     {Peer, Node}.
+
+%% The mesh path is measured only if a and b are at different relays.
+check_relays(Expected) ->
+    [case [N || #{state := identified, name := N} <- peer:call(P, macula, relays, [])] of
+         [Want] -> ok;
+         Other -> error({not_at_relay, Want, Other})
+     end || {P, Name} <- Expected, Want <- [list_to_binary(Name)]],
+    ok.
 
 mode_args(direct, _, _) ->
     [];

@@ -182,7 +182,9 @@ class Connection {
   void set_keep_alive();
   void open_streams();
   StreamOut* pick_stream();
-  // Bytes one flush may write (see the .cc).
+  // Bytes one flush may write (see the .cc): bounded on paths whose
+  // minimum round trip is at least this.
+  static constexpr uint64_t kBurstRttNs = 1000000;
   size_t send_budget() const;
   void queue_data(OutChunk chunk, std::vector<FrameRoute> routes);
   void route_unrouted();
