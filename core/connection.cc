@@ -404,9 +404,7 @@ void Connection::set_keep_alive() {
 void Connection::open_streams() {
   if (role_ == Role::kClient) {
     ngtcp2_conn_open_bidi_stream(conn_, &control_out_.id, nullptr);
-    Bytes tick(kFrameHeaderSize);
-    std::memset(tick.data.get(), 0, tick.size);
-    handle_->send(Channel::kControl, std::move(tick), 1);
+    handle_->send(Channel::kControl, tick_frame(), 1);
   }
   // An older peer may allow fewer streams: use those it allows.
   for (size_t i = 0; i < config_.data_streams; ++i) {

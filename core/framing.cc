@@ -25,6 +25,12 @@ struct ChunkOwner {
 
 }  // namespace
 
+Bytes tick_frame() {
+  Bytes tick(kFrameHeaderSize);
+  std::memset(tick.data.get(), 0, tick.size);
+  return tick;
+}
+
 Bytes encode_frames(std::span<const std::span<const iovec>> frames) {
   size_t total = 0;
   for (auto frame : frames) {

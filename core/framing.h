@@ -15,6 +15,9 @@ namespace macula {
 
 inline constexpr size_t kFrameHeaderSize = 4;
 
+// An empty frame (a tick): ignored by receivers, acknowledged by QUIC.
+Bytes tick_frame();
+
 // Writes `frames` (each a list of iovecs) as consecutive frames into one
 // buffer. Returns the buffer; its size is the sum of headers and payloads.
 Bytes encode_frames(std::span<const std::span<const iovec>> frames);

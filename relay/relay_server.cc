@@ -3,7 +3,8 @@
 #include <gnutls/crypto.h>
 
 #include <algorithm>
-#include <cstring>
+
+#include "framing.h"
 
 namespace macula::relay {
 
@@ -288,9 +289,7 @@ void RelayServer::claim(Node& node, uint64_t conn, const Identify& m, uint64_t h
   }
   claims_.push_back({conn, m, holder, h->handle->path().bytes_received,
                      now_ms() + config_.name_probe_ms});
-  Bytes tick(kFrameHeaderSize);
-  std::memset(tick.data.get(), 0, tick.size);
-  h->handle->send(Channel::kControl, std::move(tick), 1);
+  h->handle->send(Channel::kControl, tick_frame(), 1);
   log_.info("name_probe", {{"name", m.name}, {"holder", std::to_string(holder)},
                            {"claimant", std::to_string(conn)}, {"remote", node.remote}});
 }

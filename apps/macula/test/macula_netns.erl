@@ -3,7 +3,7 @@
 -module(macula_netns).
 
 -export([need_netns/1, ip/0, cmd/2, must/2, netns_exists/1, kill_all_in/1, pids_in/1,
-         start_epmd/1]).
+         start_epmd/1, test_ca/2, test_cert/3]).
 
 %% Fails the case when the suite could not build its namespaces (the
 %% suites never skip: CI runs as root and must run them).
@@ -77,3 +77,31 @@ start_epmd(NS) ->
                                _ -> false
                            end
                    end, 10000, {epmd_not_up_in, NS}).
+
+%% A throwaway CA (ECDSA P-256, openssl) in Dir, and one key for the
+%% certificates test_cert/3 issues: Dir/ca.pem, Dir/node.key.
+test_ca(Dir, Label) ->
+    ok = filelib:ensure_path(Dir),
+    F = fun(Name) -> filename:join(Dir, Name) end,
+    must("openssl", ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", F("ca.key")]),
+    must("openssl", ["req", "-x509", "-new", "-key", F("ca.key"), "-sha256", "-days", "2",
+                     "-subj", "/CN=" ++ Label ++ " CA", "-out", F("ca.pem")]),
+    must("openssl", ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", F("node.key")]),
+    must("openssl", ["req", "-new", "-key", F("node.key"), "-subj", "/CN=" ++ Label ++ " node",
+                     "-out", F("node.csr")]),
+    ok.
+
+%% A certificate for Dir/node.key from test_ca/2's CA, for both TLS roles,
+%% with subject alternative names Sans ("IP:10.0.0.1", "DNS:host").
+%% Returns its path, Dir/Name.pem.
+test_cert(Dir, Name, Sans) ->
+    F = fun(File) -> filename:join(Dir, File) end,
+    ok = file:write_file(F(Name ++ ".ext"),
+                         ["basicConstraints=CA:FALSE\n",
+                          "keyUsage=critical,digitalSignature\n",
+                          "extendedKeyUsage=serverAuth,clientAuth\n",
+                          "subjectAltName=", lists:join(",", Sans), "\n"]),
+    must("openssl", ["x509", "-req", "-in", F("node.csr"), "-CA", F("ca.pem"),
+                     "-CAkey", F("ca.key"), "-CAcreateserial", "-sha256", "-days", "2",
+                     "-extfile", F(Name ++ ".ext"), "-out", F(Name ++ ".pem")]),
+    F(Name ++ ".pem").

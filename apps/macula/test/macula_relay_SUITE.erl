@@ -490,15 +490,19 @@ join_at_runtime(Config) ->
     pong = peer:call(A, net_adm, ping, [NB], 30000),
     ok.
 
+%% a and b connected, each watching the other for nodedown; and the time.
+connected_and_watched(A, NA, B, NB) ->
+    pong = peer:call(A, net_adm, ping, [NB], 30000),
+    WA = peer:call(A, macula_ct, watch, [NB]),
+    WB = peer:call(B, macula_ct, watch, [NA]),
+    {WA, WB, erlang:system_time(millisecond)}.
+
 %% The relay stops (SIGTERM): it tells every node (relay_shutdown), so
 %% both see nodedown at once.
 relay_stopped(Config) ->
     need_netns(Config),
     {A, NA, B, NB} = pair(Config),
-    pong = peer:call(A, net_adm, ping, [NB], 30000),
-    WA = peer:call(A, macula_ct, watch, [NB]),
-    WB = peer:call(B, macula_ct, watch, [NA]),
-    T0 = erlang:system_time(millisecond),
+    {WA, WB, T0} = connected_and_watched(A, NA, B, NB),
     _ = cmd("kill", ["-TERM", integer_to_list(get(relay))]),
     {down, DA} = peer:call(A, macula_ct, wait_down, [WA, 10000], 15000),
     {down, DB} = peer:call(B, macula_ct, wait_down, [WB, 10000], 15000),
@@ -513,10 +517,7 @@ relay_stopped(Config) ->
 relay_killed(Config) ->
     need_netns(Config),
     {A, NA, B, NB} = pair(Config),
-    pong = peer:call(A, net_adm, ping, [NB], 30000),
-    WA = peer:call(A, macula_ct, watch, [NB]),
-    WB = peer:call(B, macula_ct, watch, [NA]),
-    T0 = erlang:system_time(millisecond),
+    {WA, WB, T0} = connected_and_watched(A, NA, B, NB),
     stop_relay(Config),
     {down, DA} = peer:call(A, macula_ct, wait_down, [WA, 40000], 45000),
     {down, DB} = peer:call(B, macula_ct, wait_down, [WB, 40000], 45000),
@@ -593,10 +594,7 @@ mesh_name_hijack(Config) ->
 mesh_relay_killed(Config) ->
     need_netns(Config),
     {R1, _R2, A, NA, B, NB} = mesh(Config),
-    pong = peer:call(A, net_adm, ping, [NB], 30000),
-    WA = peer:call(A, macula_ct, watch, [NB]),
-    WB = peer:call(B, macula_ct, watch, [NA]),
-    T0 = erlang:system_time(millisecond),
+    {WA, WB, T0} = connected_and_watched(A, NA, B, NB),
     _ = cmd("kill", ["-9", integer_to_list(R1)]),
     {down, DA} = peer:call(A, macula_ct, wait_down, [WA, 30000], 35000),
     {down, DB} = peer:call(B, macula_ct, wait_down, [WB, 30000], 35000),
@@ -690,29 +688,9 @@ ca_mode_relay_certificate(Config) ->
 %% hosts, one for another host, one for the relay's address.
 ca_files(Config) ->
     Dir = filename:join(?config(priv_dir, Config), "tls"),
-    ok = filelib:ensure_path(Dir),
-    F = fun(Name) -> filename:join(Dir, Name) end,
-    Ssl = "openssl",
-    must(Ssl, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", F("ca.key")]),
-    must(Ssl, ["req", "-x509", "-new", "-key", F("ca.key"), "-sha256", "-days", "2",
-               "-subj", "/CN=macula relay suite CA", "-out", F("ca.pem")]),
-    must(Ssl, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", F("node.key")]),
-    must(Ssl, ["req", "-new", "-key", F("node.key"), "-subj", "/CN=macula relay suite node",
-               "-out", F("node.csr")]),
-    Cert = fun(Name, Ips) ->
-                   San = lists:join(",", ["IP:" ++ Ip || Ip <- Ips]),
-                   ok = file:write_file(F(Name ++ ".ext"),
-                                        ["basicConstraints=CA:FALSE\n",
-                                         "keyUsage=critical,digitalSignature\n",
-                                         "extendedKeyUsage=serverAuth,clientAuth\n",
-                                         "subjectAltName=", San, "\n"]),
-                   must(Ssl, ["x509", "-req", "-in", F("node.csr"), "-CA", F("ca.pem"),
-                              "-CAkey", F("ca.key"), "-CAcreateserial", "-sha256",
-                              "-days", "2", "-extfile", F(Name ++ ".ext"),
-                              "-out", F(Name ++ ".pem")]),
-                   F(Name ++ ".pem")
-           end,
-    #{ca => F("ca.pem"), key => F("node.key"),
+    ok = macula_netns:test_ca(Dir, "macula relay suite"),
+    Cert = fun(Name, Ips) -> macula_netns:test_cert(Dir, Name, ["IP:" ++ Ip || Ip <- Ips]) end,
+    #{ca => filename:join(Dir, "ca.pem"), key => filename:join(Dir, "node.key"),
       good => Cert("good", [?IP_A, ?IP_B]), wrong_host => Cert("wrong", ["10.196.9.9"]),
       relay => Cert("relay", [?RELAY_IP])}.
 
