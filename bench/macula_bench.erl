@@ -43,7 +43,11 @@ main([BenchDir, OutMd, PidFile | Carriers]) ->
             case_secs => list_to_integer(env("BENCH_CASE_SECONDS", "8")),
             clk_tck => list_to_integer(env("BENCH_CLK_TCK", "100")),
             cookie => env("BENCH_COOKIE", "macula_bench_cookie"),
-            erl_flags => string:lexemes(env("BENCH_ERL_FLAGS", ""), " ")},
+            erl_flags => string:lexemes(env("BENCH_ERL_FLAGS", ""), " "),
+            steps => case env("BENCH_STEPS", "all") of
+                         "all" -> all;
+                         Names -> [list_to_atom(N) || N <- string:lexemes(Names, ", ")]
+                     end},
     T0 = erlang:monotonic_time(millisecond),
     Results = [{C, run_carrier(C, Cfg)} || C <- Carriers],
     Secs = (erlang:monotonic_time(millisecond) - T0) / 1000,
@@ -198,7 +202,9 @@ measure(Carrier, Pair, Cfg) ->
              {stream_64, fun(P) -> stream_case(P, ?PAYLOAD_SMALL, 10000000, 1000, Cfg) end},
              {stream_4k, fun(P) -> stream_case(P, ?PAYLOAD_4K, 1000000, 100, Cfg) end},
              {stream_1m, fun(P) -> stream_case(P, ?PAYLOAD_1M, 2000, 1, Cfg) end}],
-    run_steps(Carrier, Steps, Pair, #{}, []).
+    Chosen = [S || {Name, _} = S <- Steps,
+                   maps:get(steps, Cfg) =:= all orelse lists:member(Name, maps:get(steps, Cfg))],
+    run_steps(Carrier, Chosen, Pair, #{}, []).
 
 run_steps(_Carrier, [], Pair, Metrics, Errors) ->
     stop_pair(Pair),

@@ -7,6 +7,8 @@
 # Settings (environment):
 #   BENCH_CARRIERS      carriers to run, default "macula inet_tcp inet_tls"
 #   BENCH_CASE_SECONDS  sending time bound of each stream case, default 8
+#   BENCH_STEPS         measurements to run, comma-separated (connect, setup,
+#                       rtt, stream_64, stream_4k, stream_1m), default all
 #   BENCH_PORT_BASE     macula nodes use UDP ports BASE+1 and BASE+2 (47100)
 #   BENCH_ERL_FLAGS     extra emulator flags for every node, default
 #                       "+sbwt none +sbwtdcpu none +sbwtdio none" so that
