@@ -14,7 +14,6 @@ namespace {
 
 constexpr size_t kMaxGsoPackets = 64;
 constexpr size_t kMaxGsoBytes = 65000;  // one UDP datagram's length field
-constexpr size_t kMaxPacketsPerFlush = 1024;
 constexpr size_t kMaxVecs = 16;
 constexpr uint64_t kControlWindow = 1 << 20;
 constexpr uint64_t kConnWindow = 64ull << 20;
@@ -347,7 +346,7 @@ void Connection::after_read() {
   control_credit_ = 0;
   ngtcp2_conn_extend_max_offset(conn_, conn_credit_);
   conn_credit_ = 0;
-  apply_credit(0);
+  apply_credit(handle_->take_credit());
   if (events_) {
     for (Bytes& f : pending_control_) events_->control_frame(std::move(f));
     pending_control_.clear();
@@ -424,18 +423,11 @@ void Connection::on_inbox(uint64_t now) {
     for (Bytes& f : pending_control_) events_->control_frame(std::move(f));
     pending_control_.clear();
     if (closed_reported_) {
+      close_owed_ = true;
       deliver();
-      events_->closed(close_info_);
     }
   }
-  if (state_ == State::kOpen || state_ == State::kHandshake) {
-    for (ConnectionHandle::Send& send : in.sends) {
-      if (send.channel == Channel::kControl)
-        control_out_.buffer.append(std::move(send.chunk));
-      else
-        queue_data(std::move(send.chunk), std::move(send.routes));
-    }
-  }
+  queue_sends(in.sends);
   if (in.credit) apply_credit(in.credit);
   if (in.close && (state_ == State::kOpen || state_ == State::kHandshake)) {
     ngtcp2_connection_close_error ccerr;
@@ -444,6 +436,25 @@ void Connection::on_inbox(uint64_t now) {
         std::min<size_t>(in.close_reason.size(), 64));
     close_with(ccerr, {CloseInfo::Kind::kLocal, in.close_code, in.close_reason}, now);
   }
+}
+
+void Connection::queue_sends(std::vector<ConnectionHandle::Send>& sends) {
+  if (state_ != State::kOpen && state_ != State::kHandshake) return;
+  for (ConnectionHandle::Send& send : sends) {
+    if (send.channel == Channel::kControl)
+      control_out_.buffer.append(std::move(send.chunk));
+    else
+      queue_data(std::move(send.chunk), std::move(send.routes));
+  }
+}
+
+bool Connection::send_direct(uint64_t now, size_t max_packets) {
+  std::vector<ConnectionHandle::Send> sends = handle_->take_sends();
+  queue_sends(sends);
+  quiet_ = true;
+  bool more = flush(now, max_packets);
+  quiet_ = false;
+  return more || close_owed_;
 }
 
 void Connection::on_expiry(uint64_t now) {
@@ -542,13 +553,25 @@ void Connection::report_closed(const CloseInfo& info) {
   if (closed_reported_) return;
   closed_reported_ = true;
   close_info_ = info;
-  if (migrating()) finish_migration(MigrationResult::kClosed, Address{});
   handle_->set_closed();
+  if (quiet_)
+    close_owed_ = true;
+  else
+    notify_closed();
+}
+
+void Connection::notify_closed() {
+  if (migrating()) finish_migration(MigrationResult::kClosed, Address{});
   deliver();
-  if (events_) events_->closed(info);
+  if (events_) events_->closed(close_info_);
 }
 
 void Connection::deliver() {
+  if (close_owed_) {
+    close_owed_ = false;
+    notify_closed();
+    return;
+  }
   if (!events_ || (pending_data_.empty() && pending_data_bytes_ == 0)) return;
   uint64_t credit = pending_data_bytes_;
   unconsumed_ += credit;
@@ -614,6 +637,13 @@ Connection::StreamOut* Connection::pick_stream() {
   return nullptr;
 }
 
+bool Connection::has_unsent() const {
+  if (!unrouted_.empty() || control_out_.buffer.has_unsent()) return true;
+  for (const StreamOut& s : data_out_)
+    if (s.buffer.has_unsent()) return true;
+  return false;
+}
+
 bool Connection::send_batch(const Address& from, const Address& to,
                             const uint8_t* data, size_t len, size_t seg) {
   bytes_sent_ += len;
@@ -637,7 +667,7 @@ size_t Connection::send_budget() const {
   return ngtcp2_conn_get_send_quantum(conn_);
 }
 
-bool Connection::flush(uint64_t now) {
+bool Connection::flush(uint64_t now, size_t max_packets) {
   if (state_ != State::kHandshake && state_ != State::kOpen) return false;
   ngtcp2_path_storage ps;
   ngtcp2_path_storage_zero(&ps);
@@ -653,7 +683,7 @@ bool Connection::flush(uint64_t now) {
     if (off) send_batch(batch_from, batch_to, tx.data(), off, seg);
     off = npkts = 0;
   };
-  while (total < kMaxPacketsPerFlush && bytes < budget) {
+  while (total < max_packets && bytes < budget) {
     StreamOut* s = pick_stream();
     ngtcp2_vec vecs[kMaxVecs];
     size_t nvecs = s ? s->buffer.unsent(vecs, kMaxVecs) : 0;
@@ -703,8 +733,17 @@ bool Connection::flush(uint64_t now) {
   // ngtcp2 0.12 paces with initial_rtt (333 ms) before the first RTT
   // sample, which delays the first flights by ~20 ms: pace only after it.
   if (cstat.first_rtt_sample_ts != UINT64_MAX) ngtcp2_conn_update_pkt_tx_time(conn_, now);
+  // With nothing left to send, the pacing deadline just set would only
+  // wake the I/O thread for nothing (ngtcp2 lets a packet leave up to 1
+  // ms early anyway); handle_expiry() drops it.
+  if (total > 0 && !has_unsent()) {
+    if (int rv = ngtcp2_conn_handle_expiry(conn_, now); rv != 0) {
+      fail(rv, now);
+      return false;
+    }
+  }
   publish_path(now, false);
-  return total >= kMaxPacketsPerFlush;
+  return total >= max_packets;
 }
 
 bool Connection::is_reset_token(const uint8_t* tail) const {
@@ -735,6 +774,7 @@ bool Connection::finished(uint64_t now) const {
   // Closed before anyone attached: keep it for attach(), as long as
   // someone still holds the handle and so may attach.
   if (closed_reported_ && !events_ && handle_.use_count() > 1) return false;
+  if (close_owed_) return false;
   return state_ == State::kClosed ||
          ((state_ == State::kClosing || state_ == State::kDraining) && now >= drain_deadline_);
 }

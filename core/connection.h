@@ -1,5 +1,6 @@
 // One QUIC connection: an ngtcp2_conn, its GnuTLS session and its streams.
-// Owned by the endpoint's I/O thread; every method runs there.
+// Used only with the endpoint's loop lock held (Mailbox::LoopLock): by the
+// I/O thread, or by a caller's thread doing its work at once.
 //
 // Streams: the client opens bidirectional stream 0 as the control channel;
 // each side opens several unidirectional streams for its data, and a
@@ -66,6 +67,7 @@ struct ConnectionConfig {
 };
 
 inline constexpr size_t kCidLen = 17;
+inline constexpr size_t kMaxPacketsPerFlush = 1024;
 // Size of ConnectionHost::tx_buffer().
 size_t tx_buffer_size();
 
@@ -92,8 +94,15 @@ class Connection {
   // Closes because the endpoint is stopping.
   void abort(const CloseInfo& info, uint64_t now);
 
-  // Writes what ngtcp2 lets it; true if more is ready (call again soon).
-  bool flush(uint64_t now);
+  // Writes what ngtcp2 lets it, at most `max_packets` packets; true if
+  // more is ready (call again soon).
+  bool flush(uint64_t now, size_t max_packets = kMaxPacketsPerFlush);
+  // Called by a caller's thread that holds the loop lock while the I/O
+  // thread waits (Endpoint::send_now): queues the handle's new sends and
+  // writes up to `max_packets` packets. Events are never called from
+  // here; a close it causes is reported by the next deliver(). True if
+  // the I/O thread has work left (more to write, or a close to report).
+  bool send_direct(uint64_t now, size_t max_packets);
   // Hands data frames gathered since the last call to the events.
   void deliver();
 
@@ -182,10 +191,12 @@ class Connection {
   void set_keep_alive();
   void open_streams();
   StreamOut* pick_stream();
+  bool has_unsent() const;
   // Bytes one flush may write (see the .cc): bounded on paths whose
   // minimum round trip is at least this.
   static constexpr uint64_t kBurstRttNs = 1000000;
   size_t send_budget() const;
+  void queue_sends(std::vector<ConnectionHandle::Send>& sends);
   void queue_data(OutChunk chunk, std::vector<FrameRoute> routes);
   void route_unrouted();
   bool send_batch(const Address& from, const Address& to, const uint8_t* data,
@@ -196,6 +207,7 @@ class Connection {
                   const CloseInfo& info, uint64_t now);
   void enter_closed(State state, const CloseInfo& info, uint64_t now);
   void report_closed(const CloseInfo& info);
+  void notify_closed();
   CloseInfo peer_close_info();
 
   const ConnectionConfig config_;
@@ -228,6 +240,8 @@ class Connection {
   uint64_t pending_data_bytes_ = 0;
   bool pending_connected_ = false;
   bool closed_reported_ = false;
+  bool quiet_ = false;       // in send_direct(): no events
+  bool close_owed_ = false;  // closed there: report it in deliver()
   CloseInfo close_info_;
 
   std::vector<uint8_t> close_packet_;

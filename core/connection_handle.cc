@@ -20,9 +20,10 @@ const char* close_kind_name(CloseInfo::Kind kind) {
 
 ConnectionHandle::ConnectionHandle(uint64_t id, Role role,
                                    std::shared_ptr<Mailbox> mailbox,
-                                   uint64_t high_water, uint64_t low_water)
+                                   uint64_t high_water, uint64_t low_water,
+                                   uint64_t credit_wake)
     : id_(id), role_(role), mailbox_(std::move(mailbox)),
-      high_water_(high_water), low_water_(low_water) {}
+      high_water_(high_water), low_water_(low_water), credit_wake_(credit_wake) {}
 
 void ConnectionHandle::wake() {
   // Called with mu_ held; the I/O thread clears wake_pending_ in take_inbox.
@@ -35,9 +36,16 @@ SendStatus ConnectionHandle::send(Channel channel, OutChunk framed,
                                   uint32_t nframes, std::vector<FrameRoute> routes) {
   if (closed_.load()) return SendStatus::kClosed;
   uint64_t size = framed.size;
+  bool direct;
   {
     std::lock_guard lock(mu_);
     inbox_.sends.push_back({channel, std::move(framed), std::move(routes)});
+    direct = !wake_pending_;
+  }
+  // If the I/O thread waits, write the packets on this thread rather than
+  // wake it: a thread hand-off less per message on a quiet connection.
+  if (!direct || !mailbox_->run_now(id_)) {
+    std::lock_guard lock(mu_);
     wake();
   }
   frames_out_ += nframes;
@@ -55,10 +63,23 @@ bool ConnectionHandle::release(uint64_t bytes) {
   return left <= low_water_ && want_writable_.exchange(false);
 }
 
+// Credit only reopens windows held back by the unconsumed limit, so a
+// small amount need not wake the I/O thread: waking it for every message
+// would put a third thread between a message and its reply.
 void ConnectionHandle::consumed(uint64_t credit) {
   std::lock_guard lock(mu_);
   inbox_.credit += credit;
-  wake();
+  if (inbox_.credit >= credit_wake_) wake();
+}
+
+std::vector<ConnectionHandle::Send> ConnectionHandle::take_sends() {
+  std::lock_guard lock(mu_);
+  return std::exchange(inbox_.sends, {});
+}
+
+uint64_t ConnectionHandle::take_credit() {
+  std::lock_guard lock(mu_);
+  return std::exchange(inbox_.credit, 0);
 }
 
 void ConnectionHandle::close(uint64_t app_code, std::string reason) {

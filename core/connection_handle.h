@@ -1,7 +1,8 @@
 // The thread-safe face of one QUIC connection: what callers on any thread
-// (Erlang schedulers, tests) may do with it. The connection itself lives
-// on the endpoint's I/O thread; the handle queues commands for it and the
-// I/O thread reports back through ConnectionEvents.
+// (Erlang schedulers, tests) may do with it. The connection itself is
+// worked on under the endpoint's loop lock; the handle queues commands for
+// it, and send() writes them itself when that lock is free. Results come
+// back through ConnectionEvents.
 #pragma once
 
 #include <atomic>
@@ -43,8 +44,9 @@ struct CloseInfo {
 
 const char* close_kind_name(CloseInfo::Kind kind);
 
-// Implemented by the user of the core. Called on the I/O thread only, in
-// order, never after closed().
+// Implemented by the user of the core. Called with the endpoint's loop
+// lock held (the I/O thread, or a thread in Endpoint::read_now; never in
+// send()), in order, never after closed().
 class ConnectionEvents {
  public:
   virtual ~ConnectionEvents() = default;
@@ -76,8 +78,10 @@ struct ConnectionStats {
 
 class ConnectionHandle {
  public:
+  // `credit_wake`: returned credit wakes the I/O thread once this much
+  // has gathered (below it, the next packet in collects it).
   ConnectionHandle(uint64_t id, Role role, std::shared_ptr<Mailbox> mailbox,
-                   uint64_t high_water, uint64_t low_water);
+                   uint64_t high_water, uint64_t low_water, uint64_t credit_wake);
 
   uint64_t id() const { return id_; }
   Role role() const { return role_; }
@@ -124,6 +128,10 @@ class ConnectionHandle {
     std::shared_ptr<ConnectionEvents> attach;
   };
   Inbox take_inbox();
+  // Only the sends; the rest waits for take_inbox().
+  std::vector<Send> take_sends();
+  // The credit returned since the last take.
+  uint64_t take_credit();
   void set_established(std::vector<uint8_t> exporter,
                        std::vector<uint8_t> peer_cert, const Address& remote);
   void set_closed();
@@ -138,7 +146,7 @@ class ConnectionHandle {
   const uint64_t id_;
   const Role role_;
   const std::shared_ptr<Mailbox> mailbox_;
-  const uint64_t high_water_, low_water_;
+  const uint64_t high_water_, low_water_, credit_wake_;
   std::atomic<uint64_t> frames_in_{0}, frames_out_{0}, queued_{0};
   std::atomic<bool> want_writable_{false};
   std::atomic<bool> closed_{false};

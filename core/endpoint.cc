@@ -4,6 +4,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +16,13 @@ namespace macula {
 namespace {
 
 constexpr int kMaxReadBatches = 64;
+// One read_now() call stays short, as work on an Erlang scheduler should
+// (a batch is up to 16 datagrams of up to 64 KB: about half a millisecond
+// of decryption).
+constexpr int kMaxCallerReadBatches = 1;
+// What a caller's thread writes in send_now() before it leaves the rest to
+// the I/O thread, for the same reason.
+constexpr size_t kMaxDirectPackets = 16;
 constexpr uint32_t kMaxResetsPerSecond = 100;
 constexpr size_t kMinResetTrigger = 41;  // smaller packets get no reset
 
@@ -38,12 +46,13 @@ std::unique_ptr<Endpoint> Endpoint::open(const EndpointConfig& config,
   if (!ep->socket_.open(config.bind_ip, config.port, error)) return nullptr;
   ep->epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
   ep->wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (ep->epoll_fd_ < 0 || ep->wake_fd_ < 0) {
+  ep->timer_fd_ = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (ep->epoll_fd_ < 0 || ep->wake_fd_ < 0 || ep->timer_fd_ < 0) {
     error = std::string("cannot create I/O loop: ") + strerror(errno);
     return nullptr;
   }
   ep->open_address_watch();
-  for (int fd : {ep->socket_.fd(), ep->wake_fd_, ep->watch_.fd()}) {
+  for (int fd : {ep->socket_.fd(), ep->wake_fd_, ep->timer_fd_, ep->watch_.fd()}) {
     if (fd < 0) continue;
     epoll_event ev{};
     ev.events = EPOLLIN;
@@ -58,19 +67,20 @@ std::unique_ptr<Endpoint> Endpoint::open(const EndpointConfig& config,
 Endpoint::~Endpoint() {
   if (thread_.joinable()) {
     stopping_.store(true);
-    uint64_t one = 1;
-    [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof one);
+    wake();
     thread_.join();
   }
   if (mailbox_) mailbox_->shut();
-  for (int fd : {epoll_fd_, wake_fd_})
+  for (int fd : {epoll_fd_, wake_fd_, timer_fd_})
     if (fd >= 0) close(fd);
 }
 
 std::shared_ptr<ConnectionHandle> Endpoint::new_handle(Role role) {
+  // Below the unconsumed limit, so the last credit that matters wakes it.
   return std::make_shared<ConnectionHandle>(next_id_++, role, mailbox_,
                                             config_.send_high_water,
-                                            config_.send_low_water);
+                                            config_.send_low_water,
+                                            config_.recv_unconsumed_limit / 4);
 }
 
 std::shared_ptr<ConnectionHandle> Endpoint::dial(
@@ -117,14 +127,70 @@ void Endpoint::accepted(Connection& conn) {
   if (events_) events_->accepted(conn.shared_handle());
 }
 
+void Endpoint::wake() {
+  uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof one);
+}
+
+// A caller's thread, while the I/O thread waits: writes a connection's new
+// sends at once (a message and its reply each skip a thread hand-off).
+// False (post instead) if the connection is not open or not yet known.
+bool Endpoint::send_now(uint64_t id) {
+  auto it = conns_.find(id);
+  if (it == conns_.end() || !it->second->is_open()) return false;
+  Connection* c = it->second.get();
+  if (c->send_direct(now_ns(), kMaxDirectPackets)) dirty_.insert(c);
+  after_caller_work(c->expiry());
+  return true;
+}
+
+void Endpoint::set_caller_reads(bool on) {
+  caller_reads_.store(on);
+  // A socket the caller reads still brings its errors (ICMP) here.
+  epoll_event ev{};
+  ev.events = on ? 0u : uint32_t(EPOLLIN);
+  ev.data.fd = socket_.fd();
+  epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, socket_.fd(), &ev);
+}
+
+Endpoint::ReadResult Endpoint::read_now() {
+  Mailbox::LoopLock loop(*mailbox_, true);
+  if (!loop) {
+    read_requested_.store(true);
+    wake();
+    return ReadResult::kBusy;
+  }
+  if (stopping_.load()) return ReadResult::kDone;
+  bool more = read_socket(now_ns(), kMaxCallerReadBatches);
+  flush_dirty(now_ns());
+  after_caller_work(next_deadline());
+  return more ? ReadResult::kMore : ReadResult::kDone;
+}
+
+void Endpoint::after_caller_work(uint64_t deadline) {
+  if (!dirty_.empty()) {
+    wake();
+  } else if (deadline < sleep_until_) {
+    // A deadline the waiting thread does not know (loss detection, say).
+    itimerspec at{};
+    at.it_value.tv_sec = time_t(deadline / 1000000000ull);
+    at.it_value.tv_nsec = long(deadline % 1000000000ull);
+    timerfd_settime(timer_fd_, TFD_TIMER_ABSTIME, &at, nullptr);
+    sleep_until_ = deadline;
+  }
+}
+
 void Endpoint::run() {
   epoll_event evs[4];
   uint64_t spin_until = 0;
   const uint64_t spin_ns = config_.busy_poll_us * 1000;
+  Mailbox::LoopLock loop(*mailbox_, false);
+  mailbox_->set_runner([this](uint64_t id) { return send_now(id); });
   while (!stopping_.load()) {
-    // The nearest connection deadline is the wait's timeout: no timerfd,
-    // whose re-arming (at almost every packet, as ngtcp2's deadlines move)
-    // cost more than the packet's crypto on this VM.
+    // The nearest connection deadline is the wait's timeout: re-arming a
+    // timerfd at almost every packet (ngtcp2's deadlines move) cost more
+    // than the packet's crypto on this VM. The timerfd only brings
+    // deadlines that send_now() set while the thread waited.
     uint64_t now = now_ns();
     uint64_t deadline = !dirty_.empty() || now < spin_until ? now : next_deadline();
     timespec ts{};
@@ -132,7 +198,10 @@ void Endpoint::run() {
       ts.tv_sec = time_t((deadline - now) / 1000000000ull);
       ts.tv_nsec = long((deadline - now) % 1000000000ull);
     }
+    sleep_until_ = deadline;
+    loop.unlock();
     int n = epoll_pwait2(epoll_fd_, evs, 4, deadline == UINT64_MAX ? nullptr : &ts, nullptr);
+    loop.lock();
     now = now_ns();
     // After activity, poll for a short while instead of sleeping: the
     // answer to what we just delivered or sent often comes within tens of
@@ -143,13 +212,14 @@ void Endpoint::run() {
       uint64_t drain;
       if (fd == socket_.fd()) {
         if (evs[i].events & EPOLLERR) on_socket_errors(now);
-        read_socket(now);
+        if (!caller_reads_.load()) read_socket(now, kMaxReadBatches);
       } else if (fd == watch_.fd()) {
         on_address_changes(now);
       } else {
         [[maybe_unused]] ssize_t r = read(fd, &drain, sizeof drain);
       }
     }
+    if (read_requested_.exchange(false)) read_socket(now, kMaxReadBatches);
     drain_mailbox(now);
     run_timers(now_ns());
     flush_dirty(now_ns());
@@ -157,20 +227,25 @@ void Endpoint::run() {
     run_path_check(now_ns());
     reap(now_ns());
   }
+  mailbox_->set_runner({});
   shutdown_all();
 }
 
-void Endpoint::read_socket(uint64_t now) {
+bool Endpoint::read_socket(uint64_t now, int max_batches) {
   std::vector<Datagram> batch;
-  for (int i = 0; i < kMaxReadBatches; ++i) {
+  for (int i = 0; i < max_batches; ++i) {
+    if (i > 0) {
+      // Hand over what arrived before reading more, so Erlang works on
+      // frames while we read. The last batch is handed over last in the
+      // loop (flush_dirty()), after our writes.
+      for (Connection* c : dirty_) c->deliver();
+    }
     batch.clear();
-    socket_.receive(batch);
-    if (batch.empty()) break;
+    bool more = socket_.receive(batch);
     for (const Datagram& d : batch) dispatch(d, now);
-    // Hand over what arrived before reading more, so Erlang gets frames in
-    // batches and our ACKs go out promptly.
-    for (Connection* c : dirty_) c->deliver();
+    if (!more) return false;
   }
+  return true;
 }
 
 void Endpoint::dispatch(const Datagram& d, uint64_t now) {
@@ -305,12 +380,14 @@ void Endpoint::run_timers(uint64_t now) {
   }
 }
 
+// Writes, then hands received frames to the user: the reply to what we
+// hand over is written on the caller's thread (send_now()) if this thread
+// is waiting by then, so little should follow the hand-over.
 void Endpoint::flush_dirty(uint64_t now) {
   std::unordered_set<Connection*> again;
-  for (Connection* c : dirty_) {
-    c->deliver();
+  for (Connection* c : dirty_)
     if (c->flush(now)) again.insert(c);
-  }
+  for (Connection* c : dirty_) c->deliver();
   dirty_ = std::move(again);
 }
 

@@ -1,7 +1,8 @@
 // An endpoint: one UDP socket, one I/O thread, and every QUIC connection
 // that uses them, dialled and accepted alike. This is the core's public
-// entry point. Public methods are thread-safe; events are delivered on the
-// I/O thread.
+// entry point. Public methods are thread-safe. Events are delivered with
+// the loop lock held: on the I/O thread, or on the thread inside
+// read_now().
 #pragma once
 
 #include <atomic>
@@ -105,6 +106,21 @@ class Endpoint : private ConnectionHost {
                                          const std::string& host,
                                          const EventsFactory& make_events);
 
+  // Hands reading the socket to the caller (true) or back to the I/O
+  // thread (false). While handed over, the caller calls read_now()
+  // whenever socket_fd() is readable: the Erlang VM's schedulers poll it
+  // like their own sockets (nif/macula_drv.cc), so a packet and the
+  // frames it carries reach their process on the thread that was woken.
+  // The I/O thread keeps the timers, writes what callers leave it, and
+  // reads when read_now() finds it busy.
+  void set_caller_reads(bool on);
+  // Reads and handles what the socket holds, on the calling thread, which
+  // receives the events meanwhile. kMore: stopped after a batch, call
+  // again; kBusy: the I/O thread was at work and reads instead.
+  enum class ReadResult { kDone, kMore, kBusy };
+  ReadResult read_now();
+  int socket_fd() const { return socket_.fd(); }
+
   const Address& local_address() const { return socket_.local(); }
   uint16_t port() const { return socket_.local().port(); }
   EndpointStats stats() const;
@@ -137,7 +153,14 @@ class Endpoint : private ConnectionHost {
   std::vector<uint8_t>& tx_buffer() override { return tx_buffer_; }
 
   void run();
-  void read_socket(uint64_t now);
+  // A caller's thread with the loop lock (Mailbox::run_now).
+  bool send_now(uint64_t id);
+  // After a caller's work: wakes the waiting I/O thread if it left
+  // something to write, or arms the timer for a deadline it set.
+  void after_caller_work(uint64_t deadline);
+  void wake();
+  // Reads up to `max_batches` batches; true if it stopped with more queued.
+  bool read_socket(uint64_t now, int max_batches);
   void dispatch(const Datagram& d, uint64_t now);
   void accept_new(const Datagram& d, uint64_t now);
   Connection* reset_target(const Datagram& d);
@@ -172,9 +195,14 @@ class Endpoint : private ConnectionHost {
   UdpSocket socket_;
   AddressWatch watch_;
   int epoll_fd_ = -1, wake_fd_ = -1;
+  // Armed by send_now() when a connection's deadline comes before the
+  // I/O thread means to wake (rare enough that re-arming is cheap).
+  int timer_fd_ = -1;
   std::shared_ptr<Mailbox> mailbox_;
   std::thread thread_;
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> caller_reads_{false};
+  std::atomic<bool> read_requested_{false};  // read_now() found it busy
   std::atomic<uint64_t> next_id_{1};
   uint8_t reset_secret_[32];
 
@@ -186,6 +214,7 @@ class Endpoint : private ConnectionHost {
   uint64_t reset_window_start_ = 0;
   uint32_t resets_in_window_ = 0;
   uint64_t path_check_at_ = UINT64_MAX;  // when to re-check client paths
+  uint64_t sleep_until_ = 0;  // the waiting I/O thread's timeout (loop lock)
 
   std::atomic<uint64_t> n_conns_{0}, n_accepted_{0}, n_dropped_{0}, n_resets_{0};
 };

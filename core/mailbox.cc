@@ -46,6 +46,43 @@ void Mailbox::shut() {
   open_ = false;
 }
 
+namespace {
+// The loop lock this thread holds, if any.
+thread_local const Mailbox* t_loop = nullptr;
+}  // namespace
+
+Mailbox::LoopLock::LoopLock(Mailbox& mailbox, bool try_only) : m_(mailbox), outer_(t_loop) {
+  if (!try_only) {
+    lock();
+  } else if (t_loop != &m_ && m_.loop_mu_.try_lock()) {
+    held_ = true;
+    t_loop = &m_;
+  }
+}
+
+Mailbox::LoopLock::~LoopLock() {
+  if (held_) unlock();
+}
+
+void Mailbox::LoopLock::unlock() {
+  held_ = false;
+  t_loop = outer_;
+  m_.loop_mu_.unlock();
+}
+
+void Mailbox::LoopLock::lock() {
+  m_.loop_mu_.lock();
+  held_ = true;
+  t_loop = &m_;
+}
+
+void Mailbox::set_runner(std::function<bool(uint64_t)> runner) { runner_ = std::move(runner); }
+
+bool Mailbox::run_now(uint64_t connection_id) {
+  LoopLock loop(*this, true);
+  return loop && runner_ && runner_(connection_id);
+}
+
 Mailbox::Mail Mailbox::take() {
   std::lock_guard lock(mu_);
   rung_ = false;

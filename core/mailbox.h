@@ -36,6 +36,33 @@ class Mailbox {
   bool open() const;
   void shut();
 
+  // The loop lock, held by whoever works on the endpoint's connections:
+  // the I/O thread, except while it waits for events, or a caller doing
+  // that work at once (run_now(), Endpoint::read_now()).
+  class LoopLock {
+   public:
+    // `try_only`: only if it is free and this thread does not hold it
+    // already (events run with it held, and may send).
+    LoopLock(Mailbox& mailbox, bool try_only);
+    ~LoopLock();
+    LoopLock(const LoopLock&) = delete;
+    LoopLock& operator=(const LoopLock&) = delete;
+    explicit operator bool() const { return held_; }
+    void unlock();
+    void lock();
+
+   private:
+    Mailbox& m_;
+    bool held_ = false;
+    const Mailbox* outer_;  // the loop this thread held before, if any
+  };
+  // With the loop lock held: what run_now() calls (empty: nothing, the
+  // endpoint stops).
+  void set_runner(std::function<bool(uint64_t)> runner);
+  // Calls the runner for `connection_id` on this thread if the loop lock
+  // is free. False if it is not, or the endpoint stopped: then post().
+  bool run_now(uint64_t connection_id);
+
   // Everything posted so far, taken at once: the wake-up is re-armed in
   // the same step, so whatever is posted afterwards rings again.
   struct Mail {
@@ -54,6 +81,9 @@ class Mailbox {
   std::vector<uint64_t> ids_;
   std::vector<DialRequest> dials_;
   std::vector<std::function<void()>> tasks_;
+
+  std::mutex loop_mu_;
+  std::function<bool(uint64_t)> runner_;  // guarded by loop_mu_
 };
 
 }  // namespace macula

@@ -283,7 +283,7 @@ void read_destination(const cmsghdr* cm, const Address& local, Address& to) {
 
 }  // namespace
 
-void UdpSocket::receive(std::vector<Datagram>& out) {
+bool UdpSocket::receive(std::vector<Datagram>& out) {
   mmsghdr msgs[kRxSlots] = {};
   iovec iovs[kRxSlots];
   alignas(cmsghdr) char controls[kRxSlots][CMSG_SPACE(sizeof(int)) +
@@ -319,6 +319,7 @@ void UdpSocket::receive(std::vector<Datagram>& out) {
     for (size_t off = 0; off < len; off += seg)
       out.push_back({base + off, std::min(seg, len - off), rx_from_[i], to});
   }
+  return n == int(kRxSlots);
 }
 
 bool UdpSocket::next_refused(Address& to) {

@@ -77,8 +77,9 @@ class UdpSocket {
   uint64_t take_path_errors();
 
   // Receives what is queued (never blocks); appends datagrams that point
-  // into the socket's own buffers, valid until the next call.
-  void receive(std::vector<Datagram>& out);
+  // into the socket's own buffers, valid until the next call. False if
+  // the queue was drained (fewer messages than one call takes).
+  bool receive(std::vector<Datagram>& out);
 
   // Reads one error from the socket's error queue; true and `to` set when
   // it was an ICMP "port unreachable" for a datagram we sent to `to`.

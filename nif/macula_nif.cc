@@ -1,7 +1,9 @@
 // Erlang binding of the macula core: thin by design. Every function
 // validates its arguments (badarg names the argument), queues work for the
-// endpoint's I/O thread and returns at once; the I/O thread reports back
-// with messages:
+// endpoint's I/O thread, or does it at once if that thread waits (see
+// Endpoint::send_now), and returns. The core reports back with messages,
+// from the I/O thread or from the scheduler that reads the socket (the
+// driver in macula_drv.cc):
 //   {macula_accept, EndpointPort, Conn}        to the acceptor
 //   {macula_connected, ConnId}                 to the control pid
 //   {macula_ctl, ConnId, Binary}               to the control pid
@@ -16,6 +18,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "cookie_proof.h"
@@ -68,7 +71,9 @@ ERL_NIF_TERM frame_term(ErlNifEnv* env, Bytes& frame) {
   return make_binary(env, frame.data.get(), frame.size);
 }
 
-// One process-independent environment per I/O thread for outgoing messages.
+// One process-independent environment per thread for outgoing messages.
+// On a scheduler (the driver's ready_input) the VM takes a NULL caller
+// environment as well: it then sends as from no process.
 struct MessageEnv {
   ErlNifEnv* env = enif_alloc_env();
   ~MessageEnv() { enif_free_env(env); }
@@ -210,12 +215,23 @@ class NifEndpointEvents : public EndpointEvents {
 };
 
 struct EndpointResource {
-  std::unique_ptr<Endpoint> endpoint;
+  std::shared_ptr<Endpoint> endpoint;
   std::shared_ptr<NifEndpointEvents> events;
+  uint64_t reader_id = 0;
 };
 
+// Endpoints by the id the driver is opened with (macula_drv.cc).
+std::mutex g_readers_mu;
+std::unordered_map<uint64_t, std::weak_ptr<Endpoint>> g_readers;
+uint64_t g_next_reader = 1;
+
 void endpoint_dtor(ErlNifEnv*, void* obj) {
-  static_cast<EndpointResource*>(obj)->~EndpointResource();
+  auto* res = static_cast<EndpointResource*>(obj);
+  {
+    std::lock_guard lock(g_readers_mu);
+    g_readers.erase(res->reader_id);
+  }
+  res->~EndpointResource();
 }
 
 void conn_dtor(ErlNifEnv*, void* obj) {
@@ -315,6 +331,11 @@ ERL_NIF_TERM open_endpoint(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   events->set_port(ep->port());
   auto* res = static_cast<EndpointResource*>(enif_alloc_resource(g_endpoint_type, sizeof(EndpointResource)));
   new (res) EndpointResource{std::move(ep), events};
+  {
+    std::lock_guard lock(g_readers_mu);
+    res->reader_id = g_next_reader++;
+    g_readers[res->reader_id] = res->endpoint;
+  }
   ERL_NIF_TERM t = enif_make_resource(env, res);
   enif_release_resource(res);
   return enif_make_tuple2(env, atom(env, "ok"), t);
@@ -344,13 +365,14 @@ ERL_NIF_TERM endpoint_info(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
                    : ep->endpoint->trust_mode() == TrustMode::kInsecure ? "insecure" : "cookie";
   ERL_NIF_TERM keys[] = {atom(env, "port"), atom(env, "connections"), atom(env, "accepted"),
                          atom(env, "dropped_packets"), atom(env, "stateless_resets"), atom(env, "trust"),
-                         atom(env, "follows_address_changes")};
+                         atom(env, "follows_address_changes"), atom(env, "reader_id")};
   ERL_NIF_TERM vals[] = {enif_make_uint(env, ep->endpoint->port()), enif_make_uint64(env, s.connections),
                          enif_make_uint64(env, s.accepted), enif_make_uint64(env, s.dropped_packets),
                          enif_make_uint64(env, s.stateless_resets), atom(env, mode),
-                         atom(env, ep->endpoint->watching_addresses() ? "true" : "false")};
+                         atom(env, ep->endpoint->watching_addresses() ? "true" : "false"),
+                         enif_make_uint64(env, ep->reader_id)};
   ERL_NIF_TERM map;
-  enif_make_map_from_arrays(env, keys, vals, 7, &map);
+  enif_make_map_from_arrays(env, keys, vals, 8, &map);
   return map;
 }
 
@@ -698,6 +720,13 @@ ErlNifFunc nif_funcs[] = {
 };
 
 }  // namespace
+
+std::shared_ptr<Endpoint> endpoint_for_reader(uint64_t id) {
+  std::lock_guard lock(g_readers_mu);
+  auto it = g_readers.find(id);
+  return it == g_readers.end() ? nullptr : it->second.lock();
+}
+
 }  // namespace macula
 
 ERL_NIF_INIT(macula_nif, macula::nif_funcs, macula::load, nullptr, nullptr, nullptr)

@@ -3,9 +3,11 @@
 #include "endpoint.h"
 
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -405,6 +407,53 @@ TEST_F(EndpointTest, DataFramesArriveInOrderBothWays) {
   EXPECT_EQ(link.client_events->seen().data, down);
   EXPECT_EQ(link.client->stats().frames_out - out0, up.size());
   EXPECT_EQ(link.server->stats().frames_in - in0, up.size());
+}
+
+// With reads handed to the caller, only read_now() reads the socket: on
+// the caller's thread, whenever the fd is readable (here a poll() loop;
+// the Erlang schedulers in the node). Handed back, the I/O thread reads.
+TEST_F(EndpointTest, CallerReadsTheSocketWhileHandedOver) {
+  ASSERT_NO_FATAL_FAILURE(open_both());
+  Link link;
+  ASSERT_NO_FATAL_FAILURE(connect(link));
+  ASSERT_NO_FATAL_FAILURE(sync(link));
+  auto got = [&](const std::string& what) {
+    return [what](const Seen& s) {
+      return std::find(s.data.begin(), s.data.end(), what) != s.data.end();
+    };
+  };
+  server_->set_caller_reads(true);
+  ASSERT_NE(send(*link.client, Channel::kData, {"unread"}), SendStatus::kClosed);
+  EXPECT_FALSE(link.server_events->wait(got("unread"), 300ms));
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> reads{0};
+  std::thread reader([&] {
+    pollfd p{server_->socket_fd(), POLLIN, 0};
+    while (!stop.load()) {
+      if (poll(&p, 1, 20) > 0 && server_->read_now() != Endpoint::ReadResult::kBusy) ++reads;
+    }
+  });
+  EXPECT_TRUE(link.server_events->wait(got("unread"), kWait));
+  std::vector<std::string> up, down;
+  for (int i = 0; i < 200; ++i) {
+    up.push_back(std::to_string(i) + std::string(size_t(i) * 97, 'u'));
+    down.push_back(std::to_string(i) + std::string(size_t(i) * 13, 'd'));
+    ASSERT_NE(send(*link.client, Channel::kData, {up.back()}), SendStatus::kClosed);
+    ASSERT_NE(send(*link.server, Channel::kData, {down.back()}), SendStatus::kClosed);
+  }
+  ASSERT_TRUE(link.server_events->wait([&](const Seen& s) { return s.data.size() >= 201; }, 10s));
+  ASSERT_TRUE(link.client_events->wait([&](const Seen& s) { return s.data.size() >= 200; }, 10s));
+  std::vector<std::string> seen = link.server_events->seen().data;
+  EXPECT_EQ(std::vector<std::string>(seen.end() - 200, seen.end()), up);
+  EXPECT_EQ(link.client_events->seen().data, down);
+  stop.store(true);
+  reader.join();
+  EXPECT_GT(reads.load(), 0);
+
+  server_->set_caller_reads(false);
+  ASSERT_NE(send(*link.client, Channel::kData, {"thread"}), SendStatus::kClosed);
+  EXPECT_TRUE(link.server_events->wait(got("thread"), kWait));
 }
 
 // The zero-copy path: frames point into memory the caller keeps alive
@@ -915,6 +964,9 @@ TEST_F(EndpointTest, RestartedPeerResetsTheStaleConnection) {
   uint64_t dropped = client_->stats().dropped_packets;
   auto start = Clock::now();
   gate->release();
+  // The client acknowledged the data before handing it over, so this is
+  // its next packet (a tick, in a node), and the new server's answer.
+  ASSERT_NE(send(*link.client, Channel::kControl, {"anyone there?"}), SendStatus::kClosed);
 
   ASSERT_TRUE(gate->wait_closed(2s)) << "stale connection not reset";
   EXPECT_LT(Clock::now() - start, 1s);

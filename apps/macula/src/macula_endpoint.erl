@@ -71,6 +71,7 @@ open_locked(Port, Accept) ->
                      busy_poll_us => maps:get(busy_poll_us, Config)},
             case macula_nif:open_endpoint(Opts) of
                 {ok, Ep} ->
+                    start_reader(Ep),
                     persistent_term:put(?KEY, Ep),
                     {ok, Ep};
                 {error, Text} ->
@@ -83,3 +84,34 @@ open_locked(Port, Accept) ->
 
 bool_int(true) -> 1;
 bool_int(false) -> 0.
+
+%% The schedulers poll the endpoint's socket and read it themselves, like
+%% their own sockets (nif/macula_drv.cc): no thread hand-off on a round
+%% trip. The port lives in a process of its own for the node's life (a
+%% driver stays loaded while the process that loaded it lives); if it ever
+%% goes, the I/O thread reads again.
+start_reader(Ep) ->
+    Id = maps:get(reader_id, macula_nif:endpoint_info(Ep)),
+    Priv = filename:join([filename:dirname(code:which(macula_nif)), "..", "priv"]),
+    Caller = self(),
+    Pid = spawn(fun() ->
+                        Result = case erl_ddll:load_driver(Priv, "macula_nif") of
+                                     ok -> open_reader(Id);
+                                     {error, E} -> {error, erl_ddll:format_error(E)}
+                                 end,
+                        Caller ! {self(), Result},
+                        receive after infinity -> ok end
+                end),
+    receive
+        {Pid, ok} ->
+            register(macula_endpoint_reader, Pid);
+        {Pid, {error, Why}} ->
+            exit(Pid, kill),
+            logger:warning("macula: the I/O thread reads the socket (~p)", [Why])
+    end.
+
+open_reader(Id) ->
+    try open_port({spawn_driver, "macula_nif " ++ integer_to_list(Id)}, []) of
+        _Port -> ok
+    catch error:Why -> {error, Why}
+    end.
