@@ -20,9 +20,12 @@ constexpr int kMaxReadBatches = 64;
 // (a batch is up to 16 datagrams of up to 64 KB: about half a millisecond
 // of decryption).
 constexpr int kMaxCallerReadBatches = 1;
-// What a caller's thread writes in send_now() before it leaves the rest to
-// the I/O thread, for the same reason.
-constexpr size_t kMaxDirectPackets = 16;
+// What a caller's thread writes per connection before it leaves the rest
+// to the I/O thread, for the same reason: a send, or what the ACKs read
+// let out: bulk goes faster when the reading scheduler writes its share
+// (1 MB messages 1.3-1.9 GB/s with this bound or none, 0.8-1.1 with 16).
+constexpr size_t kMaxCallerPackets = 16;
+constexpr size_t kMaxCallerFlushPackets = 128;
 constexpr uint32_t kMaxResetsPerSecond = 100;
 constexpr size_t kMinResetTrigger = 41;  // smaller packets get no reset
 
@@ -139,7 +142,7 @@ bool Endpoint::send_now(uint64_t id) {
   auto it = conns_.find(id);
   if (it == conns_.end() || !it->second->is_open()) return false;
   Connection* c = it->second.get();
-  if (c->send_direct(now_ns(), kMaxDirectPackets)) dirty_.insert(c);
+  if (c->send_direct(now_ns(), kMaxCallerPackets)) dirty_.insert(c);
   after_caller_work(c->expiry());
   return true;
 }
@@ -162,7 +165,7 @@ Endpoint::ReadResult Endpoint::read_now() {
   }
   if (stopping_.load()) return ReadResult::kDone;
   bool more = read_socket(now_ns(), kMaxCallerReadBatches);
-  flush_dirty(now_ns());
+  flush_dirty(now_ns(), kMaxCallerFlushPackets);
   after_caller_work(next_deadline());
   return more ? ReadResult::kMore : ReadResult::kDone;
 }
@@ -383,10 +386,10 @@ void Endpoint::run_timers(uint64_t now) {
 // Writes, then hands received frames to the user: the reply to what we
 // hand over is written on the caller's thread (send_now()) if this thread
 // is waiting by then, so little should follow the hand-over.
-void Endpoint::flush_dirty(uint64_t now) {
+void Endpoint::flush_dirty(uint64_t now, size_t max_packets) {
   std::unordered_set<Connection*> again;
   for (Connection* c : dirty_)
-    if (c->flush(now)) again.insert(c);
+    if (c->flush(now, max_packets)) again.insert(c);
   for (Connection* c : dirty_) c->deliver();
   dirty_ = std::move(again);
 }

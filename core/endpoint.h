@@ -169,7 +169,7 @@ class Endpoint : private ConnectionHost {
   void drain_mailbox(uint64_t now);
   void start_dial(DialRequest& dial, uint64_t now);
   void run_timers(uint64_t now);
-  void flush_dirty(uint64_t now);
+  void flush_dirty(uint64_t now, size_t max_packets = kMaxPacketsPerFlush);
   void reap(uint64_t now);
   // The earliest connection deadline, UINT64_MAX if none.
   uint64_t next_deadline() const;
