@@ -41,6 +41,7 @@ run() {  # run PROTO HUB_NAME LEAF_NAME_FN
     leaf=$("$@" "$i")
     erl "${args[@]}" -hidden -name "$leaf" -eval "P = fun R() -> case net_adm:ping('$hub') of pong -> ok; pang -> timer:sleep(500), R() end end, P(), receive after infinity -> ok end." >/dev/null 2>&1 &
     pids+=("$!")
+    disown  # killed below: no "Killed" line per leaf
   done
   wait "$hubpid" || true
   read -r _ conns rss erlmem < <(grep result "$tmp/hub.out")

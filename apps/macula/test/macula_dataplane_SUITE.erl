@@ -9,9 +9,9 @@
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1,
          end_per_testcase/2]).
 -export([backpressure_frozen_receiver/1, no_false_disconnect/1,
-         frozen_peer_nodedown/1, ordering_random_sizes/1]).
+         frozen_peer_nodedown/1, ordering_random_sizes/1, reader_port_lost/1]).
 %% run on the peers
--export([sink/0, sink_count/2, flood/3, saturate/3, order_sender/4,
+-export([reader_ports/0, sink/0, sink_count/2, flood/3, saturate/3, order_sender/4,
          order_receiver/2, order_result/1]).
 
 -define(FIRST_PORT, 17000).
@@ -22,7 +22,7 @@ suite() ->
 
 all() ->
     [backpressure_frozen_receiver, no_false_disconnect, frozen_peer_nodedown,
-     ordering_random_sizes].
+     ordering_random_sizes, reader_port_lost].
 
 init_per_suite(Config) ->
     macula_ct:init_suite(Config, ?FIRST_PORT).
@@ -118,6 +118,29 @@ wait_results(B, Pairs, Deadline) ->
     end.
 
 %%% On the peers
+
+%% The schedulers read each node's socket through the driver port of the
+%% process macula_endpoint_reader. If that process dies, the endpoint's
+%% I/O thread reads again: traffic carries on, in order, both ways.
+reader_port_lost(Config) ->
+    {A, NA, B, NB} = pair(Config, []),
+    Readers = [peer:call(P, erlang, whereis, [macula_endpoint_reader]) || P <- [A, B]],
+    [true, true] = [is_pid(R) || R <- Readers],
+    [[_], [_]] = [peer:call(P, ?MODULE, reader_ports, []) || P <- [A, B]],
+    Sink1 = peer:call(B, ?MODULE, sink, []),
+    peer:call(A, ?MODULE, flood, [Sink1, 1000, 10000]),
+    {ok, 1000} = peer:call(B, ?MODULE, sink_count, [Sink1, 30000], 40000),
+    [true, true] = [peer:call(P, erlang, exit, [R, kill]) || {P, R} <- [{A, hd(Readers)}, {B, lists:last(Readers)}]],
+    ok = macula_ct:poll(fun() -> [[], []] =:= [peer:call(P, ?MODULE, reader_ports, []) || P <- [A, B]] end,
+                        5000, reader_port_still_open),
+    Sink2 = peer:call(B, ?MODULE, sink, []),
+    peer:call(A, ?MODULE, flood, [Sink2, 1000, 100000]),
+    {ok, 1000} = peer:call(B, ?MODULE, sink_count, [Sink2, 60000], 70000),
+    pong = peer:call(B, net_adm, ping, [NA], 30000),
+    [NB] = peer:call(A, erlang, nodes, []).
+
+reader_ports() ->
+    [P || P <- erlang:ports(), {name, "macula_nif" ++ _} <- [erlang:port_info(P, name)]].
 
 sink() ->
     spawn(fun() -> sink_loop(0, none) end).
