@@ -75,32 +75,21 @@ void ready_input(ErlDrvData data, ErlDrvEvent) {
 // The VM no longer polls the fd: it may be closed.
 void stop_select(ErlDrvEvent event, void*) { close(int(intptr_t(event))); }
 
-ErlDrvEntry entry = {
-    .init = nullptr,
-    .start = start,
-    .stop = stop,
-    .output = nullptr,
-    .ready_input = ready_input,
-    .ready_output = nullptr,
-    .driver_name = const_cast<char*>("macula_nif"),
-    .finish = nullptr,
-    .handle = nullptr,
-    .control = nullptr,
-    .timeout = nullptr,
-    .outputv = nullptr,
-    .ready_async = nullptr,
-    .flush = nullptr,
-    .call = nullptr,
-    .unused_event_callback = nullptr,
-    .extended_marker = int(ERL_DRV_EXTENDED_MARKER),
-    .major_version = ERL_DRV_EXTENDED_MAJOR_VERSION,
-    .minor_version = ERL_DRV_EXTENDED_MINOR_VERSION,
-    .driver_flags = ERL_DRV_FLAG_USE_PORT_LOCKING,
-    .handle2 = nullptr,
-    .process_exit = nullptr,
-    .stop_select = stop_select,
-    .emergency_close = nullptr,
-};
+ErlDrvEntry make_entry() {
+  ErlDrvEntry e{};
+  e.start = start;
+  e.stop = stop;
+  e.ready_input = ready_input;
+  e.driver_name = const_cast<char*>("macula_nif");
+  e.extended_marker = int(ERL_DRV_EXTENDED_MARKER);
+  e.major_version = ERL_DRV_EXTENDED_MAJOR_VERSION;
+  e.minor_version = ERL_DRV_EXTENDED_MINOR_VERSION;
+  e.driver_flags = ERL_DRV_FLAG_USE_PORT_LOCKING;
+  e.stop_select = stop_select;
+  return e;
+}
+
+ErlDrvEntry entry = make_entry();
 
 }  // namespace
 }  // namespace macula
