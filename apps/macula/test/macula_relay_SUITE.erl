@@ -202,7 +202,12 @@ stop_relay(_Config) ->
     erase(relay),
     case erase(relays) of
         undefined -> ok;
-        Pids -> [_ = cmd("kill", ["-9", integer_to_list(P)]) || P <- Pids], ok
+        Pids ->
+            [_ = cmd("kill", ["-9", integer_to_list(P)]) || P <- Pids],
+            %% kill returns before the process is gone: wait for its socket
+            %% too, or the next relay may find the port still bound.
+            macula_ct:poll(fun() -> not udp_listening(?NS_PUB, ":4434") end, 5000,
+                           relay_still_listening)
     end.
 
 udp_listening(NS, Address) ->
