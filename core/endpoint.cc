@@ -165,8 +165,14 @@ Endpoint::ReadResult Endpoint::read_now() {
   }
   if (stopping_.load()) return ReadResult::kDone;
   bool more = read_socket(now_ns(), kMaxCallerReadBatches);
+  std::vector<Connection*> touched(dirty_.begin(), dirty_.end());
   flush_dirty(now_ns(), kMaxCallerFlushPackets);
-  after_caller_work(next_deadline());
+  // Only what this read touched has new deadlines: no walk over every
+  // connection on a scheduler per batch.
+  uint64_t deadline = UINT64_MAX;
+  for (Connection* c : touched)
+    if (uint64_t e = c->expiry(); e != 0) deadline = std::min(deadline, e);
+  after_caller_work(deadline);
   return more ? ReadResult::kMore : ReadResult::kDone;
 }
 
