@@ -83,7 +83,8 @@ client_proof(Ctx = #macula_ctx{conn = Conn}, Node, MyNode) ->
     send_control(Ctx, [?PROOF_TAG, Proof, MyName]),
     case recv_control(Ctx, Node) of
         <<?PROOF_TAG, Theirs:32/binary, Name/binary>> ->
-            check_proof(Ctx, server, Name, Cookie, Theirs, Node);
+            check_proof(Ctx, server, Name, Cookie, Theirs, Node),
+            ok = macula_nif:authenticated(Conn);
         _ ->
             refuse(Ctx, Node, ?CLOSE_PROTOCOL, "bad cookie proof frame")
     end.
@@ -112,6 +113,8 @@ server_proof(Ctx = #macula_ctx{conn = Conn}, MyNode, Ip) ->
             Cookie = cookie_binary(cookie_for(Name)),
             check_proof(Ctx, client, Name, Cookie, Theirs, Ip),
             check_cert_host(Ctx, Name, Ip),
+            %% Only now may the peer send more than the proof.
+            ok = macula_nif:authenticated(Conn),
             MyName = atom_to_binary(MyNode),
             Proof = macula_nif:cookie_proof(Conn, server, MyName, Cookie),
             send_control(Ctx, [?PROOF_TAG, Proof, MyName]);

@@ -5,6 +5,9 @@
 -export([listen/1, get/0, info/0]).
 
 -define(KEY, {?MODULE, endpoint}).
+%% A stranger has this long after TLS to prove the cookie (the proof is
+%% one round trip; net_setuptime, 7 s by default, bounds the rest).
+-define(AUTH_TIMEOUT_MS, 5000).
 
 %% @doc Opens the endpoint on the configured address and `Port`, accepting
 %% peers. Called from macula_dist:listen at distribution start.
@@ -68,7 +71,11 @@ open_locked(Port, Accept) ->
                      certfile => maps:get(certfile, Config),
                      keyfile => maps:get(keyfile, Config),
                      cc => maps:get(cc, Config),
-                     busy_poll_us => maps:get(busy_poll_us, Config)},
+                     busy_poll_us => maps:get(busy_poll_us, Config),
+                     %% A peer that has not proved the cookie within this
+                     %% long after TLS is closed (it never gets more than
+                     %% the proof needs meanwhile).
+                     auth_timeout_ms => ?AUTH_TIMEOUT_MS},
             case macula_nif:open_endpoint(Opts) of
                 {ok, Ep} ->
                     start_reader(Ep),

@@ -4,12 +4,12 @@
 -on_load(init/0).
 
 -export([open_endpoint/1, close_endpoint/1, set_acceptor/2, endpoint_info/1,
-         dial/6, attach/3, send/3, tick/1, consumed/2, close/3, getstat/1,
+         dial/6, attach/3, send/3, tick/1, consumed/2, close/3, authenticated/1, getstat/1,
          conn_id/1, peer_address/1, conn_info/1, migrate/4, cookie_proof/4, check_cookie_proof/5,
          peer_cert_matches/2, parse_node_name/2]).
 
 -nifs([open_endpoint/1, close_endpoint/1, set_acceptor/2, endpoint_info/1,
-       dial/6, attach/3, send/3, tick/1, consumed/2, close/3, getstat/1,
+       dial/6, attach/3, send/3, tick/1, consumed/2, close/3, authenticated/1, getstat/1,
        conn_id/1, peer_address/1, conn_info/1, migrate/4, cookie_proof/4, check_cookie_proof/5,
        peer_cert_matches/2, parse_node_name/2]).
 
@@ -30,6 +30,7 @@ send(_Conn, _Channel, _Frames) -> ?NIF.
 tick(_Conn) -> ?NIF.
 consumed(_Conn, _Credit) -> ?NIF.
 close(_Conn, _Code, _Reason) -> ?NIF.
+authenticated(_Conn) -> ?NIF.
 getstat(_Conn) -> ?NIF.
 conn_id(_Conn) -> ?NIF.
 peer_address(_Conn) -> ?NIF.
