@@ -10,6 +10,7 @@ namespace macula {
 namespace {
 
 const uint8_t kSecret[32] = {1, 2, 3};
+constexpr size_t kRetryTagLen = 16;  // RFC 9001 section 5.8
 
 Address addr(const char* ip, uint16_t port) {
   Address a;
@@ -26,6 +27,21 @@ ngtcp2_pkt_hd initial() {
   hd.scid.datalen = 17;
   std::memset(hd.scid.data, 9, 17);
   return hd;
+}
+
+// The Initial a client sends after `retry` (a Retry packet of `n`
+// bytes): to the Retry's connection ID, echoing its token (the bytes
+// between the header and the 16-byte integrity tag).
+ngtcp2_pkt_hd after_retry(const uint8_t* retry, size_t n) {
+  ngtcp2_pkt_hd hd;
+  ngtcp2_ssize hdlen = ngtcp2_pkt_decode_hd_long(&hd, retry, n);
+  EXPECT_GT(hdlen, 0);
+  EXPECT_EQ(hd.type, NGTCP2_PKT_RETRY);
+  ngtcp2_pkt_hd again = initial();
+  again.dcid = hd.scid;
+  again.token.base = const_cast<uint8_t*>(retry + hdlen);
+  again.token.len = n - size_t(hdlen) - kRetryTagLen;
+  return again;
 }
 
 TEST(AdmissionTest, SourceKeyIsTheIpv4AddressOrTheIpv6Slash64) {
@@ -69,13 +85,7 @@ TEST(AdmissionTest, RetryTokenValidatesOnlyItsAddressAndConnectionId) {
   uint8_t buf[256];
   size_t n = a.write_retry(hd, from, 17, now, buf, sizeof buf);
   ASSERT_GT(n, 0u);
-  ngtcp2_pkt_hd retry;
-  ASSERT_GT(ngtcp2_pkt_decode_hd_long(&retry, buf, n), 0);
-  ASSERT_EQ(retry.type, NGTCP2_PKT_RETRY);
-  // The client's next Initial: to the Retry's CID, with its token.
-  ngtcp2_pkt_hd again = initial();
-  again.dcid = retry.scid;
-  again.token = retry.token;
+  ngtcp2_pkt_hd again = after_retry(buf, n);
   Admission::Decision ok = a.judge(again, from, now + 1000);
   EXPECT_EQ(ok.verdict, Admission::Verdict::kAccept);
   EXPECT_TRUE(ok.validated);
@@ -105,11 +115,7 @@ TEST(AdmissionTest, ValidatedPeerDisplacesTheOldestStrangerOfItsSource) {
   EXPECT_EQ(a.judge(hd, from, 1).verdict, Admission::Verdict::kRetry);
   uint8_t buf[256];
   size_t n = a.write_retry(hd, from, 17, 1, buf, sizeof buf);
-  ngtcp2_pkt_hd retry;
-  ASSERT_GT(ngtcp2_pkt_decode_hd_long(&retry, buf, n), 0);
-  ngtcp2_pkt_hd again = initial();
-  again.dcid = retry.scid;
-  again.token = retry.token;
+  ngtcp2_pkt_hd again = after_retry(buf, n);
   Admission::Decision d = a.judge(again, from, 2);
   EXPECT_EQ(d.verdict, Admission::Verdict::kAccept);
   EXPECT_EQ(d.evict, 1u);
@@ -129,11 +135,7 @@ TEST(AdmissionTest, OverallBoundDisplacesTheOldestOfAll) {
   ASSERT_EQ(a.judge(hd, from, 1).verdict, Admission::Verdict::kRetry);
   uint8_t buf[256];
   size_t n = a.write_retry(hd, from, 17, 1, buf, sizeof buf);
-  ngtcp2_pkt_hd retry;
-  ASSERT_GT(ngtcp2_pkt_decode_hd_long(&retry, buf, n), 0);
-  ngtcp2_pkt_hd again = initial();
-  again.dcid = retry.scid;
-  again.token = retry.token;
+  ngtcp2_pkt_hd again = after_retry(buf, n);
   EXPECT_EQ(a.judge(again, from, 2).evict, 5u);
 }
 
