@@ -516,10 +516,11 @@ TEST_F(RelayServerTest, GarbageLeavesNoStateBehind) {
   start_relay();
   std::mt19937 rng(11);
   for (int i = 0; i < 20; ++i) {
-    auto raw = raw_node();
     // Control: any junk. Data: frames too short to hold a tunnel id
-    // (longer ones are packets for unknown tunnels, dropped quietly).
+    // (longer ones are packets for unknown tunnels, dropped quietly);
+    // only an identified node has data streams to send them on.
     bool control = i % 2;
+    auto raw = control ? raw_node() : raw_identified("n" + std::to_string(i) + "@host");
     std::vector<uint8_t> junk = random_packet(rng, 1 + rng() % (control ? 200 : 4));
     send_raw(*raw->handle, control ? Channel::kControl : Channel::kData, junk);
     ASSERT_TRUE(raw->wait_closed()) << i;
