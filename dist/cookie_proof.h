@@ -1,25 +1,20 @@
 // Channel binding of the Erlang cookie: each end proves it knows the
-// cookie by sending HMAC-SHA256(cookie, exporter || role || node name),
-// where exporter is a TLS exporter value unique to this session. A man in
-// the middle terminates two different TLS sessions, so it cannot forward
-// proofs, and without the cookie it cannot make them. Pure functions.
+// cookie with a session proof (transport/session_proof.h) whose secret is
+// the cookie, role 'C' for the dialling node and 'S' for the accepting
+// one, and name the node making the proof. Pure functions; any thread.
 #pragma once
 
-#include <array>
 #include <cstdint>
 #include <span>
 #include <string_view>
 
-namespace macula {
+#include "session_proof.h"
 
-using Proof = std::array<uint8_t, 32>;
+namespace macula {
 
 // `role` is 'C' for the dialling node, 'S' for the accepting one; `node`
 // is the name of the node making the proof.
 Proof make_cookie_proof(std::span<const uint8_t> exporter, char role,
                         std::string_view node, std::string_view cookie);
-
-// Constant-time comparison of a received proof with the expected one.
-bool proof_matches(const Proof& expected, std::span<const uint8_t> received);
 
 }  // namespace macula
