@@ -311,9 +311,9 @@ end-to-end encrypted packets without being able to read them.
   --max-connections-per-ip N      that proved the realm secret, from one IP
                                   address (one NAT may hide many nodes; 256)
   --max-unidentified N            connections that have not proved the
-                                  secret yet (default 256)
+                                  secret yet (default 1024)
   --max-unidentified-per-ip N     the same from one IP address or IPv6 /64
-                                  (default 32); beyond either, a newcomer
+                                  (default 512); beyond either, a newcomer
                                   with a valid Retry token displaces the
                                   oldest unproved connection
   --identify-timeout-ms N         close connections that do not identify (3000)

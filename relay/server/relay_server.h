@@ -60,12 +60,16 @@ struct RelayServerConfig {
   // its handshake is closed (identify_timeout).
   uint64_t identify_timeout_ms = 3000;
   // Connections that have not proved the secret yet, overall and per IP
-  // address (IPv6: per /64): their own small bounds, apart from
-  // max_connections_per_ip. When one is reached a newcomer that echoed a
-  // Retry token takes the place of the oldest unproved connection, so a
-  // node with the secret always gets in (the endpoint's admission.h).
-  size_t max_unidentified = 256;
-  size_t max_unidentified_per_ip = 32;
+  // address (IPv6: per /64): their own bounds, apart from
+  // max_connections_per_ip, and closed after identify_timeout_ms. When
+  // one is reached a newcomer that echoed a Retry token takes the place of
+  // the oldest unproved connection (the endpoint's admission.h), so a
+  // node gets in as long as it proves itself before that many newer
+  // strangers arrive. Big enough that strangers from one address do not
+  // churn through it (each displaced one costs a TLS handshake when it
+  // comes back), small next to max-connections: ~50 KB each.
+  size_t max_unidentified = 1024;
+  size_t max_unidentified_per_ip = 512;
   // A connection silent this long is closed (nodes PING every 2 s; a
   // node's own setting may be shorter, and then applies).
   uint64_t idle_timeout_ms = 10000;

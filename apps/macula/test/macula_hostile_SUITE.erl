@@ -119,7 +119,8 @@ relay_unidentified(Config) ->
     Secret = filename:join(Priv, "realm-secret"),
     ok = file:write_file(Secret, <<"hostile-suite-realm-secret">>),
     RelayPort = macula_ct:next_port(Config),
-    start_relay(Priv, Secret, RelayPort),
+    RelayPid = integer_to_list(start_relay(Priv, Secret, RelayPort)),
+    RelayBase = os_rss(RelayPid),
     Relay = "127.0.0.1:" ++ integer_to_list(RelayPort),
     Seconds = 20,
     Tool = hostile(["relay", Relay, "--conns", integer_to_list(?RELAY_CONNS),
@@ -130,13 +131,15 @@ relay_unidentified(Config) ->
                                                       Secret]}),
     %% Let the strangers take every slot they can first.
     timer:sleep(5000),
+    RelayPeak = os_rss(RelayPid),
     T0 = erlang:monotonic_time(millisecond),
     ok = peer:call(N, macula, join_dist_relay, [Relay]),
     macula_ct:wait_output(NN, "registered at relay", 20000),
     Took = erlang:monotonic_time(millisecond) - T0,
     Out = hostile_result(Tool),
     ct:pal("~p secret-less connections to the relay from 127.0.0.1: a node with the "
-           "secret registered in ~p ms~nhostile: ~s", [?RELAY_CONNS, Took, Out]),
+           "secret registered in ~p ms; relay RSS ~p MB before, ~p MB with the strangers"
+           "~nhostile: ~s", [?RELAY_CONNS, Took, RelayBase div ?MB, RelayPeak div ?MB, Out]),
     field(Out, "established") >= ?RELAY_CONNS orelse ct:fail({tool_never_connected, Out}),
     Took =< ?REGISTER_WITHIN_MS orelse ct:fail({registered_after_ms, Took}),
     ok.
@@ -187,7 +190,9 @@ field(Out, Key) ->
 
 %% Resident set size of a peer's OS process, in bytes.
 rss(Peer) ->
-    OsPid = macula_ct:os_pid(Peer),
+    os_rss(macula_ct:os_pid(Peer)).
+
+os_rss(OsPid) ->
     {ok, Status} = file:read_file("/proc/" ++ OsPid ++ "/status"),
     {match, [Kb]} = re:run(Status, "VmRSS:\\s+([0-9]+) kB", [{capture, all_but_first, list}]),
     list_to_integer(Kb) * 1024.
