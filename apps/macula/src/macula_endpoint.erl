@@ -24,6 +24,9 @@ get() ->
             Ep
     end.
 
+%% @doc The endpoint's port and counters (macula_nif:endpoint_info/1), or
+%% undefined before it is opened.
+-spec info() -> map() | undefined.
 info() ->
     case persistent_term:get(?KEY, undefined) of
         undefined -> undefined;
