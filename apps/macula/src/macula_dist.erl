@@ -105,12 +105,14 @@ address() ->
     {ok, Host} = inet:gethostname(),
     #net_address{host = Host, protocol = ?PROTOCOL, family = inet}.
 
-%% The relay modes' relay connections live under net_sup, like
-%% net_kernel. A configuration error shows at listen, with its message.
+%% The endpoint's owner and, in the relay modes, the relay connections
+%% live under net_sup, started before net_kernel calls listen. A
+%% configuration error shows at listen, with its message.
 -spec childspecs() -> {ok, [supervisor:child_spec()]}.
 childspecs() ->
     case catch macula_config:relay_mode() of
-        true -> {ok, [macula_dist_relay:childspec()]};
+        true -> {ok, [macula_endpoint:childspec(), macula_dist_relay:childspec()]};
+        false -> {ok, [macula_endpoint:childspec()]};
         _ -> {ok, []}
     end.
 

@@ -255,6 +255,6 @@ getopts(_Ctx, _Opts) ->
     {error, enotsup}.
 
 -spec handshake_complete(#macula_ctx{}, node(), term()) -> ok.
-handshake_complete(#macula_ctx{conn = Conn, output = Output}, _Node, DHandle) ->
+handshake_complete(#macula_ctx{conn = Conn, output = Output}, Node, DHandle) ->
     Output ! {handshake_complete, Conn, DHandle},
-    ok.
+    macula_endpoint:connected(Node, Conn).

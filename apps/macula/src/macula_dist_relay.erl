@@ -71,7 +71,6 @@ listen(Node) ->
     case macula_endpoint:listen(0) of
         {ok, Ep} ->
             #{port := Inner} = macula_nif:endpoint_info(Ep),
-            ensure_started(),
             ok = gen_server:call(?SERVER, {listen, Node, Inner}),
             {ok, Ep};
         {error, _} = Error ->
@@ -127,12 +126,6 @@ info() ->
     case whereis(?SERVER) of
         undefined -> [];
         _ -> gen_server:call(?SERVER, info)
-    end.
-
-ensure_started() ->
-    case whereis(?SERVER) of
-        undefined -> {ok, _} = gen_server:start({local, ?SERVER}, ?MODULE, [], []), ok;
-        _ -> ok
     end.
 
 %%% ------------------------------------------------------------------
