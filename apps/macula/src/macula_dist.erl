@@ -77,8 +77,9 @@ accept_connection(AcceptPid, Conn, MyNode, Allowed, SetupTime) ->
 setup(Node, Type, MyNode, _LongOrShortNames, SetupTime) ->
     macula_dist_handshake:setup(self(), Node, Type, MyNode, SetupTime).
 
-%% Only the listen handle is closed here; the endpoint lives as long as
-%% the node, so there is nothing to do.
+%% Only the listen handle is closed here; the endpoint belongs to
+%% macula_endpoint and goes when distribution stops, so there is nothing
+%% to do.
 -spec close(macula_nif:endpoint()) -> ok.
 close(_Listen) ->
     ok.
