@@ -17,7 +17,7 @@
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -define(SERVER, ?MODULE).
-%% The linked-in driver in the binding's library (nif/macula_drv.cc).
+%% The linked-in driver in the binding's library (dist/nif/macula_drv.cc).
 -define(DRIVER, "macula_nif").
 
 -record(st, {ep :: macula_nif:endpoint() | undefined,
@@ -167,7 +167,7 @@ bool_int(true) -> 1;
 bool_int(false) -> 0.
 
 %% The schedulers poll the endpoint's socket and read it themselves, like
-%% their own sockets (nif/macula_drv.cc): no thread hand-off on a round
+%% their own sockets (dist/nif/macula_drv.cc): no thread hand-off on a round
 %% trip. A driver stays loaded while the process that loaded it lives, so
 %% this process loads it and holds its port. Without the port (it failed,
 %% or it closed later) the I/O thread reads.

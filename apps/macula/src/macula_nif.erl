@@ -1,9 +1,9 @@
-%% @doc Erlang side of the C++ binding (nif/macula_nif.cc): the node's QUIC
-%% endpoint and its connections. Every function checks its arguments and
-%% raises `{badarg, Which}` naming the bad one, then returns at once: the
-%% work is done by whichever thread holds the endpoint's loop lock (the
-%% I/O thread, or this scheduler if the lock is free). Results that come
-%% later arrive as messages:
+%% @doc Erlang side of the distribution binding (dist/nif/macula_nif.cc):
+%% the node's QUIC endpoint and its connections. Every function checks its
+%% arguments and raises `{badarg, Which}' naming the bad one, then returns
+%% at once: the work is done by whichever thread holds the endpoint's loop
+%% lock (the I/O thread, or this scheduler if the lock is free). Results
+%% that come later arrive as messages:
 %%
 %%   {macula_accept, EndpointPort, Conn}       to the acceptor (set_acceptor/2)
 %%   {macula_connected, Id}                    to the control pid

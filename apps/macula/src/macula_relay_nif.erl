@@ -1,4 +1,4 @@
-%% @doc Erlang side of the relay shim binding (nif/macula_relay_nif.cc),
+%% @doc Erlang side of the relay shim binding (relay/nif/macula_relay_nif.cc),
 %% used by the relay modes (macula_dist_relay). A shim is one connection
 %% to a macula-relay, identified under the node's name, with a loopback
 %% UDP port per tunnel for the node's own endpoint to dial or be dialled
