@@ -38,7 +38,7 @@
 -type role() :: client | server.
 %% How a connection ended, as {macula_closed, Id, Reason} reports it.
 -type close_reason() :: local_close | idle_timeout | handshake_timeout | unreachable
-                      | endpoint_stopped
+                      | endpoint_stopped | auth_timeout
                       | {peer_closed | tls_alert | protocol_error, Code :: non_neg_integer(),
                          Text :: binary()}.
 -type endpoint_opts() ::
@@ -47,7 +47,8 @@
           cert_dir => text(), cacertfile => text(), certfile => text(), keyfile => text(),
           idle_timeout_ms => non_neg_integer(), handshake_timeout_ms => non_neg_integer(),
           send_high_water => non_neg_integer(), send_low_water => non_neg_integer(),
-          busy_poll_us => non_neg_integer()}.
+          busy_poll_us => non_neg_integer(),
+          auth_timeout_ms => non_neg_integer()}.
 -export_type([endpoint/0, conn/0, conn_id/0, address/0, close_reason/0, endpoint_opts/0]).
 
 init() ->
@@ -80,7 +81,14 @@ set_acceptor(_Ep, _Pid) -> ?NIF.
           #{port := inet:port_number(), connections := non_neg_integer(),
             accepted := non_neg_integer(), dropped_packets := non_neg_integer(),
             stateless_resets := non_neg_integer(), trust := cookie | ca | insecure,
-            follows_address_changes := boolean(), reader_id := pos_integer()}.
+            follows_address_changes := boolean(), reader_id := pos_integer(),
+            %% admission (transport/admission.h): connections not yet
+            %% authenticated, Retry packets sent, Initials with a bad
+            %% token, half-open connections displaced by a validated
+            %% peer, connections accepted with a valid token
+            half_open := non_neg_integer(), retries := non_neg_integer(),
+            bad_tokens := non_neg_integer(), evicted_half_open := non_neg_integer(),
+            validated := non_neg_integer()}.
 endpoint_info(_Ep) -> ?NIF.
 
 %% @doc Starts a connection to Ip:Port; `Host' is what the peer's
