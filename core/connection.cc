@@ -480,6 +480,24 @@ void Connection::abort(const CloseInfo& info, uint64_t now) {
   drain_deadline_ = 0;
 }
 
+void Connection::close_for_exit(uint64_t now) {
+  if (state_ != State::kOpen && state_ != State::kHandshake) return;
+  static constexpr char kReason[] = "node exiting";
+  ngtcp2_connection_close_error ccerr;
+  ngtcp2_connection_close_error_set_application_error(
+      &ccerr, 0, reinterpret_cast<const uint8_t*>(kReason), sizeof kReason - 1);
+  ngtcp2_path_storage ps;
+  ngtcp2_path_storage_zero(&ps);
+  ngtcp2_pkt_info pi{};
+  uint8_t packet[kMaxUdpPayload];
+  ngtcp2_ssize n = ngtcp2_conn_write_connection_close(conn_, &ps.path, &pi, packet,
+                                                      sizeof packet, &ccerr, now);
+  if (n > 0)
+    send_batch(address_of(ps.path.local), address_of(ps.path.remote), packet,
+               size_t(n), size_t(n));
+  state_ = State::kClosed;
+}
+
 CloseInfo Connection::peer_close_info() {
   ngtcp2_connection_close_error ccerr;
   ngtcp2_conn_get_connection_close_error(conn_, &ccerr);
@@ -758,10 +776,40 @@ bool Connection::is_reset_token(const uint8_t* tail) const {
   return false;
 }
 
-void Connection::on_unreachable(const Address& remote, uint64_t now) {
-  if (state_ != State::kHandshake) return;
-  if (!(address_of(ngtcp2_conn_get_path(conn_)->remote) == remote)) return;
-  enter_closed(State::kClosed, {CloseInfo::Kind::kUnreachable, 0, "connection refused"}, now);
+bool Connection::sent_by_us(const uint8_t* head, size_t len) const {
+  const ngtcp2_cid* current = ngtcp2_conn_get_dcid(conn_);
+  ngtcp2_version_cid vc;
+  if (ngtcp2_pkt_decode_version_cid(&vc, head, len, current->datalen) != 0)
+    return false;
+  auto same = [&](const ngtcp2_cid& cid) {
+    return cid.datalen == vc.dcidlen && cid.datalen > 0 &&
+           std::memcmp(cid.data, vc.dcid, vc.dcidlen) == 0;
+  };
+  if (same(*current)) return true;
+  // After a migration, packets in flight may still carry an older one.
+  size_t n = ngtcp2_conn_get_num_active_dcid(conn_);
+  std::vector<ngtcp2_cid_token> dcids(n);
+  ngtcp2_conn_get_active_dcid(conn_, dcids.data());
+  for (const ngtcp2_cid_token& t : dcids)
+    if (same(t.cid)) return true;
+  return false;
+}
+
+bool Connection::on_unreachable(const UdpSocket::Refusal& r, uint64_t now) {
+  if (state_ == State::kHandshake) {
+    if (!(address_of(ngtcp2_conn_get_path(conn_)->remote) == r.to)) return false;
+    enter_closed(State::kClosed, {CloseInfo::Kind::kUnreachable, 0, "connection refused"}, now);
+    return true;
+  }
+  if (state_ != State::kOpen || !sent_by_us(r.head, r.head_len)) return false;
+  enter_closed(State::kClosed,
+               {CloseInfo::Kind::kUnreachable, 0, "peer gone (ICMP port unreachable)"}, now);
+  return true;
+}
+
+void Connection::on_stateless_reset(uint64_t now) {
+  if (state_ != State::kOpen) return;
+  enter_closed(State::kDraining, {CloseInfo::Kind::kPeer, 0, "stateless reset"}, now);
 }
 
 uint64_t Connection::expiry() const {

@@ -93,6 +93,9 @@ class Connection {
   void on_inbox(uint64_t now);
   // Closes because the endpoint is stopping.
   void abort(const CloseInfo& info, uint64_t now);
+  // Tells the peer the connection is closed (CONNECTION_CLOSE, sent at
+  // once) because this process exits; reports nothing to the events.
+  void close_for_exit(uint64_t now);
 
   // Writes what ngtcp2 lets it, at most `max_packets` packets; true if
   // more is ready (call again soon).
@@ -109,10 +112,22 @@ class Connection {
   // True if `tail` (the last 16 bytes of a datagram for an unknown
   // connection ID) is a stateless reset token the peer gave us.
   bool is_reset_token(const uint8_t* tail) const;
-  // An ICMP error says `remote` refused our packets. Only a connection
-  // still in its handshake gives up (an established one ignores ICMP,
-  // which anyone can forge).
-  void on_unreachable(const Address& remote, uint64_t now);
+  // True if `head` (the start of a datagram we sent) is a packet
+  // addressed with one of the peer's connection IDs in use.
+  bool sent_by_us(const uint8_t* head, size_t len) const;
+  // An ICMP "port unreachable" for a datagram we sent: nothing listens
+  // at the peer's address any more (its process is gone, its host
+  // answers). A connection in its handshake gives up if `r.to` is its
+  // peer's address. An established one closes only if the quoted packet
+  // carries one of the connection IDs we address the peer with: an
+  // off-path attacker cannot know them, so cannot forge the error. True
+  // if the connection closed.
+  bool on_unreachable(const UdpSocket::Refusal& r, uint64_t now);
+  // A datagram that ends with a stateless reset token the peer gave us
+  // (is_reset_token()): the peer lost the connection (it restarted).
+  // Closes at once, whatever the datagram's size; ngtcp2 would only see
+  // resets big enough to look like a packet it can decrypt.
+  void on_stateless_reset(uint64_t now);
 
   uint64_t expiry() const;
   // Closed and past its draining period: the endpoint may delete it.
