@@ -327,6 +327,8 @@ void Connection::on_datagram(const Address& local, const Address& remote,
   }
   if (state_ != State::kHandshake && state_ != State::kOpen) return;
   bytes_received_ += len;
+  last_rx_ = now;
+  gone_deadline_ = 0;  // the peer is alive after all
   ngtcp2_path path = make_path(local, remote);
   ngtcp2_pkt_info pi{};
   int rv = ngtcp2_conn_read_pkt(conn_, &path, &pi, data, len, now);
@@ -463,6 +465,10 @@ void Connection::on_expiry(uint64_t now) {
     return;
   }
   if (state_ == State::kClosed) return;
+  if (gone_deadline_ != 0 && gone_deadline_ <= now) {
+    close_gone(now);
+    return;
+  }
   if (publish_due_ <= now) publish_path(now, true);
   if (ngtcp2_conn_get_expiry(conn_) > now) return;
   int rv = ngtcp2_conn_handle_expiry(conn_, now);
@@ -802,9 +808,24 @@ bool Connection::on_unreachable(const UdpSocket::Refusal& r, uint64_t now) {
     return true;
   }
   if (state_ != State::kOpen || !sent_by_us(r.head, r.head_len)) return false;
+  if (role_ == Role::kClient) {
+    close_gone(now);
+    return true;
+  }
+  uint64_t ka = config_.keep_alive_ns;
+  if (ka == 0) return true;
+  // The peer sends at least every keep-alive period; half a period more
+  // (or two probe timeouts on a slow path) for the way here.
+  uint64_t grace = ka + std::max(ka / 2, 2 * ngtcp2_conn_get_pto(conn_));
+  uint64_t deadline = std::max(now, last_rx_ + grace);
+  if (deadline <= now) close_gone(now);
+  else if (gone_deadline_ == 0) gone_deadline_ = deadline;
+  return true;
+}
+
+void Connection::close_gone(uint64_t now) {
   enter_closed(State::kClosed,
                {CloseInfo::Kind::kUnreachable, 0, "peer gone (ICMP port unreachable)"}, now);
-  return true;
 }
 
 void Connection::on_stateless_reset(uint64_t now) {
@@ -815,7 +836,8 @@ void Connection::on_stateless_reset(uint64_t now) {
 uint64_t Connection::expiry() const {
   if (state_ == State::kClosing || state_ == State::kDraining) return drain_deadline_;
   if (state_ == State::kClosed) return 0;
-  return std::min(ngtcp2_conn_get_expiry(conn_), publish_due_);
+  uint64_t e = std::min(ngtcp2_conn_get_expiry(conn_), publish_due_);
+  return gone_deadline_ != 0 ? std::min(e, gone_deadline_) : e;
 }
 
 bool Connection::finished(uint64_t now) const {

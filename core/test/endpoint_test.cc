@@ -841,6 +841,26 @@ TEST_F(EndpointTest, DestroyingClientEndpointClosesItsConnections) {
 // get its closed(): otherwise the user waits forever for a dead
 // connection. The gate holds the I/O thread in flush_dirty(), after it
 // drained its mailbox, while the attach and the destruction happen.
+// What the NIF's atexit handler does when the VM exits: the peer hears
+// CONNECTION_CLOSE at once; this side reports nothing (the process is
+// going away) and the call returns within its bound.
+TEST_F(EndpointTest, CloseForExitTellsThePeerAtOnce) {
+  ASSERT_NO_FATAL_FAILURE(open_both());
+  Link link;
+  ASSERT_NO_FATAL_FAILURE(connect(link));
+  auto start = Clock::now();
+  client_->close_for_exit(200);
+  EXPECT_LT(Clock::now() - start, 300ms);
+  ASSERT_TRUE(link.server_events->wait_closed(1s)) << "the peer was not told";
+  EXPECT_LT(Clock::now() - start, 500ms);
+  Seen seen = link.server_events->seen();
+  EXPECT_EQ(seen.closed->kind, CloseInfo::Kind::kPeer) << seen.closed->text;
+  EXPECT_EQ(seen.closed->text, "node exiting");
+  EXPECT_FALSE(link.client_events->seen().closed.has_value());
+  // An endpoint that stopped returns at once.
+  client_.reset();
+}
+
 TEST_F(EndpointTest, AttachRightBeforeTheEndpointStopsStillGetsClosed) {
   ASSERT_NO_FATAL_FAILURE(open_both());
   Link held, late;
@@ -1081,6 +1101,7 @@ TEST_F(EndpointTest, IcmpClosesAnEstablishedConnectionOnlyForItsOwnCid) {
   Link link;
   ASSERT_NO_FATAL_FAILURE(dial(proxy.port(), "127.0.0.1", link));
   ASSERT_TRUE(link.client_events->wait([](const Seen& s) { return s.connected > 0; }, kWait));
+  std::this_thread::sleep_for(300ms);  // handshake traffic settles: idle
   proxy.close_now();
 
   // A short-header packet with a made-up connection ID, from the
@@ -1104,6 +1125,36 @@ TEST_F(EndpointTest, IcmpClosesAnEstablishedConnectionOnlyForItsOwnCid) {
   ASSERT_TRUE(link.client_events->wait_closed(2s)) << "ICMP for our own CID ignored";
   EXPECT_LT(Clock::now() - start, 500ms);
   Seen seen = link.client_events->seen();
+  EXPECT_EQ(seen.closed->kind, CloseInfo::Kind::kUnreachable)
+      << close_kind_name(seen.closed->kind) << ": " << seen.closed->text;
+}
+
+// The accepting side of a connection whose client vanished: the ICMP
+// error alone does not close it (a client behind a NAT that changed its
+// mapping looks the same for a moment); a keep-alive period and a half
+// of silence after the client's last packet does.
+TEST_F(EndpointTest, AcceptedConnectionClosesAfterIcmpAndSilence) {
+  EndpointConfig sc = config("server");
+  sc.keep_alive_ms = 400;
+  EndpointConfig cc = config("client");
+  cc.client_keep_alive_ms = 0;
+  ASSERT_NO_FATAL_FAILURE(open_server(sc));
+  ASSERT_NO_FATAL_FAILURE(open_client(cc));
+  UdpProxy proxy(server_->port());
+  Link link;
+  ASSERT_NO_FATAL_FAILURE(dial(proxy.port(), "127.0.0.1", link));
+  ASSERT_TRUE(link.client_events->wait([](const Seen& s) { return s.connected > 0; }, kWait));
+  link.server = acceptor_->next(kWait);
+  ASSERT_NE(link.server, nullptr);
+  link.server_events = std::make_shared<Recorder>();
+  link.server->attach(link.server_events);
+  std::this_thread::sleep_for(300ms);
+  auto start = Clock::now();
+  proxy.close_now();  // the server now sends into a closed port
+  ASSERT_TRUE(link.server_events->wait_closed(3s)) << "vanished client not noticed";
+  auto elapsed = Clock::now() - start;
+  EXPECT_LT(elapsed, 1500ms) << "keep_alive_ms 400: PING within 0.4 s, then 0.6 s of grace";
+  Seen seen = link.server_events->seen();
   EXPECT_EQ(seen.closed->kind, CloseInfo::Kind::kUnreachable)
       << close_kind_name(seen.closed->kind) << ": " << seen.closed->text;
 }
@@ -1167,8 +1218,11 @@ TEST_F(EndpointTest, RestartedPeerResetsAnIdleConnectionWithASmallReset) {
   Link link;
   ASSERT_NO_FATAL_FAILURE(dial(proxy.port(), "127.0.0.1", link));
   ASSERT_TRUE(link.client_events->wait([](const Seen& s) { return s.connected > 0; }, kWait));
+  std::this_thread::sleep_for(500ms);  // idle: only keep-alives from here
   proxy.set_drop_to_client(true);
   server_.reset();
+  // The proxy reads every 20 ms: let it drop the old server's close.
+  std::this_thread::sleep_for(100ms);
   ASSERT_NO_FATAL_FAILURE(open_server([&] {
     EndpointConfig c = config("server");  // same identity: same reset key
     c.port = port;
