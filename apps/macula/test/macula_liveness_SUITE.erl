@@ -7,7 +7,7 @@
 %% | peer ...                        | macula target                      |
 %% |---------------------------------|------------------------------------|
 %% | erlang:halt()                   | nodedown within 100 ms             |
-%% | kill -9                         | nodedown within 2.5 s              |
+%% | kill -9 (of either end)         | nodedown within 2.5 s              |
 %% | init:stop()                     | nodedown within 1.5 s              |
 %% | kill -9, restarted, same port,  | nodedown within 3 s of the restart |
 %% |   ICMP dropped (netns, nft)     |   (a stateless reset)              |
@@ -27,7 +27,8 @@
 
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1,
          init_per_testcase/2, end_per_testcase/2]).
--export([halt/1, kill9/1, init_stop/1, restart_same_port/1, sigstop/1, silent_cut/1]).
+-export([halt/1, kill9/1, kill9_dialer/1, init_stop/1, restart_same_port/1, sigstop/1,
+         silent_cut/1]).
 %% run on the peers
 -export([stamp_and/2]).
 
@@ -41,7 +42,7 @@ suite() ->
     [{timetrap, {minutes, 5}}].
 
 all() ->
-    [halt, kill9, init_stop, restart_same_port, sigstop, silent_cut].
+    [halt, kill9, kill9_dialer, init_stop, restart_same_port, sigstop, silent_cut].
 
 %%% ------------------------------------------------------------------
 %%% Set-up
@@ -114,15 +115,32 @@ kill9(Config) ->
                       T0
               end).
 
+%% The same, but the dead peer is the node that dialled: the survivor
+%% accepted the connection, and an ICMP error alone does not close such a
+%% connection (its client may have moved behind a NAT); a keep-alive
+%% period and a half of silence after the ICMP's cause does.
+kill9_dialer(Config) ->
+    exit_case(Config, kill9_dialer, 2500,
+              fun(B, _NB) ->
+                      T0 = now_ms(),
+                      _ = macula_ct:kill9(B),
+                      T0
+              end, dialer).
+
 init_stop(Config) ->
     exit_case(Config, init_stop, 1500, fun(B, _NB) -> stamped_exit(Config, B, stop) end).
 
 %% Both carriers run before macula's figure is checked, so the table has
 %% both even when the target is missed.
 exit_case(Config, Case, Limit, Stop) ->
+    exit_case(Config, Case, Limit, Stop, survivor).
+
+%% Dialler: which node of the pair dialled the other (the survivor A, or
+%% the peer B that goes away).
+exit_case(Config, Case, Limit, Stop, Dialler) ->
     [Macula, _Tcp] =
         [begin
-             {A, _NA, B, NB} = pair(Config, Proto, []),
+             {A, _NA, B, NB} = pair(Config, Proto, [], Dialler),
              W = peer:call(A, macula_ct, watch, [NB]),
              T0 = Stop(B, NB),
              Ms = down_ms(A, W, T0, 30000),
@@ -232,9 +250,15 @@ name(Config, macula) -> integer_to_list(macula_ct:next_port(Config));
 name(Config, inet_tcp) -> "ct" ++ integer_to_list(macula_ct:next_port(Config)).
 
 pair(Config, Proto, Args) ->
+    pair(Config, Proto, Args, survivor).
+
+pair(Config, Proto, Args, Dialler) ->
     {A, NA} = macula_ct:start_node(Config, #{proto => Proto, args => Args}),
     {B, NB} = macula_ct:start_node(Config, #{proto => Proto, args => Args}),
-    pong = peer:call(A, net_adm, ping, [NB], 30000),
+    pong = case Dialler of
+               survivor -> peer:call(A, net_adm, ping, [NB], 30000);
+               dialer -> peer:call(B, net_adm, ping, [NA], 30000)
+           end,
     %% Let the connection settle into idleness: what is measured is a
     %% peer that goes away from a quiet connection.
     timer:sleep(500),
@@ -353,6 +377,7 @@ cell(Other) -> io_lib:format("~p", [Other]).
 
 label(halt) -> "`erlang:halt()`: nodedown after";
 label(kill9) -> "`kill -9`: nodedown after";
+label(kill9_dialer) -> "`kill -9` of the node that dialled: nodedown after";
 label(init_stop) -> "`init:stop()`: nodedown after";
 label(restart_same_port) -> "`kill -9`, restarted on the same port, ICMP dropped: nodedown";
 label(sigstop) -> "SIGSTOP 5 s (net_ticktime 10)";
@@ -360,6 +385,7 @@ label(silent_cut) -> "link silently cut (net_ticktime 4): nodedown after".
 
 target(halt) -> "<= 100 ms";
 target(kill9) -> "<= 2500 ms";
+target(kill9_dialer) -> "<= 2500 ms";
 target(init_stop) -> "<= 1500 ms";
 target(restart_same_port) -> "<= 3000 ms after the restart";
 target(sigstop) -> "no nodedown";
