@@ -154,6 +154,7 @@ open(Port, Accept) ->
              keyfile => maps:get(keyfile, Config),
              cc => maps:get(cc, Config),
              busy_poll_us => maps:get(busy_poll_us, Config),
+             keep_alive_ms => maps:get(keep_alive_ms, Config),
              %% A peer that has not proved the cookie within this long
              %% after TLS is closed (it never gets more than the proof
              %% needs meanwhile).

@@ -86,6 +86,7 @@ set_acceptor(_Ep, _Pid) -> ?NIF.
             %% authenticated, Retry packets sent, Initials with a bad
             %% token, half-open connections displaced by a validated
             %% peer, connections accepted with a valid token
+            ignored_unreachable := non_neg_integer(),
             half_open := non_neg_integer(), retries := non_neg_integer(),
             bad_tokens := non_neg_integer(), evicted_half_open := non_neg_integer(),
             validated := non_neg_integer()}.
