@@ -8,7 +8,9 @@
 #include <array>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
+#include <vector>
 
 namespace macula {
 
@@ -21,5 +23,20 @@ Proof make_cookie_proof(std::span<const uint8_t> exporter, char role,
 
 // Constant-time comparison of a received proof with the expected one.
 bool proof_matches(const Proof& expected, std::span<const uint8_t> received);
+
+// The first frame of each side on the control stream, sent before anything
+// is proven: "MCP1", the proof, the sender's node name.
+inline constexpr std::string_view kProofTag = "MCP1";
+
+struct ProofFrame {
+  Proof proof{};
+  std::string node;  // a valid node name (node_name.h)
+};
+
+// Parses a proof frame from an unauthenticated peer. False unless it has
+// the tag, a whole proof and a node name that parse_node_name() accepts.
+bool parse_proof_frame(std::span<const uint8_t> frame, ProofFrame& out);
+
+std::vector<uint8_t> encode_proof_frame(const Proof& proof, std::string_view node);
 
 }  // namespace macula

@@ -2,11 +2,14 @@
 %% a vm argument (`-macula_dist_port 4433`), the kernel environment
 %% (`-kernel macula_dist_port 4433`) and the OS environment
 %% (`MACULA_DIST_PORT=4433`), so every mode works straight from `erl`.
-%% A bad value raises one clear error naming the setting.
+%% A bad value raises one clear error naming the setting and the value.
+%% On the command line erl reads a value that starts with `-` as a flag of
+%% its own (`-macula_dist_busy_poll_us -1` gives the setting no value):
+%% a setting left without a value, or given several, is refused by name.
 -module(macula_config).
 
 -export([get/0, default_port/0]).
--export([lookup/1, invalid/3]).  % for macula_relay_config
+-export([lookup/1, invalid/3, read_head/2]).  % for macula_relay_config
 
 -define(KEY, {?MODULE, config}).
 -define(DEFAULT_PORT, 4433).
@@ -14,6 +17,7 @@
 %% skip a thread wake-up per hop of a round trip. Off by default: on a
 %% 2-core machine it cut the median a little and doubled the p99.
 -define(DEFAULT_BUSY_POLL_US, 0).
+-define(MAX_PEM_FILE, 1 bsl 20).
 
 -type config() :: #{port := 1..65535, bind := string(), mode := direct | dist_relay | relay,
                     trust := cookie | ca | insecure, cert_dir := string(),
@@ -49,10 +53,10 @@ read() ->
       bind => bind(Mode),
       mode => Mode,
       trust => Trust,
-      cert_dir => string(macula_dist_cert_dir, default_cert_dir()),
-      cacertfile => Cacert,
-      certfile => string(macula_dist_certfile, ""),
-      keyfile => string(macula_dist_keyfile, ""),
+      cert_dir => cert_dir(),
+      cacertfile => pem_file(macula_dist_cacertfile, Cacert, certificate),
+      certfile => pem_file(macula_dist_certfile, string(macula_dist_certfile, ""), certificate),
+      keyfile => pem_file(macula_dist_keyfile, string(macula_dist_keyfile, ""), private_key),
       cc => cc(),
       busy_poll_us => integer(macula_dist_busy_poll_us, ?DEFAULT_BUSY_POLL_US, 0, 10000)}).
 
@@ -60,7 +64,92 @@ read() ->
 %% over loopback: nothing listens on the network.
 bind(dist_relay) -> "127.0.0.1";
 bind(relay) -> "127.0.0.1";
-bind(direct) -> string(macula_dist_bind, "::").
+bind(direct) -> local_address(macula_dist_bind, string(macula_dist_bind, "::")).
+
+%% The socket binds an IP literal of this host (or a wildcard).
+local_address(Key, Text) ->
+    case inet:parse_strict_address(Text) of
+        {ok, Ip} ->
+            Wildcard = Ip =:= {0, 0, 0, 0} orelse Ip =:= {0, 0, 0, 0, 0, 0, 0, 0},
+            Wildcard orelse is_local(Ip) orelse
+                invalid(Key, Text, "not an address of this host"),
+            Text;
+        {error, _} ->
+            invalid(Key, Text, "expected an IPv4 or IPv6 address (:: or 0.0.0.0 for all)")
+    end.
+
+is_local(Ip) ->
+    case inet:getifaddrs() of
+        {ok, Ifs} -> lists:member(Ip, [A || {_, Opts} <- Ifs, {addr, A} <- Opts]);
+        {error, _} -> true  % cannot tell: the bind will say
+    end.
+
+%% The directory must exist or be creatable, and hold (or take) the key.
+cert_dir() ->
+    Dir = string(macula_dist_cert_dir, default_cert_dir()),
+    Dir =:= "" andalso invalid(macula_dist_cert_dir, Dir, "expected a directory"),
+    case existing_parent(filename:absname(Dir)) of
+        {ok, _, directory} -> Dir;  % the endpoint creates what is missing
+        {ok, Part, _} -> invalid(macula_dist_cert_dir, Dir, Part ++ " is not a directory");
+        {error, Part, Why} -> invalid(macula_dist_cert_dir, Dir, "cannot use " ++ Part ++ ": " ++
+                                          file:format_error(Why))
+    end.
+
+%% The longest existing prefix of an absolute path, and its type.
+existing_parent(Path) ->
+    case prim_file:read_file_info(Path) of
+        {ok, Info} -> {ok, Path, element(3, Info)};
+        {error, enoent} ->
+            case filename:dirname(Path) of
+                Path -> {error, Path, enoent};
+                Parent -> existing_parent(Parent)
+            end;
+        {error, Why} -> {error, Path, Why}
+    end.
+
+%% A certificate or key file must be readable and hold a PEM block of its
+%% kind (GnuTLS alone would only say "The requested data were not
+%% available."). Whether the key fits the certificate is the endpoint's
+%% check, which names both settings.
+pem_file(_Key, "", _Kind) ->
+    "";
+pem_file(Key, File, Kind) ->
+    case read_head(File, ?MAX_PEM_FILE + 1) of
+        {ok, Bin} when byte_size(Bin) > ?MAX_PEM_FILE ->
+            invalid(Key, File, "larger than 1 MB");
+        {ok, Bin} ->
+            has_pem(Bin, Kind) orelse invalid(Key, File, pem_expected(Kind)),
+            File;
+        {error, Why} ->
+            invalid(Key, File, "cannot read it: " ++ file:format_error(Why))
+    end.
+
+has_pem(Bin, certificate) ->
+    binary:match(Bin, <<"-----BEGIN CERTIFICATE-----">>) =/= nomatch;
+has_pem(Bin, private_key) ->
+    case re:run(Bin, <<"-----BEGIN [A-Z ]*PRIVATE KEY-----">>) of
+        {match, _} -> true;
+        nomatch -> false
+    end.
+
+pem_expected(certificate) -> "no PEM certificate in it (-----BEGIN CERTIFICATE-----)";
+pem_expected(private_key) -> "no PEM private key in it (-----BEGIN ... PRIVATE KEY-----)".
+
+%% @doc At most `Max` bytes of `File`. prim_file: at boot net_kernel
+%% starts before the file server.
+-spec read_head(string(), pos_integer()) -> {ok, binary()} | {error, term()}.
+read_head(File, Max) ->
+    case prim_file:open(File, [read, binary]) of
+        {ok, Fd} ->
+            Result = case prim_file:read(Fd, Max) of
+                         eof -> {ok, <<>>};
+                         Other -> Other
+                     end,
+            prim_file:close(Fd),
+            Result;
+        {error, _} = Error ->
+            Error
+    end.
 
 cc() ->
     case string(macula_dist_cc, "bbr2") of
@@ -81,16 +170,30 @@ mode() ->
         Other -> invalid(macula_dist_mode, Other, "expected direct, dist_relay or relay")
     end.
 
-%% The raw value of a setting, or undefined.
+%% @doc The raw value of a setting, or undefined.
+-spec lookup(atom()) -> term().
 lookup(Key) ->
     case init:get_argument(Key) of
         {ok, [[Value] | _]} -> Value;
+        {ok, [[] | _]} -> invalid(Key, flag_after(Key), no_value_why());
+        {ok, [Values | _]} -> invalid(Key, Values, "expected one value");
         _ ->
             case application:get_env(kernel, Key) of
                 {ok, Value} -> Value;
                 undefined -> os:getenv(string:uppercase(atom_to_list(Key)), undefined)
             end
     end.
+
+%% What erl took for a flag after `-Key` (the intended value, most likely).
+flag_after(Key) ->
+    case lists:dropwhile(fun({K, _}) -> K =/= Key end, init:get_arguments()) of
+        [_, {Next, Values} | _] -> lists:flatten(lists:join(" ", ["-" ++ atom_to_list(Next) | Values]));
+        _ -> ""
+    end.
+
+no_value_why() ->
+    "no value on the command line (erl reads a value that starts with '-' as a "
+    "flag of its own; give such a value in the kernel environment or the OS environment)".
 
 string(Key, Default) ->
     case lookup(Key) of

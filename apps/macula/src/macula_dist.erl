@@ -52,6 +52,7 @@ relay_mode() ->
 %% its own message rather than a stack trace from the endpoint opener.
 listen_port(Name, Host) ->
     _ = macula_config:get(),
+    macula_log_limit:init(),
     Node = list_to_atom(atom_to_list(Name) ++ "@" ++ Host),
     case parse(Node) of
         {ok, {_Name, _Host, Port, _Kind}} ->

@@ -5,12 +5,14 @@
 
 -export([open_endpoint/1, close_endpoint/1, set_acceptor/2, endpoint_info/1,
          dial/6, attach/3, send/3, tick/1, consumed/2, close/3, getstat/1,
-         conn_id/1, peer_address/1, conn_info/1, migrate/4, cookie_proof/4, check_cookie_proof/5,
+         conn_id/1, peer_address/1, conn_info/1, migrate/4, proof_frame/4, parse_proof_frame/1,
+         check_cookie_proof/5,
          peer_cert_matches/2, parse_node_name/2]).
 
 -nifs([open_endpoint/1, close_endpoint/1, set_acceptor/2, endpoint_info/1,
        dial/6, attach/3, send/3, tick/1, consumed/2, close/3, getstat/1,
-       conn_id/1, peer_address/1, conn_info/1, migrate/4, cookie_proof/4, check_cookie_proof/5,
+       conn_id/1, peer_address/1, conn_info/1, migrate/4, proof_frame/4, parse_proof_frame/1,
+         check_cookie_proof/5,
        peer_cert_matches/2, parse_node_name/2]).
 
 init() ->
@@ -35,7 +37,8 @@ conn_id(_Conn) -> ?NIF.
 peer_address(_Conn) -> ?NIF.
 conn_info(_Conn) -> ?NIF.
 migrate(_Ep, _Target, _Pid, _Ref) -> ?NIF.
-cookie_proof(_Conn, _Role, _Node, _Cookie) -> ?NIF.
+proof_frame(_Conn, _Role, _Node, _Cookie) -> ?NIF.
+parse_proof_frame(_Frame) -> ?NIF.
 check_cookie_proof(_Conn, _Role, _Node, _Cookie, _Proof) -> ?NIF.
 peer_cert_matches(_Conn, _Host) -> ?NIF.
 parse_node_name(_Name, _DefaultPort) -> ?NIF.

@@ -70,27 +70,13 @@ bad_relay(Key, Item) ->
 read_secret(Key, "") ->
     macula_config:invalid(Key, "", "the relay modes need the realm's shared secret file");
 read_secret(Key, File) ->
-    %% prim_file: at boot net_kernel starts before the file server.
-    case read_head(File, ?MAX_SECRET_FILE + 1) of
+    case macula_config:read_head(File, ?MAX_SECRET_FILE + 1) of
         {ok, Bin} when byte_size(Bin) > ?MAX_SECRET_FILE ->
             macula_config:invalid(Key, File, "larger than 4 KB");
         {ok, Bin} ->
             check_secret(Key, File, string:trim(Bin, both, " \t\r\n"));
         {error, Why} ->
             macula_config:invalid(Key, File, "cannot read it: " ++ file:format_error(Why))
-    end.
-
-read_head(File, Max) ->
-    case prim_file:open(File, [read, binary]) of
-        {ok, Fd} ->
-            Result = case prim_file:read(Fd, Max) of
-                         eof -> {ok, <<>>};
-                         Other -> Other
-                     end,
-            prim_file:close(Fd),
-            Result;
-        {error, _} = Error ->
-            Error
     end.
 
 check_secret(Key, File, Secret) when byte_size(Secret) < ?MIN_SECRET ->
