@@ -88,7 +88,9 @@ is_local(Ip) ->
 cert_dir() ->
     Dir = string(macula_dist_cert_dir, default_cert_dir()),
     Dir =:= "" andalso invalid(macula_dist_cert_dir, Dir, "expected a directory"),
-    case existing_parent(filename:absname(Dir)) of
+    %% prim_file: at boot the file server does not run yet.
+    {ok, Cwd} = prim_file:get_cwd(),
+    case existing_parent(filename:absname(Dir, Cwd)) of
         {ok, _, directory} -> Dir;  % the endpoint creates what is missing
         {ok, Part, _} -> invalid(macula_dist_cert_dir, Dir, Part ++ " is not a directory");
         {error, Part, Why} -> invalid(macula_dist_cert_dir, Dir, "cannot use " ++ Part ++ ": " ++

@@ -48,6 +48,12 @@ open(Port, Accept) ->
             erlang:demonitor(MRef, [flush]),
             timer:sleep(1),
             open(Port, Accept);
+        {Ref, {error, Text} = Reply} ->
+            %% Logged here, by the caller: at boot a line logged by the
+            %% opener, which exits at once, may never be written.
+            erlang:demonitor(MRef, [flush]),
+            logger:error("macula: ~s", [Text]),
+            Reply;
         {Ref, Reply} ->
             erlang:demonitor(MRef, [flush]),
             Reply;
@@ -75,7 +81,6 @@ open_locked(Port, Accept) ->
                     persistent_term:put(?KEY, Ep),
                     {ok, Ep};
                 {error, Text} ->
-                    logger:error("macula: ~s", [Text]),
                     {error, binary_to_list(Text)}
             end;
         Ep ->
