@@ -27,12 +27,21 @@
 
 %% @doc The validated configuration; read once, then cached.
 -spec get() -> config().
+%% A bad setting is logged once: the failure is kept too, and raised
+%% again (net_kernel reads the configuration more than once at boot).
 get() ->
     case persistent_term:get(?KEY, undefined) of
         undefined ->
-            Config = read(),
-            persistent_term:put(?KEY, Config),
-            Config;
+            try read() of
+                Config ->
+                    persistent_term:put(?KEY, Config),
+                    Config
+            catch error:{macula_config, _} = Error ->
+                persistent_term:put(?KEY, {failed, Error}),
+                error(Error)
+            end;
+        {failed, Error} ->
+            error(Error);
         Config ->
             Config
     end.

@@ -88,7 +88,12 @@ index(R, [R | _], I) -> I;
 index(R, [_ | Rs], I) -> index(R, Rs, I + 1).
 
 window() ->
-    erlang:monotonic_time(millisecond) div ?INTERVAL_MS.
+    uptime_ms() div ?INTERVAL_MS.
+
+%% Monotonic time may be negative; time since the VM started is not.
+uptime_ms() ->
+    erlang:convert_time_unit(erlang:monotonic_time() - erlang:system_info(start_time),
+                             native, millisecond).
 
 %% The first event of a new interval starts its budget of lines afresh.
 roll_window(A) ->
@@ -105,7 +110,7 @@ roll_window(A) ->
 schedule_summary(A) ->
     case atomics:compare_exchange(A, ?SCHEDULED, 0, 1) of
         ok ->
-            Wait = ?INTERVAL_MS - erlang:monotonic_time(millisecond) rem ?INTERVAL_MS,
+            Wait = ?INTERVAL_MS - uptime_ms() rem ?INTERVAL_MS,
             _ = spawn(fun() -> timer:sleep(Wait), summary(A) end),
             ok;
         _ ->
