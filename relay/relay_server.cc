@@ -251,8 +251,8 @@ void RelayServer::identify(Node& node, uint64_t conn, const Identify& m) {
   if (!proof_matches(make_realm_proof(exporter, kClientRole, m.name, config_.realm_secret),
                      m.proof)) {
     ++m_.rejections[reason::kBadProof];
-    return reject(node, conn, CloseCode::kBadProof,
-                  std::string(reason::kBadProof) + ": claimed name " + m.name);
+    return reject(node, conn, CloseCode::kBadProof, reason::kBadProof,
+                  "claimed name " + m.name);
   }
   if (auto held = names_.find(m.name); held != names_.end())
     return claim(node, conn, m, held->second);
@@ -471,11 +471,13 @@ void RelayServer::forward(uint64_t from, uint32_t tunnel, Bytes& frame) {
 // once, so the other ends hear of it without waiting for the close.
 // Before a connection identifies, the line is rate limited (log_limit.h):
 // anyone can cause it. name_taken comes after a valid proof.
-void RelayServer::reject(Node& node, uint64_t conn, CloseCode code, const std::string& why) {
+void RelayServer::reject(Node& node, uint64_t conn, CloseCode code, const std::string& why,
+                         const std::string& detail) {
   if (node.name.empty() && code != CloseCode::kNameTaken)
     unidentified_log_.warn(close_code_reason(code), now_ms(), "connection_refused",
                            {{"conn", std::to_string(conn)}, {"name", "-"},
-                            {"reason", close_code_reason(code)}, {"detail", why},
+                            {"reason", close_code_reason(code)},
+                            {"detail", detail.empty() ? why : why + ": " + detail},
                             {"remote", node.remote}});
   else
     log_.warn("connection_refused", {{"conn", std::to_string(conn)},

@@ -212,7 +212,9 @@ class RelayServer : public EndpointEvents,
   bool take_token(Node& node);
   uint32_t new_tunnel_id();
   void remove_tunnel(uint32_t id, uint64_t closer, const std::string& why);
-  void reject(Node& node, uint64_t conn, CloseCode code, const std::string& why);
+  // `why` goes to the peer; `detail`, if any, only to the log.
+  void reject(Node& node, uint64_t conn, CloseCode code, const std::string& why,
+              const std::string& detail = "");
   void drop_node(uint64_t conn);
   void send(Node& node, const Message& m);
   void close_deferred();
