@@ -1,7 +1,7 @@
 # Fuzz targets. With a clang that has libFuzzer, each target is built with
 # ASan + UBSan + coverage by a direct clang command (the project itself is
 # built with g++) and ctest runs it for MACULA_FUZZ_SECONDS on its seeds.
-# Without libFuzzer the same target runs under core/fuzz/standalone_driver.cc
+# Without libFuzzer the same target runs under transport/fuzz/standalone_driver.cc
 # (mutated seeds and random bytes), so its property checks run everywhere.
 # Longer runs: scripts/fuzz.sh.
 
@@ -25,7 +25,7 @@ else()
 endif()
 pkg_get_variable(MACULA_GNUTLS_LIBDIR gnutls libdir)
 set(MACULA_FUZZ_SECONDS 20 CACHE STRING "seconds each fuzz target runs in ctest")
-set(MACULA_FUZZ_DRIVER ${CMAKE_CURRENT_LIST_DIR}/../core/fuzz/standalone_driver.cc)
+set(MACULA_FUZZ_DRIVER ${CMAKE_CURRENT_LIST_DIR}/../transport/fuzz/standalone_driver.cc)
 
 # macula_fuzzer(NAME <name> SEEDS <dir> MAX_LEN <n> SOURCES <files...>
 #               [INCLUDES <dirs...>] [DEPENDS <targets or files...>])

@@ -16,9 +16,10 @@ dir=build/fuzz
 
 seeds_of() {
   case $1 in
-    cbor) echo build/core/fuzz-seeds/relay_protocol ;;
-    relay_config) echo relay/fuzz/corpus ;;
-    *) echo "build/core/fuzz-seeds/$1" ;;
+    relay_protocol|cbor) echo build/relay/fuzz-seeds ;;
+    relay_config) echo relay/server/fuzz/corpus ;;
+    framing) echo transport/fuzz/corpus ;;
+    *) echo "build/dist/fuzz-seeds/$1" ;;
   esac
 }
 max_len_of() {

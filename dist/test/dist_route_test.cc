@@ -1,0 +1,196 @@
+#include "dist_route.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace macula {
+namespace {
+
+using Buf = std::vector<uint8_t>;
+
+void put(Buf& b, uint64_t v, int n) {
+  for (int i = n - 1; i >= 0; --i) b.push_back(uint8_t(v >> (8 * i)));
+}
+void atom(Buf& b, const std::string& name) {
+  b.push_back(119);  // SMALL_ATOM_UTF8_EXT
+  b.push_back(uint8_t(name.size()));
+  b.insert(b.end(), name.begin(), name.end());
+}
+void pid(Buf& b, uint32_t num, uint32_t serial) {
+  b.push_back(88);  // NEW_PID_EXT
+  atom(b, "5601@localhost");
+  put(b, num, 4);
+  put(b, serial, 4);
+  put(b, 0x5de35bae, 4);
+}
+void ref(Buf& b) {
+  b.push_back(90);  // NEWER_REFERENCE_EXT, 3 words
+  put(b, 3, 2);
+  atom(b, "5601@localhost");
+  put(b, 1, 4);
+  put(b, 7, 4); put(b, 8, 4); put(b, 9, 4);
+}
+void small_int(Buf& b, uint8_t v) { b.push_back(97); b.push_back(v); }
+Buf header() { return {131, 'D', 0}; }
+void tuple(Buf& b, uint8_t arity, uint8_t op) {
+  b.push_back(104);
+  b.push_back(arity);
+  small_int(b, op);
+}
+
+uint64_t key(uint32_t num, uint32_t serial) { return (uint64_t(num) << 32) | serial; }
+
+TEST(DistRoute, SendSenderIsRoutedByItsSender) {
+  Buf b = header();
+  tuple(b, 3, 22);
+  pid(b, 54, 0);
+  pid(b, 9, 1);
+  OrderKey r = route_of(b);
+  EXPECT_EQ(r.kind, OrderKey::Kind::kFlow);
+  EXPECT_EQ(r.key, key(54, 0));
+  EXPECT_FALSE(r.opens_sequence);
+}
+
+TEST(DistRoute, RegSendLinkExitMonitorUseTheSecondElement) {
+  for (uint8_t op : {6, 1, 3, 8, 19, 20, 24, 33}) {
+    Buf b = header();
+    tuple(b, 4, op);
+    pid(b, 77, 3);
+    atom(b, "");
+    atom(b, "rex");
+    OrderKey r = route_of(b);
+    EXPECT_EQ(r.kind, OrderKey::Kind::kFlow) << int(op);
+    EXPECT_EQ(r.key, key(77, 3)) << int(op);
+  }
+}
+
+TEST(DistRoute, SpawnRequestSkipsTheRequestId) {
+  Buf b = header();
+  tuple(b, 6, 29);
+  ref(b);
+  pid(b, 12, 0);
+  pid(b, 13, 0);
+  OrderKey r = route_of(b);
+  EXPECT_EQ(r.kind, OrderKey::Kind::kFlow);
+  EXPECT_EQ(r.key, key(12, 0));
+}
+
+TEST(DistRoute, SpawnReplyFollowsTheNewProcess) {
+  Buf b = header();
+  tuple(b, 5, 31);
+  ref(b);
+  pid(b, 12, 0);   // the parent
+  small_int(b, 0); // flags
+  pid(b, 40, 2);   // the new process
+  OrderKey r = route_of(b);
+  EXPECT_EQ(r.kind, OrderKey::Kind::kFlow);
+  EXPECT_EQ(r.key, key(40, 2));
+}
+
+TEST(DistRoute, FailedSpawnReplyAndNamedMonitorExitAreBarriers) {
+  Buf spawn = header();
+  tuple(spawn, 5, 31);
+  ref(spawn);
+  pid(spawn, 12, 0);
+  small_int(spawn, 0);
+  atom(spawn, "badarg");
+  EXPECT_EQ(route_of(spawn).kind, OrderKey::Kind::kBarrier);
+
+  Buf down = header();
+  tuple(down, 5, 21);
+  atom(down, "registered_name");  // monitored by name: the pid is unknown
+  pid(down, 3, 0);
+  ref(down);
+  EXPECT_EQ(route_of(down).kind, OrderKey::Kind::kBarrier);
+}
+
+TEST(DistRoute, UnlinkIdUsesTheThirdElement) {
+  Buf b = header();
+  tuple(b, 4, 35);
+  b.insert(b.end(), {110, 2, 0, 0x34, 0x12});  // SMALL_BIG_EXT id
+  pid(b, 5, 6);
+  pid(b, 7, 8);
+  OrderKey r = route_of(b);
+  EXPECT_EQ(r.kind, OrderKey::Kind::kFlow);
+  EXPECT_EQ(r.key, key(5, 6));
+}
+
+TEST(DistRoute, FragmentsOpenAndCloseASequence) {
+  Buf first = {131, 'E'};
+  put(first, 0x4800000093ull, 8);
+  put(first, 4, 8);
+  first.push_back(0);
+  tuple(first, 4, 6);
+  pid(first, 9, 0);
+  OrderKey r = route_of(first);
+  EXPECT_EQ(r.kind, OrderKey::Kind::kFlow);
+  EXPECT_EQ(r.key, key(9, 0));
+  EXPECT_TRUE(r.opens_sequence);
+  EXPECT_EQ(r.sequence, 0x4800000093ull);
+
+  for (uint64_t frag : {3, 2, 1}) {
+    Buf cont = {131, 'F'};
+    put(cont, 0x4800000093ull, 8);
+    put(cont, frag, 8);
+    cont.insert(cont.end(), 100, 1);
+    OrderKey c = route_of(cont);
+    EXPECT_EQ(c.kind, OrderKey::Kind::kContinuation);
+    EXPECT_EQ(c.key, 0x4800000093ull);
+    EXPECT_EQ(c.closes_sequence, frag == 1);
+  }
+}
+
+TEST(DistRoute, SingleFragmentDoesNotOpenASequence) {
+  Buf b = {131, 'E'};
+  put(b, 1, 8);
+  put(b, 1, 8);
+  b.push_back(0);
+  tuple(b, 3, 22);
+  pid(b, 1, 1);
+  EXPECT_FALSE(route_of(b).opens_sequence);
+}
+
+TEST(DistRoute, AtomCacheRefsTruncationAndGarbageAreBarriers) {
+  Buf cached = {131, 'D', 1, 0x08, 0x01};
+  EXPECT_EQ(route_of(cached).kind, OrderKey::Kind::kBarrier);
+  Buf full = header();
+  tuple(full, 3, 22);
+  pid(full, 54, 0);
+  for (size_t n = 0; n < 3 + 4 + 1 + 2 + 14 + 8; ++n) {
+    Buf cut(full.begin(), full.begin() + n);
+    EXPECT_EQ(route_of(cut).kind, OrderKey::Kind::kBarrier) << n;
+  }
+  for (int seed = 0; seed < 2000; ++seed) {
+    Buf junk(size_t(seed % 64));
+    for (size_t i = 0; i < junk.size(); ++i) junk[i] = uint8_t(seed * 31 + i * 17);
+    route_of(junk);  // must not crash or read out of bounds (ASan build)
+  }
+  EXPECT_EQ(route_of(Buf{}).kind, OrderKey::Kind::kBarrier);
+}
+
+TEST(DistRoute, PassThroughHeaderIsUnderstood) {
+  Buf b = {'p', 131};
+  tuple(b, 3, 22);
+  pid(b, 2, 3);
+  OrderKey r = route_of(b);
+  EXPECT_EQ(r.kind, OrderKey::Kind::kFlow);
+  EXPECT_EQ(r.key, key(2, 3));
+}
+
+TEST(DistRoute, IovecFormGathersASplitHeaderAndCountsTheFrame) {
+  Buf b = header();
+  tuple(b, 3, 22);
+  pid(b, 54, 0);
+  pid(b, 9, 1);
+  b.insert(b.end(), 1000, 7);
+  std::vector<iovec> v = {{b.data(), 5}, {b.data() + 5, 11}, {b.data() + 16, b.size() - 16}};
+  OrderKey r = route_of(std::span<const iovec>(v));
+  EXPECT_EQ(r.kind, OrderKey::Kind::kFlow);
+  EXPECT_EQ(r.key, key(54, 0));
+  EXPECT_EQ(r.size, 4 + b.size());
+}
+
+}  // namespace
+}  // namespace macula

@@ -1,0 +1,223 @@
+// An endpoint: one UDP socket, one I/O thread, and every QUIC connection
+// that uses them, dialled and accepted alike. This is the core's public
+// entry point. Public methods are thread-safe. Events are delivered with
+// the loop lock held: on the I/O thread, or on the thread inside
+// read_now().
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "address_watch.h"
+#include "connection.h"
+#include "connection_handle.h"
+#include "mailbox.h"
+#include "tls_context.h"
+#include "udp_socket.h"
+
+namespace macula {
+
+struct EndpointConfig {
+  std::string bind_ip = "::";  // dual-stack any
+  uint16_t port = 0;           // 0: the kernel picks one
+  bool accept = true;          // answer connections from peers
+  TlsConfig tls;
+  uint64_t idle_timeout_ms = 300000;  // liveness is the binding's job (Erlang: ticks)
+  uint64_t handshake_timeout_ms = 10000;
+  // Every connection sends a QUIC PING after this long without sending
+  // anything the peer must acknowledge (0: only client_keep_alive_ms
+  // applies). The relay and its clients set it, so NAT mappings stay open
+  // and a dead node's name is freed by the idle timeout.
+  uint64_t keep_alive_ms = 0;
+  // Bytes queued per connection (all streams) before send() says kBusy
+  // (for Erlang: busy_dist_port). A caller with one queue per connection
+  // lets a small message overtake a big one only once both are here: room
+  // for a couple of big messages in flight keeps small ones moving.
+  uint64_t send_high_water = 32u << 20;
+  uint64_t send_low_water = 8u << 20;
+  uint64_t stream_window = 16u << 20;  // per data stream
+  // Data streams per direction: frames of different flows (order_key.h)
+  // spread over them, so one big message does not hold back the others.
+  size_t data_streams = 8;
+  uint64_t recv_unconsumed_limit = 32u << 20;
+  size_t max_control_frame = 64u << 10;
+  // Non-tick control frames a peer may send over a connection's life; the
+  // binding sets what its protocol needs (the distribution binding: a
+  // handful; the relay, whose control protocol is long-lived and limits
+  // itself: 0, no bound). The default keeps an unknown peer small.
+  size_t max_control_frames = 64;
+  size_t max_data_frame = 1u << 30;
+  size_t max_connections = 4096;
+  // After each event the I/O thread polls this long before sleeping
+  // (0: sleep at once). Trades CPU for round-trip latency.
+  uint64_t busy_poll_us = 0;
+  // Congestion control. BBR v2 measured best here: on loopback ~1.4x
+  // CUBIC's throughput, and with 20 ms delay + 1% loss a 16 MB round trip
+  // in 1.2 s against CUBIC's 60 s (loss-based control collapses).
+  ngtcp2_cc_algo cc_algo = NGTCP2_CC_ALGO_BBR2;
+  // Move client-role connections to another local address by themselves
+  // when this host's addresses or routes change, or sends fail for path
+  // reasons (needs a wildcard bind_ip).
+  bool follow_address_changes = true;
+  // A connection we dialled that received nothing for this long sends a
+  // PING. Behind a NAT that rebinds, a peer that only receives would
+  // otherwise stay silent, and the server keep sending to the old
+  // mapping, until the binding's next keep-alive (Erlang: a tick). 0: off.
+  uint64_t client_keep_alive_ms = 2000;
+};
+
+class EndpointEvents {
+ public:
+  virtual ~EndpointEvents() = default;
+  // A peer connected and passed the TLS checks. Attach events to the
+  // handle to receive its frames (they are held until then).
+  virtual void accepted(std::shared_ptr<ConnectionHandle> handle) = 0;
+};
+
+struct EndpointStats {
+  uint64_t connections = 0;
+  uint64_t accepted = 0;
+  uint64_t dropped_packets = 0;  // undecodable or for no connection
+  uint64_t stateless_resets = 0;
+};
+
+class Endpoint : private ConnectionHost {
+ public:
+  // Binds the socket and starts the I/O thread. On failure returns null and
+  // sets `error` (e.g. "cannot bind UDP [::]:4433: Address already in use").
+  static std::unique_ptr<Endpoint> open(const EndpointConfig& config,
+                                        std::shared_ptr<EndpointEvents> events,
+                                        std::string& error);
+  // Closes every connection (peers are told at once) and joins the thread.
+  ~Endpoint() override;
+
+  // Starts a connection to `remote`; `host` is the peer's host as named
+  // (checked against its certificate in CA mode). `make_events` is called
+  // once, before dial returns, with the new connection's id; progress
+  // arrives through what it returns: connected() or closed().
+  using EventsFactory =
+      std::function<std::shared_ptr<ConnectionEvents>(uint64_t id)>;
+  std::shared_ptr<ConnectionHandle> dial(const Address& remote,
+                                         const std::string& host,
+                                         const EventsFactory& make_events);
+
+  // Hands reading the socket to the caller (true) or back to the I/O
+  // thread (false). While handed over, the caller calls read_now()
+  // whenever socket_fd() is readable: the Erlang VM's schedulers poll it
+  // like their own sockets (nif/macula_drv.cc), so a packet and the
+  // frames it carries reach their process on the thread that was woken.
+  // The I/O thread keeps the timers, writes what callers leave it, and
+  // reads when read_now() finds it busy.
+  void set_caller_reads(bool on);
+  // Reads and handles what the socket holds, on the calling thread, which
+  // receives the events meanwhile. kMore: stopped after a batch, call
+  // again; kBusy: the I/O thread was at work and reads instead.
+  enum class ReadResult { kDone, kMore, kBusy };
+  ReadResult read_now();
+  int socket_fd() const { return socket_.fd(); }
+
+  const Address& local_address() const { return socket_.local(); }
+  uint16_t port() const { return socket_.local().port(); }
+  EndpointStats stats() const;
+
+  // Migrates this endpoint's client-role connections (QUIC lets only the
+  // client migrate; accepted connections follow their peer by themselves).
+  // `local`: an IP of this host to move to (port ignored), or an
+  // unspecified Address{} for "the source address the routing table now
+  // prefers towards each peer". On the I/O thread, `counted(n)` is called
+  // first with the number of client connections, then `done` once for
+  // each of them (see Connection::migrate). Nothing is called if the
+  // endpoint stops first. After a move to an explicit `local`, the
+  // endpoint's own checks (address and route changes) leave the
+  // connection there while that address exists; a request with an
+  // unspecified `local` hands it back to them.
+  void migrate(const Address& local, std::function<void(size_t)> counted,
+               MigrationCallback done);
+  // True if the endpoint follows address and route changes (netlink).
+  bool watching_addresses() const { return watch_.fd() >= 0; }
+  TrustMode trust_mode() const { return tls_->mode(); }
+
+ private:
+  Endpoint(const EndpointConfig& config, std::shared_ptr<EndpointEvents> events);
+
+  // ConnectionHost, I/O thread.
+  void add_cid(const ngtcp2_cid& cid, Connection* conn) override;
+  void remove_cid(const ngtcp2_cid& cid) override;
+  void accepted(Connection& conn) override;
+  UdpSocket& socket() override { return socket_; }
+  std::vector<uint8_t>& tx_buffer() override { return tx_buffer_; }
+
+  void run();
+  // A caller's thread with the loop lock (Mailbox::run_now).
+  bool send_now(uint64_t id);
+  // After a caller's work: wakes the waiting I/O thread if it left
+  // something to write, or arms the timer for a deadline it set.
+  void after_caller_work(uint64_t deadline);
+  void wake();
+  // Reads up to `max_batches` batches; true if it stopped with more queued.
+  bool read_socket(uint64_t now, int max_batches);
+  void dispatch(const Datagram& d, uint64_t now);
+  void accept_new(const Datagram& d, uint64_t now);
+  Connection* reset_target(const Datagram& d);
+  void on_socket_errors(uint64_t now);
+  void send_reset(const Datagram& d, const uint8_t* dcid, size_t dcidlen, uint64_t now);
+  void drain_mailbox(uint64_t now);
+  void start_dial(DialRequest& dial, uint64_t now);
+  void run_timers(uint64_t now);
+  void flush_dirty(uint64_t now, size_t max_packets = kMaxPacketsPerFlush);
+  void reap(uint64_t now);
+  // The earliest connection deadline, UINT64_MAX if none.
+  uint64_t next_deadline() const;
+  void shutdown_all();
+  std::shared_ptr<ConnectionHandle> new_handle(Role role);
+  ConnectionConfig connection_config();
+
+  // Paths and migration (endpoint_paths.cc), I/O thread.
+  void open_address_watch();
+  Address dial_local(const Address& remote) const;
+  void on_address_changes(uint64_t now);
+  void after_send_errors(uint64_t now);
+  void schedule_path_check(uint64_t at);
+  void run_path_check(uint64_t now);
+  void check_paths(uint64_t now);
+  void start_migration(const Address& local, const std::function<void(size_t)>& counted,
+                       const MigrationCallback& done, uint64_t now);
+  MigrationResult migration_target(const Address& local, Address& target) const;
+
+  EndpointConfig config_;
+  std::shared_ptr<EndpointEvents> events_;
+  std::unique_ptr<TlsContext> tls_;
+  UdpSocket socket_;
+  AddressWatch watch_;
+  int epoll_fd_ = -1, wake_fd_ = -1;
+  // Armed by send_now() when a connection's deadline comes before the
+  // I/O thread means to wake (rare enough that re-arming is cheap).
+  int timer_fd_ = -1;
+  std::shared_ptr<Mailbox> mailbox_;
+  std::thread thread_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> caller_reads_{false};
+  std::atomic<bool> read_requested_{false};  // read_now() found it busy
+  std::atomic<uint64_t> next_id_{1};
+  uint8_t reset_secret_[32];
+
+  // I/O thread only.
+  std::vector<uint8_t> tx_buffer_ = std::vector<uint8_t>(tx_buffer_size());
+  std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns_;
+  std::unordered_map<std::string, Connection*> by_cid_;
+  std::unordered_set<Connection*> dirty_;
+  uint64_t reset_window_start_ = 0;
+  uint32_t resets_in_window_ = 0;
+  uint64_t path_check_at_ = UINT64_MAX;  // when to re-check client paths
+  uint64_t sleep_until_ = 0;  // the waiting I/O thread's timeout (loop lock)
+
+  std::atomic<uint64_t> n_conns_{0}, n_accepted_{0}, n_dropped_{0}, n_resets_{0};
+};
+
+}  // namespace macula

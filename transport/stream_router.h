@@ -1,0 +1,65 @@
+// Chooses the data stream for each frame so that a big message of one
+// flow (order_key.h) never holds back another flow's messages, while each
+// flow's frames stay in order.
+//
+// A flow sticks to its stream while any of its frames there is not yet
+// acknowledged. Once the peer acknowledged the stream up to its last frame
+// (QUIC acknowledges in-order prefixes, and the receiver hands stream
+// bytes on as soon as they are in order), the flow may move to the least
+// loaded stream. A barrier waits until every stream is acknowledged, then
+// goes anywhere.
+// Owned by one connection; used by whoever holds the endpoint's loop lock
+// (loop_owner.h).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+#include "order_key.h"
+
+namespace macula {
+
+class StreamRouter {
+ public:
+  // `streams`: how many data streams there are (at least 1).
+  explicit StreamRouter(size_t streams);
+
+  // Picks the stream for the next frame and counts its bytes on it.
+  // nullopt: a barrier that must wait for acknowledgements; call again
+  // after acked() (nothing is recorded meanwhile).
+  std::optional<size_t> place(const OrderKey& route);
+
+  // The peer acknowledged stream `stream` up to byte `offset`.
+  void acked(size_t stream, uint64_t offset);
+
+  size_t streams() const { return streams_.size(); }
+  // Bytes placed on `stream` and not yet acknowledged.
+  uint64_t load(size_t stream) const;
+  size_t tracked_flows() const { return processes_.size(); }
+
+ private:
+  struct Stream {
+    uint64_t end = 0;    // bytes placed
+    uint64_t acked = 0;  // acknowledged prefix
+  };
+  struct Process {
+    size_t stream = 0;
+    uint64_t end = 0;  // stream offset just past its last frame
+  };
+
+  bool idle(const Process& p) const { return streams_[p.stream].acked >= p.end; }
+  size_t least_loaded();
+  size_t commit(size_t stream, uint64_t bytes, Process* p);
+  void prune();
+
+  std::vector<Stream> streams_;
+  std::unordered_map<uint64_t, Process> processes_;
+  std::unordered_map<uint64_t, uint64_t> sequences_;  // sequence -> flow
+  size_t next_ = 0;  // where the search for the least loaded stream starts
+  size_t prune_at_ = 1024;
+};
+
+}  // namespace macula
