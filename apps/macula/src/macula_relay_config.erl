@@ -44,21 +44,22 @@ parse_relays(Key, Text) ->
 relay(Key, "[" ++ Rest) ->
     case string:split(Rest, "]") of
         [Host, ""] when Host =/= "" -> {Host, ?DEFAULT_RELAY_PORT};
-        [Host, ":" ++ Port] when Host =/= "" -> {Host, port(Key, Port)};
+        [Host, ":" ++ Port] when Host =/= "" -> {Host, port(Key, "[" ++ Rest, Port)};
         _ -> bad_relay(Key, "[" ++ Rest)
     end;
 relay(Key, Item) ->
     case string:split(Item, ":", all) of
         [Host] when Host =/= "" -> {Host, ?DEFAULT_RELAY_PORT};
-        [Host, Port] when Host =/= "" -> {Host, port(Key, Port)};
+        [Host, Port] when Host =/= "" -> {Host, port(Key, Item, Port)};
         _ -> bad_relay(Key, Item)
     end.
 
-port(Key, Text) ->
+%% A bad port is refused naming the whole relay it belongs to.
+port(Key, Item, Text) ->
     try list_to_integer(Text) of
         P when P >= 1, P =< 65535 -> P;
-        _ -> bad_relay(Key, Text)
-    catch error:badarg -> bad_relay(Key, Text)
+        _ -> bad_relay(Key, Item)
+    catch error:badarg -> bad_relay(Key, Item)
     end.
 
 bad_relay(Key, Item) ->
