@@ -9,7 +9,9 @@
 -module(macula_config).
 
 -export([get/0, default_port/0]).
--export([lookup/1, invalid/3, read_head/2]).  % for macula_relay_config
+-export([relay_mode/0]).
+
+-import(macula_setting, [lookup/1, invalid/3, read_head/2]).
 
 -define(KEY, {?MODULE, config}).
 -define(DEFAULT_PORT, 4433).
@@ -25,10 +27,10 @@
                     keyfile := string(), cc := cubic | reno | bbr | bbr2,
                     busy_poll_us := 0..10000}.
 
-%% @doc The validated configuration; read once, then cached.
+%% @doc The validated configuration; read once, then cached. A bad
+%% setting is logged once: the failure is kept too, and raised again
+%% (net_kernel reads the configuration more than once at boot).
 -spec get() -> config().
-%% A bad setting is logged once: the failure is kept too, and raised
-%% again (net_kernel reads the configuration more than once at boot).
 get() ->
     case persistent_term:get(?KEY, undefined) of
         undefined ->
@@ -46,8 +48,15 @@ get() ->
             Config
     end.
 
+%% @doc The port of node names that do not give one.
+-spec default_port() -> inet:port_number().
 default_port() ->
     maps:get(port, ?MODULE:get()).
+
+%% @doc True in dist_relay and relay mode: peers come through relays.
+-spec relay_mode() -> boolean().
+relay_mode() ->
+    maps:get(mode, ?MODULE:get()) =/= direct.
 
 read() ->
     Cacert = string(macula_dist_cacertfile, ""),
@@ -146,22 +155,6 @@ has_pem(Bin, private_key) ->
 pem_expected(certificate) -> "no PEM certificate in it (-----BEGIN CERTIFICATE-----)";
 pem_expected(private_key) -> "no PEM private key in it (-----BEGIN ... PRIVATE KEY-----)".
 
-%% @doc At most `Max` bytes of `File`. prim_file: at boot net_kernel
-%% starts before the file server.
--spec read_head(string(), pos_integer()) -> {ok, binary()} | {error, term()}.
-read_head(File, Max) ->
-    case prim_file:open(File, [read, binary]) of
-        {ok, Fd} ->
-            Result = case prim_file:read(Fd, Max) of
-                         eof -> {ok, <<>>};
-                         Other -> Other
-                     end,
-            prim_file:close(Fd),
-            Result;
-        {error, _} = Error ->
-            Error
-    end.
-
 cc() ->
     case string(macula_dist_cc, "bbr2") of
         CC when CC =:= "cubic"; CC =:= "reno"; CC =:= "bbr"; CC =:= "bbr2" ->
@@ -180,31 +173,6 @@ mode() ->
         "relay" -> relay;
         Other -> invalid(macula_dist_mode, Other, "expected direct, dist_relay or relay")
     end.
-
-%% @doc The raw value of a setting, or undefined.
--spec lookup(atom()) -> term().
-lookup(Key) ->
-    case init:get_argument(Key) of
-        {ok, [[Value] | _]} -> Value;
-        {ok, [[] | _]} -> invalid(Key, flag_after(Key), no_value_why());
-        {ok, [Values | _]} -> invalid(Key, Values, "expected one value");
-        _ ->
-            case application:get_env(kernel, Key) of
-                {ok, Value} -> Value;
-                undefined -> os:getenv(string:uppercase(atom_to_list(Key)), undefined)
-            end
-    end.
-
-%% What erl took for a flag after `-Key` (the intended value, most likely).
-flag_after(Key) ->
-    case lists:dropwhile(fun({K, _}) -> K =/= Key end, init:get_arguments()) of
-        [_, {Next, Values} | _] -> lists:flatten(lists:join(" ", ["-" ++ atom_to_list(Next) | Values]));
-        _ -> ""
-    end.
-
-no_value_why() ->
-    "no value on the command line (erl reads a value that starts with '-' as a "
-    "flag of its own; give such a value in the kernel environment or the OS environment)".
 
 string(Key, Default) ->
     case lookup(Key) of
@@ -242,8 +210,3 @@ boolean(Key, Default) ->
         V when V =:= false; V =:= "false" -> false;
         V -> invalid(Key, V, "expected true or false")
     end.
-
-invalid(Key, Value, Why) ->
-    Text = lists:flatten(io_lib:format("invalid ~s ~p: ~s", [Key, Value, Why])),
-    logger:error("macula: ~s", [Text]),
-    error({macula_config, Text}).

@@ -7,13 +7,14 @@
 -export([listen/1, listen/2, accept/1, accept_connection/5, setup/5,
          close/1, select/1, is_node_name/1, splitname/1, address/0,
          childspecs/0, setopts/2, getopts/2]).
--export([resolve/1, parse/1, relay_mode/0]).
 
 -include_lib("kernel/include/net_address.hrl").
 
 -define(PROTOCOL, macula).
 -define(LOGGED_ABOVE, "macula could not start: see the error logged above").
 
+-spec listen(atom()) -> {ok, {macula_nif:endpoint(), #net_address{}, pos_integer()}}
+                      | {error, term()}.
 listen(Name) ->
     {ok, Host} = inet:gethostname(),
     listen(Name, Host).
@@ -22,6 +23,8 @@ listen(Name) ->
 %% Whatever stops the node here was logged already, in one line naming
 %% the setting and the value: the VM's own line (`register/listen error`)
 %% only points to it rather than repeating it.
+-spec listen(atom(), string()) ->
+          {ok, {macula_nif:endpoint(), #net_address{}, pos_integer()}} | {error, term()}.
 listen(Name, Host) ->
     try listen_port(Name, Host) of
         Port ->
@@ -62,15 +65,10 @@ drain(Pid, N) ->
 %% The relay modes (dist_relay, relay): nothing listens on the network;
 %% peers come through the relays (macula_dist_relay).
 listen_endpoint(Name, Host, Port) ->
-    case relay_mode() of
+    case macula_config:relay_mode() of
         true -> macula_dist_relay:listen(list_to_atom(atom_to_list(Name) ++ "@" ++ Host));
         false -> macula_endpoint:listen(Port)
     end.
-
-%% @doc True in dist_relay and relay mode.
--spec relay_mode() -> boolean().
-relay_mode() ->
-    maps:get(mode, macula_config:get()) =/= direct.
 
 %% The port peers will dial: the one splitname/1 gives for the full node
 %% name. A name they could not dial stops the node here, with a message.
@@ -80,7 +78,7 @@ listen_port(Name, Host) ->
     _ = macula_config:get(),
     macula_log_limit:init(),
     Node = list_to_atom(atom_to_list(Name) ++ "@" ++ Host),
-    case parse(Node) of
+    case macula_node_name:parse(Node) of
         {ok, {_Name, _Host, Port, _Kind}} ->
             Port;
         {error, Why} ->
@@ -94,71 +92,61 @@ listen_port(Name, Host) ->
 new_creation() ->
     rand:uniform(16#fffffff0 - 4) + 3.
 
+-spec accept(macula_nif:endpoint()) -> pid().
 accept(Ep) ->
     macula_dist_acceptor:start(Ep, self()).
 
+-spec accept_connection(pid(), macula_nif:conn(), node(), list(), non_neg_integer()) -> pid().
 accept_connection(AcceptPid, Conn, MyNode, Allowed, SetupTime) ->
     macula_dist_handshake:accept(self(), AcceptPid, Conn, MyNode, Allowed, SetupTime).
 
+-spec setup(node(), atom(), node(), shortnames | longnames, non_neg_integer()) -> pid().
 setup(Node, Type, MyNode, _LongOrShortNames, SetupTime) ->
     macula_dist_handshake:setup(self(), Node, Type, MyNode, SetupTime).
 
-%% Only the listen handle is closed here; the endpoint lives as long as
-%% the node, so there is nothing to do.
+%% Only the listen handle is closed here; the endpoint belongs to
+%% macula_endpoint and goes when distribution stops, so there is nothing
+%% to do.
+-spec close(macula_nif:endpoint()) -> ok.
 close(_Listen) ->
     ok.
 
 %% Claims a node only if its name parses and its host resolves.
+-spec select(term()) -> boolean().
 select(Node) ->
     case splitname(Node) of
-        {_Port, Host} -> relay_mode() orelse resolve(Host) =/= error;
+        {_Port, Host} -> macula_config:relay_mode() orelse macula_node_name:resolve(Host) =/= error;
         false -> false
     end.
 
+-spec is_node_name(term()) -> boolean().
 is_node_name(Node) ->
     splitname(Node) =/= false.
 
 %% @doc `{Port, Host}` for a macula node name, or false.
-splitname(Node) when is_atom(Node) ->
-    case parse(Node) of
-        {ok, {_Name, Host, Port, _Kind}} -> {Port, binary_to_list(Host)};
-        {error, _} -> false
-    end;
-splitname(_) ->
-    false.
+-spec splitname(term()) -> {inet:port_number(), string()} | false.
+splitname(Node) ->
+    macula_node_name:split(Node).
 
-%% @doc The parsed name: `{ok, {Name, Host, Port, ipv4 | ipv6 | dns}}`.
-parse(Node) ->
-    macula_nif:parse_node_name(atom_to_binary(Node), macula_config:default_port()).
-
-%% @doc The IP address to dial for a host from a node name, or error.
-resolve(Host) ->
-    case inet:parse_address(Host) of
-        {ok, Ip} -> Ip;
-        {error, _} ->
-            case inet:getaddr(Host, inet) of
-                {ok, Ip} -> Ip;
-                {error, _} ->
-                    case inet:getaddr(Host, inet6) of
-                        {ok, Ip} -> Ip;
-                        {error, _} -> error
-                    end
-            end
-    end.
-
+-spec address() -> #net_address{}.
 address() ->
     {ok, Host} = inet:gethostname(),
     #net_address{host = Host, protocol = ?PROTOCOL, family = inet}.
 
-%% The relay modes' relay connections live under net_sup, like
-%% net_kernel. A configuration error shows at listen, with its message.
+%% The endpoint's owner and, in the relay modes, the relay connections
+%% live under net_sup, started before net_kernel calls listen. A
+%% configuration error shows at listen, with its message.
+-spec childspecs() -> {ok, [supervisor:child_spec()]}.
 childspecs() ->
-    case catch relay_mode() of
-        true -> {ok, [macula_dist_relay:childspec()]};
+    case catch macula_config:relay_mode() of
+        true -> {ok, [macula_endpoint:childspec(), macula_dist_relay:childspec()]};
+        false -> {ok, [macula_endpoint:childspec()]};
         _ -> {ok, []}
     end.
 
+-spec setopts(macula_nif:endpoint(), [inet:socket_setopt()]) -> ok | {error, enotsup}.
 setopts(_Listen, []) -> ok;
 setopts(_Listen, _Opts) -> {error, enotsup}.
 
+-spec getopts(macula_nif:endpoint(), [atom()]) -> {ok, []}.
 getopts(_Listen, _Opts) -> {ok, []}.

@@ -59,10 +59,12 @@
 %%% API
 
 %% @doc The child spec net_sup starts before net_kernel.
+-spec childspec() -> supervisor:child_spec().
 childspec() ->
     #{id => ?SERVER, start => {?MODULE, start_link, []}, restart => permanent,
       shutdown => 2000, type => worker, modules => [?MODULE]}.
 
+-spec start_link() -> {ok, pid()} | {error, term()}.
 start_link() ->
     gen_server:start_link({local, ?SERVER}, ?MODULE, [], []).
 
@@ -73,7 +75,6 @@ listen(Node) ->
     case macula_endpoint:listen(0) of
         {ok, Ep} ->
             #{port := Inner} = macula_nif:endpoint_info(Ep),
-            ensure_started(),
             ok = gen_server:call(?SERVER, {listen, Node, Inner}),
             {ok, Ep};
         {error, _} = Error ->
@@ -85,7 +86,7 @@ listen(Node) ->
 %% dist_util expects) when no relay gives one.
 -spec route(node()) -> {string(), 1..65535, inet:ip_address()}.
 route(Node) ->
-    Host = case macula_dist:splitname(Node) of
+    Host = case macula_node_name:split(Node) of
                {_, H} -> H;
                false -> ?shutdown2(Node, {macula, invalid_node_name})
            end,
@@ -131,20 +132,17 @@ info() ->
         _ -> gen_server:call(?SERVER, info)
     end.
 
-ensure_started() ->
-    case whereis(?SERVER) of
-        undefined -> {ok, _} = gen_server:start({local, ?SERVER}, ?MODULE, [], []), ok;
-        _ -> ok
-    end.
-
 %%% ------------------------------------------------------------------
 %%% gen_server
 %%% Under net_sup (one_for_all, no restarts) a crash here would take
 %%% distribution down: every NIF call that can raise is caught.
 
+-spec init([]) -> {ok, #st{}}.
 init([]) ->
     {ok, #st{}}.
 
+-spec handle_call(term(), {pid(), term()}, #st{}) ->
+          {reply, term(), #st{}} | {noreply, #st{}}.
 handle_call({listen, Node, Inner}, _From, St) ->
     Config = macula_config:get(),
     Mode = maps:get(mode, Config),
@@ -171,9 +169,11 @@ handle_call(info, _From, St) ->
 handle_call(_Other, _From, St) ->
     {reply, {error, unknown_call}, St}.
 
+-spec handle_cast(term(), #st{}) -> {noreply, #st{}}.
 handle_cast(_Msg, St) ->
     {noreply, St}.
 
+-spec handle_info(term(), #st{}) -> {noreply, #st{}}.
 handle_info({macula_relay, Tag, Event}, St) ->
     case maps:find(Tag, St#st.relays) of
         {ok, R} -> {noreply, relay_event(Tag, R, Event, St)};
@@ -243,7 +243,7 @@ open_relay(Tag, St = #st{relays = Rs}) ->
     R = #relay{host = Host} = maps:get(Tag, Rs),
     Self = self(),
     Ref = make_ref(),
-    Pid = spawn(fun() -> Self ! {resolved, Tag, Ref, catch macula_dist:resolve(Host)} end),
+    Pid = spawn(fun() -> Self ! {resolved, Tag, Ref, catch macula_node_name:resolve(Host)} end),
     erlang:send_after(?RESOLVE_MS, self(), {resolved, Tag, Ref, timeout}),
     St#st{relays = Rs#{Tag := R#relay{state = connecting, resolver = {Pid, Ref}}}}.
 
