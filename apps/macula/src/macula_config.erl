@@ -20,12 +20,18 @@
 %% 2-core machine it cut the median a little and doubled the p99.
 -define(DEFAULT_BUSY_POLL_US, 0).
 -define(MAX_PEM_FILE, 1 bsl 20).
+%% Every connection sends a QUIC PING after this long without traffic: a
+%% peer whose process is gone then draws an ICMP "port unreachable" (or,
+%% restarted, a stateless reset) within this time, so nodedown comes in
+%% about a second instead of at the tick timeout. Silence alone never
+%% cuts: a frozen peer is still only cut by net_ticktime.
+-define(DEFAULT_KEEP_ALIVE_MS, 1000).
 
 -type config() :: #{port := 1..65535, bind := string(), mode := direct | dist_relay | relay,
                     trust := cookie | ca | insecure, cert_dir := string(),
                     cacertfile := string(), certfile := string(),
                     keyfile := string(), cc := cubic | reno | bbr | bbr2,
-                    busy_poll_us := 0..10000}.
+                    busy_poll_us := 0..10000, keep_alive_ms := 0..600000}.
 
 %% @doc The validated configuration; read once, then cached. A bad
 %% setting is logged once: the failure is kept too, and raised again
@@ -76,7 +82,8 @@ read() ->
       certfile => pem_file(macula_dist_certfile, string(macula_dist_certfile, ""), certificate),
       keyfile => pem_file(macula_dist_keyfile, string(macula_dist_keyfile, ""), private_key),
       cc => cc(),
-      busy_poll_us => integer(macula_dist_busy_poll_us, ?DEFAULT_BUSY_POLL_US, 0, 10000)}).
+      busy_poll_us => integer(macula_dist_busy_poll_us, ?DEFAULT_BUSY_POLL_US, 0, 10000),
+      keep_alive_ms => integer(macula_dist_keep_alive_ms, ?DEFAULT_KEEP_ALIVE_MS, 0, 600000)}).
 
 %% In the relay modes the node's own endpoint only talks to the relay shim,
 %% over loopback: nothing listens on the network.
