@@ -92,6 +92,10 @@ struct ConnectionCallbacks {
     self(ud)->handshake_done_ = true;
     return 0;
   }
+  static int more_streams(ngtcp2_conn*, uint64_t, void* ud) {
+    self(ud)->more_streams_ = true;
+    return 0;
+  }
   static int path_validation(ngtcp2_conn*, uint32_t, const ngtcp2_path* path,
                              ngtcp2_path_validation_result res, void* ud) {
     self(ud)->on_path_validation(path, res);
@@ -125,6 +129,7 @@ struct ConnectionCallbacks {
     cb.recv_stream_data = recv_stream_data;
     cb.acked_stream_data_offset = acked;
     cb.path_validation = path_validation;
+    cb.extend_max_local_streams_uni = more_streams;
     return cb;
   }
 };
@@ -167,6 +172,13 @@ void Connection::settings_and_params(uint64_t now, const Address& remote,
   p.initial_max_stream_data_uni = config_.stream_window;
   p.initial_max_streams_bidi = role_ == Role::kServer ? 1 : 0;
   p.initial_max_streams_uni = config_.data_streams;
+  if (gated()) {
+    // A stranger gets no data stream and a small control window until
+    // authenticate() (see the header).
+    p.initial_max_streams_uni = 0;
+    p.initial_max_stream_data_bidi_local = kPreAuthControlWindow;
+    p.initial_max_stream_data_bidi_remote = kPreAuthControlWindow;
+  }
   p.max_idle_timeout = config_.idle_timeout_ns;
   p.active_connection_id_limit = 4;
   // A lone packet (a small reply) is acknowledged within 5 ms instead of
@@ -215,7 +227,7 @@ std::unique_ptr<Connection> Connection::dial(
 std::unique_ptr<Connection> Connection::accept(
     const ConnectionConfig& config, std::shared_ptr<ConnectionHandle> handle,
     const Address& local, const Address& remote, const ngtcp2_pkt_hd& hd,
-    uint64_t now, std::string& error) {
+    const ngtcp2_cid* odcid, uint64_t now, std::string& error) {
   std::unique_ptr<Connection> c(new Connection(config, std::move(handle), Role::kServer));
   ngtcp2_cid scid = random_cid(kCidLen);
   ngtcp2_path path = make_path(local, remote);
@@ -223,6 +235,14 @@ std::unique_ptr<Connection> Connection::accept(
   ngtcp2_transport_params p;
   c->settings_and_params(now, remote, s, p);
   p.original_dcid = hd.dcid;
+  if (odcid) {
+    // After our Retry: the client now uses the Retry's CID, and tells
+    // both apart in its checks of our transport parameters.
+    p.original_dcid = *odcid;
+    p.retry_scid = hd.dcid;
+    p.retry_scid_present = 1;
+    s.token = hd.token;  // marks the path validated (no amplification limit)
+  }
   ngtcp2_crypto_generate_stateless_reset_token(p.stateless_reset_token,
                                                config.reset_secret, 32, &scid);
   p.stateless_reset_token_present = 1;
@@ -304,6 +324,7 @@ void Connection::on_acked(int64_t id, uint64_t offset, uint64_t len) {
   if (id == control_out_.id) {
     freed = control_out_.buffer.acknowledge(offset, len);
   } else {
+    if (data_out_.empty()) return;
     // Data streams are opened in order: their ids are 4 apart.
     size_t index = size_t(id - data_out_[0].id) / 4;
     if (index >= data_out_.size() || data_out_[index].id != id) return;
@@ -335,12 +356,18 @@ void Connection::on_datagram(const Address& local, const Address& remote,
     fail(rv, now);
     return;
   }
-  after_read();
+  after_read(now);
 }
 
-void Connection::after_read() {
-  if (handshake_done_ && state_ == State::kHandshake) establish();
-  if (control_credit_ && control_out_.id >= 0) {
+void Connection::after_read(uint64_t now) {
+  if (handshake_done_ && state_ == State::kHandshake) establish(now);
+  if (more_streams_ && state_ == State::kOpen) {
+    more_streams_ = false;
+    open_data_streams();
+  }
+  if (!authenticated_) {
+    control_held_ += control_credit_;
+  } else if (control_credit_ && control_out_.id >= 0) {
     // Stream 0 exists on both sides once bytes flowed on it.
     ngtcp2_conn_extend_max_stream_offset(conn_, 0, control_credit_);
   }
@@ -367,7 +394,7 @@ void Connection::apply_credit(uint64_t consumed) {
   data_credit_held_ = 0;
 }
 
-void Connection::establish() {
+void Connection::establish(uint64_t now) {
   state_ = State::kOpen;
   set_keep_alive();
   std::vector<uint8_t> exporter(kExporterSize);
@@ -377,6 +404,10 @@ void Connection::establish() {
   handle_->set_established(std::move(exporter), peer_certificate(session_),
                            address_of(path->remote));
   open_streams();
+  if (gated())
+    auth_deadline_ = now + config_.auth_timeout_ns;
+  else
+    authenticate();
   if (role_ == Role::kServer) {
     config_.host->accepted(*this);
   } else if (events_) {
@@ -406,14 +437,37 @@ void Connection::open_streams() {
     ngtcp2_conn_open_bidi_stream(conn_, &control_out_.id, nullptr);
     handle_->send(Channel::kControl, tick_frame(), 1);
   }
-  // An older peer may allow fewer streams: use those it allows.
+  open_data_streams();
+}
+
+// Data streams open once, as many as the peer allows (an older peer may
+// allow fewer). A peer that authenticates us first allows none: data
+// waits in unrouted_ until its MAX_STREAMS arrives (more_streams_).
+void Connection::open_data_streams() {
+  if (!data_out_.empty()) return;
   for (size_t i = 0; i < config_.data_streams; ++i) {
     StreamOut s;
     if (ngtcp2_conn_open_uni_stream(conn_, &s.id, nullptr) != 0) break;
     data_out_.push_back(std::move(s));
   }
+  if (data_out_.empty()) return;
   router_ = StreamRouter(data_out_.size());
   route_unrouted();
+}
+
+// The peer proved itself: its data streams and the full control window.
+void Connection::authenticate() {
+  if (authenticated_ || (state_ != State::kOpen && gated())) return;
+  authenticated_ = true;
+  auth_deadline_ = UINT64_MAX;
+  if (gated()) {
+    ngtcp2_conn_extend_max_streams_uni(conn_, config_.data_streams);
+    if (control_out_.id >= 0)
+      ngtcp2_conn_extend_max_stream_offset(
+          conn_, 0, control_held_ + kControlWindow - kPreAuthControlWindow);
+    control_held_ = 0;
+  }
+  if (role_ == Role::kServer) config_.host->authenticated(*this);
 }
 
 void Connection::on_inbox(uint64_t now) {
@@ -429,6 +483,7 @@ void Connection::on_inbox(uint64_t now) {
     }
   }
   queue_sends(in.sends);
+  if (in.authenticate) authenticate();
   if (in.credit) apply_credit(in.credit);
   if (in.close && (state_ == State::kOpen || state_ == State::kHandshake)) {
     ngtcp2_connection_close_error ccerr;
@@ -469,9 +524,22 @@ void Connection::on_expiry(uint64_t now) {
     return;
   }
   if (publish_due_ <= now) publish_path(now, true);
+  if (auth_deadline_ <= now && state_ == State::kOpen) {
+    refuse(CloseInfo::Kind::kAuthTimeout, "not authenticated in time", now);
+    return;
+  }
   if (ngtcp2_conn_get_expiry(conn_) > now) return;
   int rv = ngtcp2_conn_handle_expiry(conn_, now);
   if (rv != 0) fail(rv, now);
+}
+
+void Connection::refuse(CloseInfo::Kind kind, const std::string& why, uint64_t now) {
+  if (state_ != State::kOpen && state_ != State::kHandshake) return;
+  ngtcp2_connection_close_error ccerr;
+  ngtcp2_connection_close_error_set_transport_error(
+      &ccerr, NGTCP2_CONNECTION_REFUSED, reinterpret_cast<const uint8_t*>(why.data()),
+      why.size());
+  close_with(ccerr, {kind, 0, why}, now);
 }
 
 void Connection::abort(const CloseInfo& info, uint64_t now) {
@@ -835,7 +903,7 @@ void Connection::on_stateless_reset(uint64_t now) {
 uint64_t Connection::expiry() const {
   if (state_ == State::kClosing || state_ == State::kDraining) return drain_deadline_;
   if (state_ == State::kClosed) return 0;
-  uint64_t e = std::min(ngtcp2_conn_get_expiry(conn_), publish_due_);
+  uint64_t e = std::min({ngtcp2_conn_get_expiry(conn_), publish_due_, auth_deadline_});
   return gone_deadline_ != 0 ? std::min(e, gone_deadline_) : e;
 }
 

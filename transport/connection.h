@@ -10,6 +10,13 @@
 // Data streams take turns packet by packet, so a big message on one does
 // not hold back a small one on another. A data stream's window only
 // reopens as the user returns credit.
+//
+// Authentication: with auth_timeout_ns set, a peer is a stranger until the
+// user calls ConnectionHandle::authenticate() (the binding does, once the
+// cookie proof or the relay identify checked out; the transport does not
+// know how). Until then the peer may open no data stream, has a small
+// control window (kPreAuthControlWindow) and auth_timeout_ns after the
+// handshake to be authenticated, or the connection closes (kAuthTimeout).
 #pragma once
 
 #include <gnutls/gnutls.h>
@@ -43,6 +50,9 @@ class ConnectionHost {
   virtual void remove_cid(const ngtcp2_cid& cid) = 0;
   // A server-side connection finished its handshake.
   virtual void accepted(Connection& conn) = 0;
+  // A server-side connection's peer is authenticated (at the end of the
+  // handshake when the endpoint does not ask for authentication).
+  virtual void authenticated(Connection& conn) = 0;
   virtual UdpSocket& socket() = 0;
   // Scratch space for one GSO batch, shared by all connections (only one
   // flushes at a time on the I/O thread).
@@ -64,7 +74,14 @@ struct ConnectionConfig {
   size_t max_data_frame = 0;
   ngtcp2_cc_algo cc_algo = NGTCP2_CC_ALGO_BBR2;
   uint64_t client_keep_alive_ns = 0;  // the same for connections we dialled
+  // Time after the handshake for the user to authenticate the peer
+  // (see above); 0: every peer is trusted once the handshake is done.
+  uint64_t auth_timeout_ns = 0;
 };
+
+// What a stranger may send on the control stream before authenticate():
+// the cookie proof or an identify needs a few hundred bytes.
+inline constexpr uint64_t kPreAuthControlWindow = 16u << 10;
 
 inline constexpr size_t kCidLen = 17;
 inline constexpr size_t kMaxPacketsPerFlush = 1024;
@@ -78,11 +95,13 @@ class Connection {
       std::shared_ptr<ConnectionEvents> events, const Address& local,
       const Address& remote, const std::string& peer_host, uint64_t now,
       std::string& error);
-  // `hd` is the decoded first Initial packet from the client.
+  // `hd` is the decoded first Initial packet from the client; `odcid`,
+  // if the Initial carried a valid Retry token, the DCID of the client's
+  // Initial before the Retry (the peer's address is then validated).
   static std::unique_ptr<Connection> accept(
       const ConnectionConfig& config, std::shared_ptr<ConnectionHandle> handle,
       const Address& local, const Address& remote, const ngtcp2_pkt_hd& hd,
-      uint64_t now, std::string& error);
+      const ngtcp2_cid* odcid, uint64_t now, std::string& error);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -93,6 +112,9 @@ class Connection {
   void on_inbox(uint64_t now);
   // Closes because the endpoint is stopping.
   void abort(const CloseInfo& info, uint64_t now);
+  // Closes with CONNECTION_REFUSED and `why` (the peer's slot is needed,
+  // or it did not authenticate in time); reported to the user as `kind`.
+  void refuse(CloseInfo::Kind kind, const std::string& why, uint64_t now);
   // Tells the peer the connection is closed (CONNECTION_CLOSE, sent at
   // once) because this process exits; reports nothing to the events.
   void close_for_exit(uint64_t now);
@@ -156,6 +178,7 @@ class Connection {
   Address remote_address() const;
   Role role() const { return role_; }
   bool is_open() const { return state_ == State::kOpen; }
+  bool authenticated() const { return authenticated_; }
   bool migrating() const { return migration_started_ != 0; }
   // True if a migration to `local` failed less than a back-off ago: the
   // endpoint's automatic checks leave it alone meanwhile.
@@ -207,10 +230,13 @@ class Connection {
   void finish_migration(MigrationResult result, const Address& local);
   uint64_t lost_packets() const;
 
-  void after_read();
-  void establish();
+  void after_read(uint64_t now);
+  void establish(uint64_t now);
   void set_keep_alive();
   void open_streams();
+  void open_data_streams();
+  bool gated() const { return config_.auth_timeout_ns != 0; }
+  void authenticate();
   StreamOut* pick_stream();
   bool has_unsent() const;
   // Bytes one flush may write (see the .cc): bounded on paths whose
@@ -241,6 +267,10 @@ class Connection {
   ngtcp2_crypto_conn_ref conn_ref_{};
   State state_ = State::kHandshake;
   bool handshake_done_ = false;  // set in a callback, acted on after read
+  bool authenticated_ = false;
+  bool more_streams_ = false;    // the peer let us open more (callback)
+  uint64_t auth_deadline_ = UINT64_MAX;
+  uint64_t control_held_ = 0;    // control credit kept back until authenticated
   std::vector<ngtcp2_cid> cids_;
   std::string peer_host_;
 

@@ -14,6 +14,7 @@ const char* close_kind_name(CloseInfo::Kind kind) {
     case CloseInfo::Kind::kProtocol: return "protocol_error";
     case CloseInfo::Kind::kEndpointStopped: return "endpoint_stopped";
     case CloseInfo::Kind::kUnreachable: return "unreachable";
+    case CloseInfo::Kind::kAuthTimeout: return "auth_timeout";
   }
   return "unknown";
 }
@@ -80,6 +81,13 @@ std::vector<ConnectionHandle::Send> ConnectionHandle::take_sends() {
 uint64_t ConnectionHandle::take_credit() {
   std::lock_guard lock(mu_);
   return std::exchange(inbox_.credit, 0);
+}
+
+void ConnectionHandle::authenticate() {
+  std::lock_guard lock(mu_);
+  if (inbox_.authenticate) return;
+  inbox_.authenticate = true;
+  wake();
 }
 
 void ConnectionHandle::close(uint64_t app_code, std::string reason) {

@@ -36,6 +36,7 @@ struct CloseInfo {
     kTlsAlert,          // code = alert number (42 bad cert, 120 no ALPN...)
     kProtocol,          // QUIC error or a framing violation
     kUnreachable,       // ICMP: nothing listens at the peer's address
+    kAuthTimeout,       // the peer was not authenticated in time
     kEndpointStopped,
   };
   Kind kind = Kind::kLocal;
@@ -102,6 +103,9 @@ class ConnectionHandle {
   void consumed(uint64_t credit);
   // Closes with an application error code; the peer learns it at once.
   void close(uint64_t app_code, std::string reason);
+  // The peer proved who it is (the cookie proof, the relay's identify):
+  // it gets its data streams and full windows. Any thread; once is enough.
+  void authenticate();
   // Sets who receives events (accepted connections start without one;
   // what arrived meanwhile is delivered on attach).
   void attach(std::shared_ptr<ConnectionEvents> events);
@@ -124,6 +128,7 @@ class ConnectionHandle {
     std::vector<Send> sends;
     uint64_t credit = 0;
     bool close = false;
+    bool authenticate = false;
     uint64_t close_code = 0;
     std::string close_reason;
     std::shared_ptr<ConnectionEvents> attach;

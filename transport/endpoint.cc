@@ -56,6 +56,10 @@ std::unique_ptr<Endpoint> Endpoint::open(const EndpointConfig& config,
   ep->tls_ = TlsContext::create(config.tls, error);
   if (!ep->tls_) return nullptr;
   std::memcpy(ep->reset_secret_, ep->tls_->reset_secret(), sizeof ep->reset_secret_);
+  // Retry tokens only need to outlive one handshake: a fresh key per run.
+  uint8_t token_secret[32];
+  gnutls_rnd(GNUTLS_RND_KEY, token_secret, sizeof token_secret);
+  ep->admission_ = std::make_unique<Admission>(config.admission, token_secret);
   if (!ep->socket_.open(config.bind_ip, config.port, error)) return nullptr;
   ep->epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
   ep->wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -105,8 +109,11 @@ std::shared_ptr<ConnectionHandle> Endpoint::dial(
 }
 
 EndpointStats Endpoint::stats() const {
-  return {n_conns_.load(), n_accepted_.load(), n_dropped_.load(), n_resets_.load(),
-          n_ignored_unreachable_.load()};
+  EndpointStats s{n_conns_.load(), n_accepted_.load(), n_dropped_.load(), n_resets_.load(),
+                  n_ignored_unreachable_.load(), {}};
+  std::lock_guard lock(admission_stats_mu_);
+  s.admission = admission_stats_;
+  return s;
 }
 
 ConnectionConfig Endpoint::connection_config() {
@@ -125,6 +132,7 @@ ConnectionConfig Endpoint::connection_config() {
   c.max_data_frame = config_.max_data_frame;
   c.cc_algo = config_.cc_algo;
   c.client_keep_alive_ns = config_.client_keep_alive_ms * 1000000;
+  c.auth_timeout_ns = config_.auth_timeout_ms * 1000000;
   return c;
 }
 
@@ -139,6 +147,17 @@ void Endpoint::remove_cid(const ngtcp2_cid& cid) {
 void Endpoint::accepted(Connection& conn) {
   ++n_accepted_;
   if (events_) events_->accepted(conn.shared_handle());
+}
+
+void Endpoint::authenticated(Connection& conn) {
+  admission_->settled(conn.handle().id());
+  publish_admission();
+}
+
+void Endpoint::publish_admission() {
+  AdmissionStats s = admission_->stats();
+  std::lock_guard lock(admission_stats_mu_);
+  admission_stats_ = s;
 }
 
 void Endpoint::wake() {
@@ -320,16 +339,30 @@ void Endpoint::on_socket_errors(uint64_t now) {
   }
 }
 
+// A packet that may start a connection: admitted, answered with a Retry
+// (no state kept), or dropped (admission.h).
 void Endpoint::accept_new(const Datagram& d, uint64_t now) {
   ngtcp2_pkt_hd hd;
   if (!config_.accept || conns_.size() >= config_.max_connections ||
-      ngtcp2_accept(&hd, d.data, d.size) != 0) {
+      ngtcp2_accept(&hd, d.data, d.size) != 0 || hd.type != NGTCP2_PKT_INITIAL) {
     ++n_dropped_;
     return;
   }
+  Admission::Decision verdict = admission_->judge(hd, d.from, now);
+  if (verdict.verdict == Admission::Verdict::kRetry) return send_retry(d, hd, now);
+  if (verdict.verdict == Admission::Verdict::kDrop) {
+    ++n_dropped_;
+    publish_admission();
+    return;
+  }
+  if (verdict.evict) evict(verdict.evict, now);
+  ConnectionConfig cc = connection_config();
+  if (!verdict.validated)
+    cc.handshake_timeout_ns = std::min(cc.handshake_timeout_ns,
+                                       config_.unvalidated_handshake_timeout_ms * 1000000);
   std::string error;
-  auto conn = Connection::accept(connection_config(), new_handle(Role::kServer),
-                                 d.to, d.from, hd, now, error);
+  auto conn = Connection::accept(cc, new_handle(Role::kServer), d.to, d.from, hd,
+                                 verdict.validated ? &verdict.odcid : nullptr, now, error);
   if (!conn) {
     ++n_dropped_;
     return;
@@ -337,8 +370,26 @@ void Endpoint::accept_new(const Datagram& d, uint64_t now) {
   Connection* c = conn.get();
   conns_.emplace(c->handle().id(), std::move(conn));
   ++n_conns_;
+  admission_->opened(c->handle().id(), d.from);
+  publish_admission();
   c->on_datagram(d.to, d.from, d.data, d.size, now);
   dirty_.insert(c);
+}
+
+// A half-open connection gives its slot to a peer that proved its address.
+void Endpoint::evict(uint64_t id, uint64_t now) {
+  admission_->settled(id);
+  auto it = conns_.find(id);
+  if (it == conns_.end()) return;
+  it->second->refuse(CloseInfo::Kind::kLocal, "half-open slot taken by a validated peer", now);
+  dirty_.insert(it->second.get());
+}
+
+void Endpoint::send_retry(const Datagram& d, const ngtcp2_pkt_hd& hd, uint64_t now) {
+  uint8_t buf[256];
+  size_t n = admission_->write_retry(hd, d.from, kCidLen, now, buf, sizeof buf);
+  if (n) socket_.send(d.to, d.from, buf, n, n);
+  publish_admission();
 }
 
 // A short-header packet for a connection we do not know: most likely our
@@ -446,6 +497,8 @@ void Endpoint::reap(uint64_t now) {
       continue;
     }
     for (const ngtcp2_cid& cid : c->cids()) remove_cid(cid);
+    admission_->settled(it->first);
+    publish_admission();
     dirty_.erase(c);
     it = conns_.erase(it);
     --n_conns_;

@@ -9,12 +9,14 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "address_watch.h"
+#include "admission.h"
 #include "connection.h"
 #include "connection_handle.h"
 #include "mailbox.h"
@@ -30,6 +32,16 @@ struct EndpointConfig {
   TlsConfig tls;
   uint64_t idle_timeout_ms = 300000;  // liveness is the binding's job (Erlang: ticks)
   uint64_t handshake_timeout_ms = 10000;
+  // The handshake timeout of a peer whose address is not validated (it
+  // sent no Retry token): a spoofed source never finishes, so its slot
+  // should not be held long.
+  uint64_t unvalidated_handshake_timeout_ms = 3000;
+  // Peers are strangers until ConnectionHandle::authenticate(), which
+  // must come this long after the handshake at the latest (see
+  // connection.h); 0: trusted once the handshake is done.
+  uint64_t auth_timeout_ms = 0;
+  // Half-open bounds and Retry (admission.h).
+  AdmissionConfig admission;
   // Every connection sends a QUIC PING after this long without sending
   // anything the peer must acknowledge (0: only client_keep_alive_ms
   // applies). The relay and its clients set it, so NAT mappings stay open
@@ -88,6 +100,7 @@ struct EndpointStats {
   // ICMP "port unreachable" errors that named no connection of ours (a
   // forgery, or a packet of a connection already gone).
   uint64_t ignored_unreachable = 0;
+  AdmissionStats admission;
 };
 
 class Endpoint : private ConnectionHost {
@@ -160,6 +173,7 @@ class Endpoint : private ConnectionHost {
   void add_cid(const ngtcp2_cid& cid, Connection* conn) override;
   void remove_cid(const ngtcp2_cid& cid) override;
   void accepted(Connection& conn) override;
+  void authenticated(Connection& conn) override;
   UdpSocket& socket() override { return socket_; }
   std::vector<uint8_t>& tx_buffer() override { return tx_buffer_; }
 
@@ -174,6 +188,9 @@ class Endpoint : private ConnectionHost {
   bool read_socket(uint64_t now, int max_batches);
   void dispatch(const Datagram& d, uint64_t now);
   void accept_new(const Datagram& d, uint64_t now);
+  void send_retry(const Datagram& d, const ngtcp2_pkt_hd& hd, uint64_t now);
+  void evict(uint64_t id, uint64_t now);
+  void publish_admission();
   Connection* reset_target(const Datagram& d);
   void on_socket_errors(uint64_t now);
   void send_reset(const Datagram& d, const uint8_t* dcid, size_t dcidlen, uint64_t now);
@@ -216,6 +233,9 @@ class Endpoint : private ConnectionHost {
   std::atomic<bool> read_requested_{false};  // read_now() found it busy
   std::atomic<uint64_t> next_id_{1};
   uint8_t reset_secret_[32];
+  std::unique_ptr<Admission> admission_;  // loop lock
+  mutable std::mutex admission_stats_mu_;
+  AdmissionStats admission_stats_;  // a copy for stats(), any thread
 
   // I/O thread only.
   std::vector<uint8_t> tx_buffer_ = std::vector<uint8_t>(tx_buffer_size());

@@ -328,6 +328,7 @@ ERL_NIF_TERM open_endpoint(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   if (!map_uint64(env, m, "send_low_water", c.send_low_water)) return badarg(env, "send_low_water");
   if (!map_uint64(env, m, "busy_poll_us", c.busy_poll_us)) return badarg(env, "busy_poll_us");
   if (!map_uint64(env, m, "keep_alive_ms", c.keep_alive_ms)) return badarg(env, "keep_alive_ms");
+  if (!map_uint64(env, m, "auth_timeout_ms", c.auth_timeout_ms)) return badarg(env, "auth_timeout_ms");
   c.port = uint16_t(port);
   c.accept = accept != 0;
   c.max_control_frames = kDistControlFrames;
@@ -373,13 +374,20 @@ ERL_NIF_TERM endpoint_info(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   ERL_NIF_TERM keys[] = {atom(env, "port"), atom(env, "connections"), atom(env, "accepted"),
                          atom(env, "dropped_packets"), atom(env, "stateless_resets"), atom(env, "trust"),
                          atom(env, "follows_address_changes"), atom(env, "reader_id"),
-                         atom(env, "ignored_unreachable")};
+                         atom(env, "ignored_unreachable"),
+                         atom(env, "half_open"), atom(env, "retries"), atom(env, "bad_tokens"),
+                         atom(env, "evicted_half_open"), atom(env, "validated")};
   ERL_NIF_TERM vals[] = {enif_make_uint(env, ep->endpoint->port()), enif_make_uint64(env, s.connections),
                          enif_make_uint64(env, s.accepted), enif_make_uint64(env, s.dropped_packets),
                          enif_make_uint64(env, s.stateless_resets), atom(env, mode),
                          atom(env, ep->endpoint->watching_addresses() ? "true" : "false"),
                          enif_make_uint64(env, ep->reader_id),
-                         enif_make_uint64(env, s.ignored_unreachable)};
+                         enif_make_uint64(env, s.ignored_unreachable),
+                         enif_make_uint64(env, s.admission.half_open),
+                         enif_make_uint64(env, s.admission.retries),
+                         enif_make_uint64(env, s.admission.bad_tokens),
+                         enif_make_uint64(env, s.admission.evicted),
+                         enif_make_uint64(env, s.admission.validated)};
   ERL_NIF_TERM map;
   enif_make_map_from_arrays(env, keys, vals, sizeof keys / sizeof keys[0], &map);
   return map;
@@ -503,6 +511,15 @@ ERL_NIF_TERM consumed(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   if (!get_conn(env, argv[0], c) || !c->handle) return badarg(env, "conn");
   if (!enif_get_uint64(env, argv[1], &credit)) return badarg(env, "credit");
   c->handle->consumed(credit);
+  return atom(env, "ok");
+}
+
+// authenticated(Conn) -> ok: the peer's cookie proof (and in CA mode its
+// certificate's host) checked out; the transport opens its windows.
+ERL_NIF_TERM authenticated(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  ConnResource* c;
+  if (!get_conn(env, argv[0], c) || !c->handle) return badarg(env, "conn");
+  c->handle->authenticate();
   return atom(env, "ok");
 }
 
@@ -747,6 +764,7 @@ ErlNifFunc nif_funcs[] = {
     {"tick", 1, tick, 0},
     {"consumed", 2, consumed, 0},
     {"close", 3, close_conn, 0},
+    {"authenticated", 1, authenticated, 0},
     {"getstat", 1, getstat, 0},
     {"conn_id", 1, conn_id, 0},
     {"peer_address", 1, peer_address, 0},

@@ -95,6 +95,9 @@ const std::map<std::string, Setter>& setters() {
        server_num<uint64_t>(&RelayServerConfig::max_control_backlog, 4096, uint64_t(1) << 40)},
       {"identify-timeout-ms",
        server_num<uint64_t>(&RelayServerConfig::identify_timeout_ms, 1, 3600000)},
+      {"max-unidentified", server_num<size_t>(&RelayServerConfig::max_unidentified, 1, 1000000)},
+      {"max-unidentified-per-ip",
+       server_num<size_t>(&RelayServerConfig::max_unidentified_per_ip, 1, 1000000)},
       {"max-connections-per-ip", server_num<uint32_t>(&RelayServerConfig::max_connections_per_ip,
                                                       1, 1000000)},
       {"name-probe-ms", server_num<uint64_t>(&RelayServerConfig::name_probe_ms, 100, 60000)},
@@ -305,9 +308,15 @@ end-to-end encrypted packets without being able to read them.
   --max-control-backlog N         control bytes queued towards a node on top
                                   of that; beyond it the node is closed (1048576)
   --max-connections N             default 4096
-  --max-connections-per-ip N      from one IP address (one NAT may hide many
-                                  nodes; default 256)
-  --identify-timeout-ms N         close connections that do not identify (10000)
+  --max-connections-per-ip N      that proved the realm secret, from one IP
+                                  address (one NAT may hide many nodes; 256)
+  --max-unidentified N            connections that have not proved the
+                                  secret yet (default 1024)
+  --max-unidentified-per-ip N     the same from one IP address or IPv6 /64
+                                  (default 512); beyond either, a newcomer
+                                  with a valid Retry token displaces the
+                                  oldest unproved connection
+  --identify-timeout-ms N         close connections that do not identify (3000)
   --idle-timeout-ms N             close silent connections (10000)
   --name-probe-ms N               a node claiming a name held here gets it
                                   only if the holder sends nothing for this

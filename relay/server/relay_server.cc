@@ -95,6 +95,11 @@ EndpointConfig relay_endpoint_config(EndpointConfig base, const RelayServerConfi
   base.send_high_water = c.max_bytes_in_flight_per_node;
   base.send_low_water = c.max_bytes_in_flight_per_node / 2;
   base.stream_window = 4u << 20;
+  // Until the proof: no tunnel data, a small control window; the
+  // transport's own deadline backs up tick()'s identify_timeout.
+  base.auth_timeout_ms = c.identify_timeout_ms + 2000;
+  base.admission.max_half_open = c.max_unidentified;
+  base.admission.max_half_open_per_source = c.max_unidentified_per_ip;
   return base;
 }
 
@@ -130,20 +135,12 @@ void RelayServer::accepted(std::shared_ptr<ConnectionHandle> handle) {
       handle->close(uint64_t(CloseCode::kShutdown), reason::kShutdown);
       return;
     }
-    if (per_ip_[ip] >= config_.max_connections_per_ip) {
-      ++m_.rejections[reason::kTooManyConnections];
-      handle->close(uint64_t(CloseCode::kTooManyConnections), reason::kTooManyConnections);
-      unidentified_log_.warn(reason::kTooManyConnections, now_ms(), "connection_refused",
-                             {{"conn", std::to_string(conn)},
-                                       {"reason", reason::kTooManyConnections},
-                                       {"remote", remote}});
-      return;
-    }
-    ++per_ip_[ip];
+    // Counted against max_connections_per_ip once proven (admit()):
+    // until then the endpoint's bounds on unproved connections apply.
     Node& n = nodes_[conn];
     n.handle = handle;
     n.remote = remote;
-    n.ip = ip;
+    n.peer_ip = ip;
     n.since_ms = now_ms();
     n.tokens = config_.control_burst;
     n.refilled_ns = now_ns();
@@ -254,6 +251,7 @@ void RelayServer::identify(Node& node, uint64_t conn, const Identify& m) {
     return reject(node, conn, CloseCode::kBadProof, reason::kBadProof,
                   "claimed name " + m.name);
   }
+  if (!admit(node, conn)) return;
   if (auto held = names_.find(m.name); held != names_.end())
     return claim(node, conn, m, held->second);
   if (remote_.count(m.name)) {
@@ -263,6 +261,28 @@ void RelayServer::identify(Node& node, uint64_t conn, const Identify& m) {
     return reject(node, conn, CloseCode::kNameTaken, reason::kNameTaken);
   }
   register_node(node, conn, m);
+}
+
+// `node` proved the realm secret: it counts against its address's limit
+// from now on, and the transport opens its windows. False if it was
+// turned away (too many proven connections from its address).
+bool RelayServer::admit(Node& node, uint64_t conn) {
+  if (node.proven) return true;
+  if (node.dialled < 0) {
+    if (per_ip_[node.peer_ip] >= config_.max_connections_per_ip) {
+      ++m_.rejections[reason::kTooManyConnections];
+      log_.warn("connection_refused", {{"conn", std::to_string(conn)},
+                                       {"reason", reason::kTooManyConnections},
+                                       {"remote", node.remote}});
+      reject(node, conn, CloseCode::kTooManyConnections, reason::kTooManyConnections);
+      return false;
+    }
+    ++per_ip_[node.peer_ip];
+    node.ip = node.peer_ip;
+  }
+  node.proven = true;
+  node.handle->authenticate();
+  return true;
 }
 
 void RelayServer::register_node(Node& node, uint64_t conn, const Identify& m) {
@@ -551,7 +571,7 @@ void RelayServer::tick(uint64_t now) {
   dial_due(now);
   std::vector<uint64_t> late;
   for (auto& [conn, n] : nodes_)
-    if (n.name.empty() && now >= n.since_ms + config_.identify_timeout_ms) late.push_back(conn);
+    if (!n.proven && now >= n.since_ms + config_.identify_timeout_ms) late.push_back(conn);
   for (uint64_t conn : late) {
     ++m_.rejections[reason::kIdentifyTimeout];
     reject(nodes_[conn], conn, CloseCode::kIdentifyTimeout, reason::kIdentifyTimeout);
@@ -644,7 +664,7 @@ void RelayServer::peer_identify(Node& node, uint64_t conn, const PeerIdentify& m
     ++m_.rejections[reason::kBadProof];
     return reject(node, conn, CloseCode::kBadProof, reason::kBadProof);
   }
-  if (!add_link(node, conn, m.relay)) return;
+  if (!admit(node, conn) || !add_link(node, conn, m.relay)) return;
   send(node, PeerIdentified{m.id, config_.name,
                             make_realm_proof(exporter, kPeerServerRole, config_.name,
                                              config_.realm_secret)});
@@ -658,7 +678,7 @@ void RelayServer::peer_identified(Node& node, uint64_t conn, const PeerIdentifie
     ++m_.rejections[reason::kRelayProof];
     return reject(node, conn, CloseCode::kRelayProof, reason::kRelayProof);
   }
-  if (!add_link(node, conn, m.relay)) return;
+  if (!admit(node, conn) || !add_link(node, conn, m.relay)) return;
   for (const auto& [name, c] : names_) send(node, NodeUp{name});
 }
 

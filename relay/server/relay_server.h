@@ -57,12 +57,27 @@ struct RelayServerConfig {
   // stops reading (its window stays shut) is disconnected, rather than
   // let others' tunnel requests pile up in the relay's memory.
   uint64_t max_control_backlog = 1u << 20;
-  uint64_t identify_timeout_ms = 10000;
+  // A connection that has not proved the realm secret this long after
+  // its handshake is closed (identify_timeout).
+  uint64_t identify_timeout_ms = 3000;
+  // Connections that have not proved the secret yet, overall and per IP
+  // address (IPv6: per /64): their own bounds, apart from
+  // max_connections_per_ip, and closed after identify_timeout_ms. When
+  // one is reached a newcomer that echoed a Retry token takes the place of
+  // the oldest unproved connection (the endpoint's admission.h), so a
+  // node gets in as long as it proves itself before that many newer
+  // strangers arrive. Big enough that strangers from one address do not
+  // churn through it (each displaced one costs a TLS handshake when it
+  // comes back: with 32 per address, 300 strangers kept the relay's CPU
+  // busy and a node took 1.3-8 s to register; with 512, 72 ms). Each
+  // costs about 200 KB (300 took a relay from 8 to 64 MB).
+  size_t max_unidentified = 1024;
+  size_t max_unidentified_per_ip = 512;
   // A connection silent this long is closed (nodes PING every 2 s; a
   // node's own setting may be shorter, and then applies).
   uint64_t idle_timeout_ms = 10000;
-  // Connections accepted from one IP address (one NAT may hide many
-  // nodes): one host cannot take all of max-connections.
+  // Connections that proved the secret from one IP address (one NAT may
+  // hide many nodes): one host cannot take all of max-connections.
   uint32_t max_connections_per_ip = 256;
   // How long a holder probed for a second claim to its name has to answer.
   uint64_t name_probe_ms = 3000;
@@ -83,8 +98,9 @@ struct PeerSpec {
 
 // `base` (address, TLS files and mode) with what a relay needs: ALPN
 // kAlpn, the protocol's frame limits, no bound on the number of control
-// frames (the server limits their rate), keep-alive, and an idle timeout
-// that frees a vanished node's name.
+// frames (the server limits their rate), keep-alive, an idle timeout
+// that frees a vanished node's name, and the bounds on connections that
+// have not proved the secret (no tunnel data before that).
 EndpointConfig relay_endpoint_config(EndpointConfig base,
                                      const RelayServerConfig& config);
 
@@ -148,7 +164,9 @@ class RelayServer : public EndpointEvents,
     bool retired = false;  // a duplicate link, closed once its tunnels are
     int dialled = -1;      // index in peers_ if we dialled it
     std::string remote;
-    std::string ip;        // accepted connections: counted in per_ip_
+    std::string ip;        // once proven: counted in per_ip_
+    std::string peer_ip;   // accepted connections: the peer's address
+    bool proven = false;   // showed the realm secret (node or peer relay)
     uint64_t since_ms = 0;
     std::unordered_set<uint32_t> tunnels;
     double tokens = 0;
@@ -191,6 +209,7 @@ class RelayServer : public EndpointEvents,
   void handle_message(Node& node, uint64_t conn, Message& m);
   void unexpected(Node& node, uint64_t conn, const Message& m);
   void identify(Node& node, uint64_t conn, const Identify& m);
+  bool admit(Node& node, uint64_t conn);
   void claim(Node& node, uint64_t conn, const Identify& m, uint64_t holder);
   void settle_claims(uint64_t now);
   void register_node(Node& node, uint64_t conn, const Identify& m);
@@ -233,7 +252,7 @@ class RelayServer : public EndpointEvents,
   std::unordered_map<std::string, std::string> remote_;  // node at a peer -> that relay
   std::unordered_map<uint32_t, Tunnel> tunnels_;
   std::vector<Claim> claims_;
-  std::unordered_map<std::string, uint32_t> per_ip_;  // accepted connections
+  std::unordered_map<std::string, uint32_t> per_ip_;  // accepted, proven connections
   Endpoint* endpoint_ = nullptr;  // for dialling peers
   std::vector<Peer> peers_;
   uint32_t next_tunnel_ = 0;

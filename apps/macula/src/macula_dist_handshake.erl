@@ -82,7 +82,8 @@ client_proof(Ctx = #macula_ctx{conn = Conn}, Node, MyNode) ->
     send_control(Ctx, macula_nif:proof_frame(Conn, client, MyName, Cookie)),
     case macula_nif:parse_proof_frame(recv_control(Ctx, Node)) of
         {ok, Theirs, Name} ->
-            check_proof(Ctx, server, Name, Cookie, Theirs, Node);
+            check_proof(Ctx, server, Name, Cookie, Theirs, Node),
+            ok = macula_nif:authenticated(Conn);
         error ->
             refuse(Ctx, Node, bad_proof_frame, ?CLOSE_PROTOCOL, "bad cookie proof frame")
     end.
@@ -111,6 +112,8 @@ server_proof(Ctx = #macula_ctx{conn = Conn}, MyNode, Ip) ->
             Cookie = cookie_binary(cookie_for(Name)),
             check_proof(Ctx, client, Name, Cookie, Theirs, Ip),
             check_cert_host(Ctx, Name, Ip),
+            %% Only now may the peer send more than the proof.
+            ok = macula_nif:authenticated(Conn),
             MyName = atom_to_binary(MyNode),
             send_control(Ctx, macula_nif:proof_frame(Conn, server, MyName, Cookie));
         error ->

@@ -19,6 +19,9 @@
 -define(SERVER, ?MODULE).
 %% The linked-in driver in the binding's library (dist/nif/macula_drv.cc).
 -define(DRIVER, "macula_nif").
+%% A stranger has this long after TLS to prove the cookie (the proof is
+%% one round trip; net_setuptime, 7 s by default, bounds the rest).
+-define(AUTH_TIMEOUT_MS, 5000).
 
 -record(st, {ep :: macula_nif:endpoint() | undefined,
              reader :: port() | undefined,
@@ -151,7 +154,11 @@ open(Port, Accept) ->
              keyfile => maps:get(keyfile, Config),
              cc => maps:get(cc, Config),
              busy_poll_us => maps:get(busy_poll_us, Config),
-             keep_alive_ms => maps:get(keep_alive_ms, Config)},
+             keep_alive_ms => maps:get(keep_alive_ms, Config),
+             %% A peer that has not proved the cookie within this long
+             %% after TLS is closed (it never gets more than the proof
+             %% needs meanwhile).
+             auth_timeout_ms => ?AUTH_TIMEOUT_MS},
     case guard(fun() -> macula_nif:open_endpoint(Opts) end) of
         {ok, Ep} ->
             {ok, Ep};

@@ -19,12 +19,12 @@
 -on_load(init/0).
 
 -export([open_endpoint/1, close_endpoint/1, set_acceptor/2, endpoint_info/1,
-         dial/6, attach/3, send/3, tick/1, consumed/2, close/3, getstat/1,
+         dial/6, attach/3, send/3, tick/1, consumed/2, close/3, authenticated/1, getstat/1,
          conn_id/1, peer_address/1, conn_info/1, migrate/4, proof_frame/4,
          parse_proof_frame/1, check_cookie_proof/5, peer_cert_matches/2, parse_node_name/2]).
 
 -nifs([open_endpoint/1, close_endpoint/1, set_acceptor/2, endpoint_info/1,
-       dial/6, attach/3, send/3, tick/1, consumed/2, close/3, getstat/1,
+       dial/6, attach/3, send/3, tick/1, consumed/2, close/3, authenticated/1, getstat/1,
        conn_id/1, peer_address/1, conn_info/1, migrate/4, proof_frame/4,
        parse_proof_frame/1, check_cookie_proof/5, peer_cert_matches/2, parse_node_name/2]).
 
@@ -38,7 +38,7 @@
 -type role() :: client | server.
 %% How a connection ended, as {macula_closed, Id, Reason} reports it.
 -type close_reason() :: local_close | idle_timeout | handshake_timeout | unreachable
-                      | endpoint_stopped
+                      | endpoint_stopped | auth_timeout
                       | {peer_closed | tls_alert | protocol_error, Code :: non_neg_integer(),
                          Text :: binary()}.
 -type endpoint_opts() ::
@@ -47,7 +47,8 @@
           cert_dir => text(), cacertfile => text(), certfile => text(), keyfile => text(),
           idle_timeout_ms => non_neg_integer(), handshake_timeout_ms => non_neg_integer(),
           send_high_water => non_neg_integer(), send_low_water => non_neg_integer(),
-          busy_poll_us => non_neg_integer()}.
+          busy_poll_us => non_neg_integer(),
+          auth_timeout_ms => non_neg_integer()}.
 -export_type([endpoint/0, conn/0, conn_id/0, address/0, close_reason/0, endpoint_opts/0]).
 
 init() ->
@@ -80,7 +81,15 @@ set_acceptor(_Ep, _Pid) -> ?NIF.
           #{port := inet:port_number(), connections := non_neg_integer(),
             accepted := non_neg_integer(), dropped_packets := non_neg_integer(),
             stateless_resets := non_neg_integer(), trust := cookie | ca | insecure,
-            follows_address_changes := boolean(), reader_id := pos_integer()}.
+            follows_address_changes := boolean(), reader_id := pos_integer(),
+            %% admission (transport/admission.h): connections not yet
+            %% authenticated, Retry packets sent, Initials with a bad
+            %% token, half-open connections displaced by a validated
+            %% peer, connections accepted with a valid token
+            ignored_unreachable := non_neg_integer(),
+            half_open := non_neg_integer(), retries := non_neg_integer(),
+            bad_tokens := non_neg_integer(), evicted_half_open := non_neg_integer(),
+            validated := non_neg_integer()}.
 endpoint_info(_Ep) -> ?NIF.
 
 %% @doc Starts a connection to Ip:Port; `Host' is what the peer's
@@ -116,6 +125,12 @@ consumed(_Conn, _Credit) -> ?NIF.
 %% and `Reason'.
 -spec close(conn(), non_neg_integer(), text()) -> ok.
 close(_Conn, _Code, _Reason) -> ?NIF.
+
+%% @doc The peer proved the cookie (and in CA mode its certificate's
+%% host): the transport opens its data streams and full windows. Until
+%% then it may send only what the proof needs.
+-spec authenticated(conn()) -> ok.
+authenticated(_Conn) -> ?NIF.
 
 %% @doc Frames received and sent (dist_util's tick accounting) and bytes
 %% still queued.

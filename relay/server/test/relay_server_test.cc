@@ -479,6 +479,23 @@ TEST_F(RelayServerTest, NodesThatDoNotIdentifyAreClosedAfterTheTimeout) {
   EXPECT_EQ(server_->metrics().nodes, 1u);
 }
 
+// Connections without the secret have their own small bound: past it, a
+// newcomer (through a Retry) takes the place of the oldest of them, so
+// strangers from the nodes' own address cannot keep a node out.
+TEST_F(RelayServerTest, UnidentifiedConnectionsCannotLockOutANode) {
+  config_.max_unidentified_per_ip = 4;
+  start_relay();
+  std::vector<std::shared_ptr<RawNode>> strangers;
+  for (int i = 0; i < 8; ++i) strangers.push_back(raw_node());
+  Node alice = identified_node("alice@host");
+  EXPECT_EQ(server_->metrics().nodes, 1u);
+  ASSERT_TRUE(eventually([&] { return relay_->stats().admission.half_open <= 4; }));
+  EXPECT_GE(relay_->stats().admission.evicted, 4u);
+  // The oldest strangers were closed, the identified node was not.
+  ASSERT_TRUE(strangers[0]->wait_closed());
+  EXPECT_FALSE(alice.events->close_.has_value());
+}
+
 TEST_F(RelayServerTest, ControlFloodDisconnects) {
   config_.control_rate = 1;
   config_.control_burst = 5;
@@ -525,10 +542,11 @@ TEST_F(RelayServerTest, GarbageLeavesNoStateBehind) {
   start_relay();
   std::mt19937 rng(11);
   for (int i = 0; i < 20; ++i) {
-    auto raw = raw_node();
     // Control: any junk. Data: frames too short to hold a tunnel id
-    // (longer ones are packets for unknown tunnels, dropped quietly).
+    // (longer ones are packets for unknown tunnels, dropped quietly);
+    // only an identified node has data streams to send them on.
     bool control = i % 2;
+    auto raw = control ? raw_node() : raw_identified("n" + std::to_string(i) + "@host");
     std::vector<uint8_t> junk = random_packet(rng, 1 + rng() % (control ? 200 : 4));
     send_raw(*raw->handle, control ? Channel::kControl : Channel::kData, junk);
     ASSERT_TRUE(raw->wait_closed()) << i;
