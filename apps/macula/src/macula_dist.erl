@@ -18,20 +18,36 @@ listen(Name) ->
     listen(Name, Host).
 
 %% Name is the part before '@': `4433` in `4433@host` chooses the port.
+%% A node that runs with EPMD registers its port there (see
+%% macula_dist_epmd), and takes EPMD's creation as inet_tcp_dist does.
 listen(Name, Host) ->
     try listen_port(Name, Host) of
         Port ->
             case listen_endpoint(Name, Host, Port) of
                 {ok, Ep} ->
-                    Address = #net_address{address = {Host, Port}, host = Host,
-                                           protocol = ?PROTOCOL, family = inet},
-                    {ok, {Ep, Address, new_creation()}};
+                    Bound = bound_port(Ep, Port),
+                    case macula_dist_epmd:register(Name, Bound) of
+                        {ok, Creation} ->
+                            Address = #net_address{address = {Host, Bound}, host = Host,
+                                                   protocol = ?PROTOCOL, family = inet},
+                            {ok, {Ep, Address, creation(Creation)}};
+                        {error, Text} = Error ->
+                            logger:error("macula: ~s", [Text]),
+                            Error
+                    end;
                 {error, _} = Error ->
                     Error
             end
     catch error:{macula_config, Text} ->
         {error, Text}
     end.
+
+%% Port 0 asks for any free port: the one the endpoint got.
+bound_port(Ep, 0) -> maps:get(port, macula_nif:endpoint_info(Ep));
+bound_port(_Ep, Port) -> Port.
+
+creation(none) -> new_creation();
+creation(Creation) -> Creation.
 
 %% The relay modes (dist_relay, relay): nothing listens on the network;
 %% peers come through the relays (macula_dist_relay).
@@ -46,16 +62,21 @@ listen_endpoint(Name, Host, Port) ->
 relay_mode() ->
     maps:get(mode, macula_config:get()) =/= direct.
 
-%% The port peers will dial: the one splitname/1 gives for the full node
-%% name. A name they could not dial stops the node here, with a message.
-%% Reading the configuration first makes a bad setting fail here too, with
-%% its own message rather than a stack trace from the endpoint opener.
+%% The port to listen on: the one of the name (`port@host`), or the
+%% default port, or the one EPMD gives (see macula_dist_epmd). A name
+%% peers could not dial stops the node here, with a message. Reading the
+%% configuration first makes a bad setting fail here too, with its own
+%% message rather than a stack trace from the endpoint opener.
 listen_port(Name, Host) ->
     _ = macula_config:get(),
     Node = list_to_atom(atom_to_list(Name) ++ "@" ++ Host),
     case parse(Node) of
-        {ok, {_Name, _Host, Port, _Kind}} ->
-            Port;
+        {ok, {NameBin, _Host, Port, _Kind}} ->
+            Kind = case macula_dist_epmd:is_port_name(binary_to_list(NameBin)) of
+                       true -> explicit;
+                       false -> default
+                   end,
+            macula_dist_epmd:listen_port(Name, Host, {Kind, Port});
         {error, Why} ->
             Text = lists:flatten(io_lib:format("invalid node name ~s: ~s", [Node, Why])),
             logger:error("macula: ~s", [Text]),
@@ -81,11 +102,15 @@ setup(Node, Type, MyNode, _LongOrShortNames, SetupTime) ->
 close(_Listen) ->
     ok.
 
-%% Claims a node only if its name parses and its host resolves.
+%% Claims a node only if its name parses and its host resolves (through
+%% the EPMD module's address_please/3, when the node uses one).
 select(Node) ->
-    case splitname(Node) of
-        {_Port, Host} -> relay_mode() orelse resolve(Host) =/= error;
-        false -> false
+    case parse(Node) of
+        {ok, {Name, Host, _Port, _Kind}} ->
+            relay_mode() orelse
+                macula_dist_epmd:address(binary_to_list(Name), binary_to_list(Host)) =/= error;
+        {error, _} ->
+            false
     end.
 
 is_node_name(Node) ->
@@ -106,18 +131,7 @@ parse(Node) ->
 
 %% @doc The IP address to dial for a host from a node name, or error.
 resolve(Host) ->
-    case inet:parse_address(Host) of
-        {ok, Ip} -> Ip;
-        {error, _} ->
-            case inet:getaddr(Host, inet) of
-                {ok, Ip} -> Ip;
-                {error, _} ->
-                    case inet:getaddr(Host, inet6) of
-                        {ok, Ip} -> Ip;
-                        {error, _} -> error
-                    end
-            end
-    end.
+    macula_dist_epmd:resolve(Host).
 
 address() ->
     {ok, Host} = inet:gethostname(),

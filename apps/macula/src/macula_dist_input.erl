@@ -27,7 +27,11 @@ loop(Conn, DHandle) ->
             deliver(Conn, DHandle, Frames, Credit),
             loop(Conn, DHandle);
         {macula_closed, _Id, Reason} ->
-            exit({shutdown, Reason})
+            %% The reason every process of the connection exits with, and
+            %% so the nodedown reason: the one inet_tcp_dist gives for a
+            %% closed socket, whatever QUIC said.
+            logger:debug("macula: connection closed: ~p", [Reason]),
+            exit(connection_closed)
     end.
 
 deliver(Conn, DHandle, Frames, Credit) ->
