@@ -127,7 +127,7 @@ int main(int argc, char** argv) {
   uint64_t sent = 0;
   auto start = Clock::now(), until = start + std::chrono::seconds(seconds);
   while (Clock::now() < until) {
-    if (alice->handle().stats().queued_bytes > (1u << 20)) {
+    if (alice->queued_bytes() > (1u << 20)) {
       std::this_thread::yield();
       continue;
     }

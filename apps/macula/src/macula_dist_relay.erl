@@ -5,7 +5,7 @@
 %% the mesh, and it fails over to the next relay of its list when that
 %% one is lost. One process (a child of net_sup, through
 %% macula_dist:childspecs/0) owns a relay shim per relay (see
-%% core/relay_shim.h): the shim identifies the node to the relay under its
+%% relay/client/relay_shim.h): the shim identifies the node to the relay under its
 %% full node name and gives each tunnel a loopback UDP port, so the node's
 %% own endpoint (bound to 127.0.0.1) runs the normal end-to-end QUIC + TLS
 %% session, cookie proof and dist handshake to 127.0.0.1:<tunnel port>.

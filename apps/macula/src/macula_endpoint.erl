@@ -86,7 +86,7 @@ bool_int(true) -> 1;
 bool_int(false) -> 0.
 
 %% The schedulers poll the endpoint's socket and read it themselves, like
-%% their own sockets (nif/macula_drv.cc): no thread hand-off on a round
+%% their own sockets (dist/nif/macula_drv.cc): no thread hand-off on a round
 %% trip. The port lives in a process of its own for the node's life (a
 %% driver stays loaded while the process that loaded it lives); if it ever
 %% goes, the I/O thread reads again.

@@ -1,4 +1,4 @@
-%% @doc Erlang side of the C++ core binding. See nif/macula_nif.cc for the
+%% @doc Erlang side of the C++ core binding. See dist/nif/macula_nif.cc for the
 %% contract of each function and the messages the I/O thread sends.
 -module(macula_nif).
 -on_load(init/0).

@@ -1,5 +1,5 @@
 %% @doc Erlang side of the relay shim binding (dist_relay mode). See
-%% nif/macula_relay_nif.cc for the contract of each function and the
+%% relay/nif/macula_relay_nif.cc for the contract of each function and the
 %% messages the shim sends to the process that opened it.
 -module(macula_relay_nif).
 -on_load(init/0).

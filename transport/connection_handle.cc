@@ -33,7 +33,7 @@ void ConnectionHandle::wake() {
 }
 
 SendStatus ConnectionHandle::send(Channel channel, OutChunk framed,
-                                  uint32_t nframes, std::vector<FrameRoute> routes) {
+                                  uint32_t nframes, std::vector<OrderKey> routes) {
   if (closed_.load()) return SendStatus::kClosed;
   uint64_t size = framed.size;
   bool direct;

@@ -164,7 +164,7 @@ class Connection {
   // Data frames not yet on a stream: behind a barrier frame.
   struct Unrouted {
     ChunkCutter cutter;
-    std::vector<FrameRoute> routes;
+    std::vector<OrderKey> routes;
     size_t next = 0;
   };
 
@@ -197,7 +197,7 @@ class Connection {
   static constexpr uint64_t kBurstRttNs = 1000000;
   size_t send_budget() const;
   void queue_sends(std::vector<ConnectionHandle::Send>& sends);
-  void queue_data(OutChunk chunk, std::vector<FrameRoute> routes);
+  void queue_data(OutChunk chunk, std::vector<OrderKey> routes);
   void route_unrouted();
   bool send_batch(const Address& from, const Address& to, const uint8_t* data,
                   size_t len, size_t seg);

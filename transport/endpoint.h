@@ -28,28 +28,29 @@ struct EndpointConfig {
   uint16_t port = 0;           // 0: the kernel picks one
   bool accept = true;          // answer connections from peers
   TlsConfig tls;
-  uint64_t idle_timeout_ms = 300000;  // liveness is the Erlang tick's job
+  uint64_t idle_timeout_ms = 300000;  // liveness is the binding's job (Erlang: ticks)
   uint64_t handshake_timeout_ms = 10000;
   // Every connection sends a QUIC PING after this long without sending
   // anything the peer must acknowledge (0: only client_keep_alive_ms
   // applies). The relay and its clients set it, so NAT mappings stay open
   // and a dead node's name is freed by the idle timeout.
   uint64_t keep_alive_ms = 0;
-  // Bytes queued per connection (all streams) before senders see
-  // busy_dist_port. The VM has one distribution queue per connection, so
-  // a small message can only overtake a big one once both are here:
-  // room for a couple of big messages in flight keeps small ones moving.
+  // Bytes queued per connection (all streams) before send() says kBusy
+  // (for Erlang: busy_dist_port). A caller with one queue per connection
+  // lets a small message overtake a big one only once both are here: room
+  // for a couple of big messages in flight keeps small ones moving.
   uint64_t send_high_water = 32u << 20;
   uint64_t send_low_water = 8u << 20;
   uint64_t stream_window = 16u << 20;  // per data stream
-  // Data streams per direction: frames of different sending processes
+  // Data streams per direction: frames of different flows (order_key.h)
   // spread over them, so one big message does not hold back the others.
   size_t data_streams = 8;
   uint64_t recv_unconsumed_limit = 32u << 20;
   size_t max_control_frame = 64u << 10;
-  // Non-tick control frames a peer may send over a connection's life
-  // (distribution needs a handful); 0: no bound (the relay, whose control
-  // protocol is long-lived and limits itself).
+  // Non-tick control frames a peer may send over a connection's life; the
+  // binding sets what its protocol needs (the distribution binding: a
+  // handful; the relay, whose control protocol is long-lived and limits
+  // itself: 0, no bound). The default keeps an unknown peer small.
   size_t max_control_frames = 64;
   size_t max_data_frame = 1u << 30;
   size_t max_connections = 4096;
@@ -67,7 +68,7 @@ struct EndpointConfig {
   // A connection we dialled that received nothing for this long sends a
   // PING. Behind a NAT that rebinds, a peer that only receives would
   // otherwise stay silent, and the server keep sending to the old
-  // mapping, until the next Erlang tick (net_ticktime / 4). 0: off.
+  // mapping, until the binding's next keep-alive (Erlang: a tick). 0: off.
   uint64_t client_keep_alive_ms = 2000;
 };
 

@@ -32,27 +32,27 @@ size_t StreamRouter::commit(size_t stream, uint64_t bytes, Process* p) {
   return stream;
 }
 
-std::optional<size_t> StreamRouter::place(const FrameRoute& route) {
+std::optional<size_t> StreamRouter::place(const OrderKey& route) {
   uint64_t key = route.key;
   switch (route.kind) {
-    case FrameRoute::Kind::kBarrier:
+    case OrderKey::Kind::kBarrier:
       for (const Stream& s : streams_)
         if (s.acked < s.end) return std::nullopt;
       return commit(least_loaded(), route.size, nullptr);
-    case FrameRoute::Kind::kContinuation: {
+    case OrderKey::Kind::kContinuation: {
       auto seq = sequences_.find(route.key);
       // A continuation of a sequence we never saw opened: its first
       // fragment was a barrier, so this one is too.
       if (seq == sequences_.end()) {
-        FrameRoute barrier = route;
-        barrier.kind = FrameRoute::Kind::kBarrier;
+        OrderKey barrier = route;
+        barrier.kind = OrderKey::Kind::kBarrier;
         return place(barrier);
       }
       key = seq->second;
       if (route.closes_sequence) sequences_.erase(seq);
       break;
     }
-    case FrameRoute::Kind::kProcess:
+    case OrderKey::Kind::kFlow:
       if (route.opens_sequence) sequences_[route.sequence] = key;
       break;
   }

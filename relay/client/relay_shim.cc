@@ -13,7 +13,6 @@
 #include <unordered_map>
 #include <vector>
 
-#include "framing.h"
 
 namespace macula::relay {
 namespace {
@@ -276,45 +275,31 @@ void RelayShim::State::drain(TunnelSocket& s) {
   }
 }
 
-// One send per batch: the frames go to the relay connection as one chunk
-// (RelayClient::send_packet would take the connection's lock per packet).
-// Only the inner endpoint may use the tunnel: other local senders are
-// ignored. False once the relay connection is gone.
+// One send per batch (RelayClient::send_packets): send_packet would take
+// the connection's lock per packet. Only the inner endpoint may use the
+// tunnel: other local senders are ignored. False once the relay
+// connection is gone.
 bool RelayShim::State::forward(TunnelSocket& s, mmsghdr* msgs, unsigned n) {
   auto c = client();
   if (!c) return false;
-  size_t total = 0;
-  unsigned frames = 0;
+  std::span<const uint8_t> packets[kBatch];
+  unsigned count = 0;
   for (unsigned i = 0; i < n; ++i) {
     auto* from = static_cast<sockaddr_in*>(msgs[i].msg_hdr.msg_name);
     if (msgs[i].msg_len == 0 || !same_v4(*from, config_.inner)) {
       ++other_;
-      msgs[i].msg_len = 0;
       continue;
     }
-    total += kFrameHeaderSize + kTunnelHeaderSize + msgs[i].msg_len;
-    ++frames;
+    packets[count++] = {static_cast<const uint8_t*>(msgs[i].msg_hdr.msg_iov->iov_base),
+                        msgs[i].msg_len};
   }
-  if (frames == 0) return true;
-  if (c->handle().stats().queued_bytes > config_.max_queued) {
-    busy_ += frames;
+  if (count == 0) return true;
+  if (c->queued_bytes() > config_.max_queued) {
+    busy_ += count;
     return true;
   }
-  Bytes chunk(total);
-  uint8_t* p = chunk.data.get();
-  for (unsigned i = 0; i < n; ++i) {
-    uint32_t len = msgs[i].msg_len;
-    if (len == 0) continue;
-    uint32_t flen = uint32_t(kTunnelHeaderSize + len);
-    uint8_t head[8] = {uint8_t(flen >> 24), uint8_t(flen >> 16), uint8_t(flen >> 8), uint8_t(flen),
-                       uint8_t(s.tunnel >> 24), uint8_t(s.tunnel >> 16), uint8_t(s.tunnel >> 8),
-                       uint8_t(s.tunnel)};
-    std::memcpy(p, head, sizeof head);
-    std::memcpy(p + sizeof head, msgs[i].msg_hdr.msg_iov->iov_base, len);
-    p += sizeof head + len;
-  }
-  out_ += frames;
-  return c->handle().send(Channel::kData, std::move(chunk), frames) != SendStatus::kClosed;
+  out_ += count;
+  return c->send_packets(s.tunnel, std::span(packets, count)) != SendStatus::kClosed;
 }
 
 std::unique_ptr<RelayShim> RelayShim::open(const RelayShimConfig& config,

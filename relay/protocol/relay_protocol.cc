@@ -1,7 +1,5 @@
 #include "relay_protocol.h"
 
-#include <gnutls/crypto.h>
-
 #include <cstring>
 #include <iterator>
 
@@ -377,23 +375,28 @@ bool parse_tunnel_frame(std::span<const uint8_t> frame, uint32_t& tunnel,
 }
 
 Bytes encode_tunnel_frame(uint32_t tunnel, std::span<const uint8_t> packet) {
+  return encode_tunnel_frames(tunnel, std::span(&packet, 1));
+}
+
+Bytes encode_tunnel_frames(uint32_t tunnel,
+                           std::span<const std::span<const uint8_t>> packets) {
   uint8_t header[kTunnelHeaderSize] = {uint8_t(tunnel >> 24), uint8_t(tunnel >> 16),
                                        uint8_t(tunnel >> 8), uint8_t(tunnel)};
-  iovec iov[2] = {{header, sizeof header},
-                  {const_cast<uint8_t*>(packet.data()), packet.size()}};
-  std::span<const iovec> one(iov, 2);
-  return encode_frames(std::span<const std::span<const iovec>>(&one, 1));
+  std::vector<iovec> iovs;
+  iovs.reserve(2 * packets.size());
+  for (std::span<const uint8_t> p : packets) {
+    iovs.push_back({header, sizeof header});
+    iovs.push_back({const_cast<uint8_t*>(p.data()), p.size()});
+  }
+  std::vector<std::span<const iovec>> frames;
+  frames.reserve(packets.size());
+  for (size_t i = 0; i < packets.size(); ++i) frames.emplace_back(&iovs[2 * i], 2);
+  return encode_frames(frames);
 }
 
 Proof make_realm_proof(std::span<const uint8_t> exporter, std::string_view role,
                        std::string_view name, std::string_view secret) {
-  std::vector<uint8_t> msg(exporter.begin(), exporter.end());
-  msg.insert(msg.end(), role.begin(), role.end());
-  msg.insert(msg.end(), name.begin(), name.end());
-  Proof out{};
-  gnutls_hmac_fast(GNUTLS_MAC_SHA256, secret.data(), secret.size(), msg.data(),
-                   msg.size(), out.data());
-  return out;
+  return make_session_proof(exporter, role, name, secret);
 }
 
 }  // namespace macula::relay

@@ -22,7 +22,7 @@
 
 #include "bytes.h"
 #include "cbor.h"
-#include "cookie_proof.h"
+#include "session_proof.h"
 
 namespace macula::relay {
 
@@ -230,16 +230,20 @@ bool parse_tunnel_frame(std::span<const uint8_t> frame, uint32_t& tunnel,
                         std::span<const uint8_t>& packet);
 // A complete data-channel frame (length prefix, tunnel id, packet).
 Bytes encode_tunnel_frame(uint32_t tunnel, std::span<const uint8_t> packet);
+// Consecutive data-channel frames, one per packet, all on `tunnel`, in one
+// buffer (one send for a batch).
+Bytes encode_tunnel_frames(uint32_t tunnel,
+                           std::span<const std::span<const uint8_t>> packets);
 
 inline constexpr char kClientRole[] = "client";
 inline constexpr char kServerRole[] = "server";
 // The roles of the two relays of a mesh link (dialling, dialled).
 inline constexpr char kPeerClientRole[] = "relay-client";
 inline constexpr char kPeerServerRole[] = "relay-server";
-// HMAC-SHA256(secret, exporter || role || name): the realm-secret proof
-// that `name` belongs to the realm, bound to one TLS session (the core's
-// exporter value), so it can be neither replayed nor relayed by a man in
-// the middle. Compare with proof_matches() (constant time).
+// The realm-secret proof that `name` belongs to the realm: a session
+// proof (session_proof.h) with the realm secret, bound to one TLS session,
+// so it can be neither replayed nor relayed by a man in the middle.
+// Compare with proof_matches() (constant time).
 Proof make_realm_proof(std::span<const uint8_t> exporter, std::string_view role,
                        std::string_view name, std::string_view secret);
 

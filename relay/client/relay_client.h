@@ -74,14 +74,18 @@ class RelayClient : public std::enable_shared_from_this<RelayClient> {
   // Sends one packet (1..kMaxPacketSize bytes, copied) on `tunnel`.
   // kBusy: sent, but the connection's queue is above its high-water mark.
   SendStatus send_packet(uint32_t tunnel, std::span<const uint8_t> packet);
+  // The same for several packets of one tunnel, as one send (one lock
+  // round on the connection for the batch). No packet may be empty.
+  SendStatus send_packets(uint32_t tunnel,
+                          std::span<const std::span<const uint8_t>> packets);
+  // Bytes queued on the relay connection and not yet acknowledged.
+  uint64_t queued_bytes() const { return handle_->stats().queued_bytes; }
   // Tells the relay we are done with `tunnel`; the other end is told.
   void close_tunnel(uint32_t tunnel, const std::string& reason);
   // Closes the relay connection (closed() follows).
   void close();
 
   bool identified() const;
-  // The relay connection; for tests that need to misbehave on purpose.
-  ConnectionHandle& handle() { return *handle_; }
 
  private:
   class Bridge;

@@ -5,9 +5,9 @@
 namespace macula {
 namespace {
 
-FrameRoute proc(uint64_t key, uint64_t size = 100) {
-  FrameRoute r;
-  r.kind = FrameRoute::Kind::kProcess;
+OrderKey proc(uint64_t key, uint64_t size = 100) {
+  OrderKey r;
+  r.kind = OrderKey::Kind::kFlow;
   r.key = key;
   r.size = size;
   return r;
@@ -42,13 +42,13 @@ TEST(StreamRouter, AProcessMovesOnlyOnceItsFramesAreAcknowledged) {
 
 TEST(StreamRouter, ContinuationsFollowTheirProcessAndEndTheSequence) {
   StreamRouter router(4);
-  FrameRoute first = proc(7, 65000);
+  OrderKey first = proc(7, 65000);
   first.opens_sequence = true;
   first.sequence = 99;
   size_t s = *router.place(first);
   router.place(proc(8));  // someone else in between
-  FrameRoute cont;
-  cont.kind = FrameRoute::Kind::kContinuation;
+  OrderKey cont;
+  cont.kind = OrderKey::Kind::kContinuation;
   cont.key = 99;
   cont.size = 65000;
   EXPECT_EQ(*router.place(cont), s);
@@ -63,7 +63,7 @@ TEST(StreamRouter, BarrierWaitsForEveryStream) {
   StreamRouter router(3);
   size_t a = *router.place(proc(1, 10));
   size_t b = *router.place(proc(2, 20));
-  FrameRoute barrier;
+  OrderKey barrier;
   barrier.size = 5;
   EXPECT_FALSE(router.place(barrier).has_value());
   router.acked(a, 10);
@@ -78,7 +78,7 @@ TEST(StreamRouter, IdleProcessesAreForgotten) {
     size_t s = *router.place(proc(k, 1));
     router.acked(s, router.load(s) + 1000000);  // clamped to what was placed
   }
-  EXPECT_LT(router.tracked_processes(), 1100u);
+  EXPECT_LT(router.tracked_flows(), 1100u);
 }
 
 TEST(StreamRouter, AckBeyondWhatWasPlacedIsClamped) {

@@ -1,4 +1,4 @@
-#include "cookie_proof.h"
+#include "session_proof.h"
 
 #include <gnutls/crypto.h>
 
@@ -6,13 +6,13 @@
 
 namespace macula {
 
-Proof make_cookie_proof(std::span<const uint8_t> exporter, char role,
-                        std::string_view node, std::string_view cookie) {
+Proof make_session_proof(std::span<const uint8_t> exporter, std::string_view role,
+                         std::string_view name, std::string_view secret) {
   std::vector<uint8_t> msg(exporter.begin(), exporter.end());
-  msg.push_back(static_cast<uint8_t>(role));
-  msg.insert(msg.end(), node.begin(), node.end());
+  msg.insert(msg.end(), role.begin(), role.end());
+  msg.insert(msg.end(), name.begin(), name.end());
   Proof out{};
-  gnutls_hmac_fast(GNUTLS_MAC_SHA256, cookie.data(), cookie.size(), msg.data(),
+  gnutls_hmac_fast(GNUTLS_MAC_SHA256, secret.data(), secret.size(), msg.data(),
                    msg.size(), out.data());
   return out;
 }

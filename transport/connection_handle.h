@@ -14,16 +14,17 @@
 #include <vector>
 
 #include "bytes.h"
-#include "dist_route.h"
+#include "order_key.h"
 #include "path_info.h"
 #include "tls_context.h"
 #include "udp_socket.h"
 
 namespace macula {
 
-// Each connection carries two ordered byte streams of frames: control
-// (cookie proof, distribution handshake, ticks; always written first) and
-// data (distribution traffic).
+// Each connection carries two kinds of frames: control (one ordered stream,
+// always written first: for Erlang the cookie proof, the distribution
+// handshake and ticks) and data (spread over several streams by ordering
+// key).
 enum class Channel : uint8_t { kControl = 0, kData = 1 };
 
 struct CloseInfo {
@@ -89,11 +90,11 @@ class ConnectionHandle {
   // Queues already framed bytes (`nframes` frames) on `channel`. kOk:
   // queued. kBusy: queued, but the queue is above its high-water mark;
   // wait for writable() before sending more. kClosed: dropped.
-  // On the data channel, `routes` (one per frame, in order, sizes adding
-  // up to the chunk's) lets frames of different senders use different
-  // streams; without routes the chunk's frames keep one order.
+  // On the data channel, `routes` (one ordering key per frame, in order,
+  // sizes adding up to the chunk's) lets frames of different flows use
+  // different streams; without them the chunk's frames keep one order.
   SendStatus send(Channel channel, OutChunk framed, uint32_t nframes,
-                  std::vector<FrameRoute> routes = {});
+                  std::vector<OrderKey> routes = {});
   SendStatus send(Channel channel, Bytes framed, uint32_t nframes) {
     return send(channel, OutChunk::from_bytes(std::move(framed)), nframes);
   }
@@ -117,7 +118,7 @@ class ConnectionHandle {
   struct Send {
     Channel channel;
     OutChunk chunk;
-    std::vector<FrameRoute> routes;
+    std::vector<OrderKey> routes;
   };
   struct Inbox {
     std::vector<Send> sends;

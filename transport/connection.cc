@@ -281,9 +281,8 @@ int Connection::on_stream_data(int64_t id, const uint8_t* data, size_t len) {
     control_credit_ += len;
     for (Bytes& f : frames) {
       if (f.size == 0) continue;
-      // Distribution needs a handful (proof, handshake); after that only
-      // ticks. More is a peer trying to fill our memory. (The relay's
-      // control protocol is long-lived and lifts the bound.)
+      // The binding sets the bound its protocol needs (Erlang distribution:
+      // a handful, then only ticks); more is a peer trying to fill our memory.
       if (++control_frames_in_ > config_.max_control_frames &&
           config_.max_control_frames != 0)
         return NGTCP2_ERR_CALLBACK_FAILURE;
@@ -583,14 +582,14 @@ void Connection::deliver() {
 // Frames wait in arrival order until routed: the queue only moves while
 // its head can be placed (a barrier waits for acknowledgements), so no
 // frame overtakes one that arrived before it without a route.
-void Connection::queue_data(OutChunk chunk, std::vector<FrameRoute> routes) {
+void Connection::queue_data(OutChunk chunk, std::vector<OrderKey> routes) {
   uint64_t routed = 0;
-  for (const FrameRoute& r : routes) routed += r.size;
+  for (const OrderKey& r : routes) routed += r.size;
   if (routed != chunk.size) {
     // One flow for callers that do not route (tests, tools), and for
     // routes that do not describe the chunk (never split it blindly).
     routes.clear();
-    FrameRoute one{FrameRoute::Kind::kProcess, UINT64_MAX};
+    OrderKey one{OrderKey::Kind::kFlow, UINT64_MAX};
     one.size = chunk.size;
     routes.push_back(one);
   }

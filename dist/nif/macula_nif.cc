@@ -34,6 +34,10 @@ ErlNifResourceType* g_endpoint_type;
 ErlNifResourceType* g_conn_type;
 
 constexpr unsigned kMaxFramesPerSend = 4096;
+// Non-tick control frames a peer may send over a connection's life: the
+// cookie proof and the distribution handshake need a handful, after that
+// only ticks come. More is a peer trying to fill our memory.
+constexpr size_t kDistControlFrames = 64;
 
 ERL_NIF_TERM atom(ErlNifEnv* env, const char* name) {
   return enif_make_atom(env, name);
@@ -324,6 +328,7 @@ ERL_NIF_TERM open_endpoint(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   if (!map_uint64(env, m, "busy_poll_us", c.busy_poll_us)) return badarg(env, "busy_poll_us");
   c.port = uint16_t(port);
   c.accept = accept != 0;
+  c.max_control_frames = kDistControlFrames;
   auto events = std::make_shared<NifEndpointEvents>();
   std::string error;
   auto ep = Endpoint::open(c, events, error);
@@ -467,7 +472,7 @@ ERL_NIF_TERM send(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   }
   // Data frames are routed by sending process (see dist_route.h); the
   // header is parsed here, on the scheduler, to keep the I/O thread free.
-  std::vector<FrameRoute> routes;
+  std::vector<OrderKey> routes;
   if (ch == Channel::kData) {
     routes.reserve(n);
     for (auto frame : frames) routes.push_back(route_of(frame));

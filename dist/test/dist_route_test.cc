@@ -47,8 +47,8 @@ TEST(DistRoute, SendSenderIsRoutedByItsSender) {
   tuple(b, 3, 22);
   pid(b, 54, 0);
   pid(b, 9, 1);
-  FrameRoute r = route_of(b);
-  EXPECT_EQ(r.kind, FrameRoute::Kind::kProcess);
+  OrderKey r = route_of(b);
+  EXPECT_EQ(r.kind, OrderKey::Kind::kFlow);
   EXPECT_EQ(r.key, key(54, 0));
   EXPECT_FALSE(r.opens_sequence);
 }
@@ -60,8 +60,8 @@ TEST(DistRoute, RegSendLinkExitMonitorUseTheSecondElement) {
     pid(b, 77, 3);
     atom(b, "");
     atom(b, "rex");
-    FrameRoute r = route_of(b);
-    EXPECT_EQ(r.kind, FrameRoute::Kind::kProcess) << int(op);
+    OrderKey r = route_of(b);
+    EXPECT_EQ(r.kind, OrderKey::Kind::kFlow) << int(op);
     EXPECT_EQ(r.key, key(77, 3)) << int(op);
   }
 }
@@ -72,8 +72,8 @@ TEST(DistRoute, SpawnRequestSkipsTheRequestId) {
   ref(b);
   pid(b, 12, 0);
   pid(b, 13, 0);
-  FrameRoute r = route_of(b);
-  EXPECT_EQ(r.kind, FrameRoute::Kind::kProcess);
+  OrderKey r = route_of(b);
+  EXPECT_EQ(r.kind, OrderKey::Kind::kFlow);
   EXPECT_EQ(r.key, key(12, 0));
 }
 
@@ -84,8 +84,8 @@ TEST(DistRoute, SpawnReplyFollowsTheNewProcess) {
   pid(b, 12, 0);   // the parent
   small_int(b, 0); // flags
   pid(b, 40, 2);   // the new process
-  FrameRoute r = route_of(b);
-  EXPECT_EQ(r.kind, FrameRoute::Kind::kProcess);
+  OrderKey r = route_of(b);
+  EXPECT_EQ(r.kind, OrderKey::Kind::kFlow);
   EXPECT_EQ(r.key, key(40, 2));
 }
 
@@ -96,14 +96,14 @@ TEST(DistRoute, FailedSpawnReplyAndNamedMonitorExitAreBarriers) {
   pid(spawn, 12, 0);
   small_int(spawn, 0);
   atom(spawn, "badarg");
-  EXPECT_EQ(route_of(spawn).kind, FrameRoute::Kind::kBarrier);
+  EXPECT_EQ(route_of(spawn).kind, OrderKey::Kind::kBarrier);
 
   Buf down = header();
   tuple(down, 5, 21);
   atom(down, "registered_name");  // monitored by name: the pid is unknown
   pid(down, 3, 0);
   ref(down);
-  EXPECT_EQ(route_of(down).kind, FrameRoute::Kind::kBarrier);
+  EXPECT_EQ(route_of(down).kind, OrderKey::Kind::kBarrier);
 }
 
 TEST(DistRoute, UnlinkIdUsesTheThirdElement) {
@@ -112,8 +112,8 @@ TEST(DistRoute, UnlinkIdUsesTheThirdElement) {
   b.insert(b.end(), {110, 2, 0, 0x34, 0x12});  // SMALL_BIG_EXT id
   pid(b, 5, 6);
   pid(b, 7, 8);
-  FrameRoute r = route_of(b);
-  EXPECT_EQ(r.kind, FrameRoute::Kind::kProcess);
+  OrderKey r = route_of(b);
+  EXPECT_EQ(r.kind, OrderKey::Kind::kFlow);
   EXPECT_EQ(r.key, key(5, 6));
 }
 
@@ -124,8 +124,8 @@ TEST(DistRoute, FragmentsOpenAndCloseASequence) {
   first.push_back(0);
   tuple(first, 4, 6);
   pid(first, 9, 0);
-  FrameRoute r = route_of(first);
-  EXPECT_EQ(r.kind, FrameRoute::Kind::kProcess);
+  OrderKey r = route_of(first);
+  EXPECT_EQ(r.kind, OrderKey::Kind::kFlow);
   EXPECT_EQ(r.key, key(9, 0));
   EXPECT_TRUE(r.opens_sequence);
   EXPECT_EQ(r.sequence, 0x4800000093ull);
@@ -135,8 +135,8 @@ TEST(DistRoute, FragmentsOpenAndCloseASequence) {
     put(cont, 0x4800000093ull, 8);
     put(cont, frag, 8);
     cont.insert(cont.end(), 100, 1);
-    FrameRoute c = route_of(cont);
-    EXPECT_EQ(c.kind, FrameRoute::Kind::kContinuation);
+    OrderKey c = route_of(cont);
+    EXPECT_EQ(c.kind, OrderKey::Kind::kContinuation);
     EXPECT_EQ(c.key, 0x4800000093ull);
     EXPECT_EQ(c.closes_sequence, frag == 1);
   }
@@ -154,28 +154,28 @@ TEST(DistRoute, SingleFragmentDoesNotOpenASequence) {
 
 TEST(DistRoute, AtomCacheRefsTruncationAndGarbageAreBarriers) {
   Buf cached = {131, 'D', 1, 0x08, 0x01};
-  EXPECT_EQ(route_of(cached).kind, FrameRoute::Kind::kBarrier);
+  EXPECT_EQ(route_of(cached).kind, OrderKey::Kind::kBarrier);
   Buf full = header();
   tuple(full, 3, 22);
   pid(full, 54, 0);
   for (size_t n = 0; n < 3 + 4 + 1 + 2 + 14 + 8; ++n) {
     Buf cut(full.begin(), full.begin() + n);
-    EXPECT_EQ(route_of(cut).kind, FrameRoute::Kind::kBarrier) << n;
+    EXPECT_EQ(route_of(cut).kind, OrderKey::Kind::kBarrier) << n;
   }
   for (int seed = 0; seed < 2000; ++seed) {
     Buf junk(size_t(seed % 64));
     for (size_t i = 0; i < junk.size(); ++i) junk[i] = uint8_t(seed * 31 + i * 17);
     route_of(junk);  // must not crash or read out of bounds (ASan build)
   }
-  EXPECT_EQ(route_of(Buf{}).kind, FrameRoute::Kind::kBarrier);
+  EXPECT_EQ(route_of(Buf{}).kind, OrderKey::Kind::kBarrier);
 }
 
 TEST(DistRoute, PassThroughHeaderIsUnderstood) {
   Buf b = {'p', 131};
   tuple(b, 3, 22);
   pid(b, 2, 3);
-  FrameRoute r = route_of(b);
-  EXPECT_EQ(r.kind, FrameRoute::Kind::kProcess);
+  OrderKey r = route_of(b);
+  EXPECT_EQ(r.kind, OrderKey::Kind::kFlow);
   EXPECT_EQ(r.key, key(2, 3));
 }
 
@@ -186,8 +186,8 @@ TEST(DistRoute, IovecFormGathersASplitHeaderAndCountsTheFrame) {
   pid(b, 9, 1);
   b.insert(b.end(), 1000, 7);
   std::vector<iovec> v = {{b.data(), 5}, {b.data() + 5, 11}, {b.data() + 16, b.size() - 16}};
-  FrameRoute r = route_of(std::span<const iovec>(v));
-  EXPECT_EQ(r.kind, FrameRoute::Kind::kProcess);
+  OrderKey r = route_of(std::span<const iovec>(v));
+  EXPECT_EQ(r.kind, OrderKey::Kind::kFlow);
   EXPECT_EQ(r.key, key(54, 0));
   EXPECT_EQ(r.size, 4 + b.size());
 }

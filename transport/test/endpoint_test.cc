@@ -610,10 +610,10 @@ TEST_F(EndpointTest, BulkTransferCompletesOnlyWithConsumedCredit) {
 // Frames of `process` (routed as its), one per payload.
 SendStatus send_as(ConnectionHandle& h, uint64_t process,
                    const std::vector<std::string>& payloads) {
-  std::vector<FrameRoute> routes;
+  std::vector<OrderKey> routes;
   for (const std::string& p : payloads) {
-    FrameRoute r;
-    r.kind = FrameRoute::Kind::kProcess;
+    OrderKey r;
+    r.kind = OrderKey::Kind::kFlow;
     r.key = process;
     r.size = kFrameHeaderSize + p.size();
     routes.push_back(r);

@@ -62,6 +62,13 @@ SendStatus RelayClient::send_packet(uint32_t tunnel, std::span<const uint8_t> pa
   return handle_->send(Channel::kData, encode_tunnel_frame(tunnel, packet), 1);
 }
 
+SendStatus RelayClient::send_packets(uint32_t tunnel,
+                                     std::span<const std::span<const uint8_t>> packets) {
+  if (packets.empty()) return SendStatus::kOk;
+  return handle_->send(Channel::kData, encode_tunnel_frames(tunnel, packets),
+                       uint32_t(packets.size()));
+}
+
 void RelayClient::close_tunnel(uint32_t tunnel, const std::string& reason) {
   handle_->send(Channel::kControl, encode_frame(TunnelClose{tunnel, reason}), 1);
 }

@@ -1,14 +1,15 @@
-// Chooses the data stream for each distribution frame so that a big
-// message of one process never holds back another process's messages,
-// while each process's frames stay in order.
+// Chooses the data stream for each frame so that a big message of one
+// flow (order_key.h) never holds back another flow's messages, while each
+// flow's frames stay in order.
 //
-// A process sticks to its stream while any of its frames there is not yet
+// A flow sticks to its stream while any of its frames there is not yet
 // acknowledged. Once the peer acknowledged the stream up to its last frame
 // (QUIC acknowledges in-order prefixes, and the receiver hands stream
-// bytes to the VM as soon as they are in order), the process may move to
-// the least loaded stream. A frame without a known sender (a barrier) waits
-// until every stream is acknowledged, then goes anywhere.
-// Owned and used by the connection's I/O thread only.
+// bytes on as soon as they are in order), the flow may move to the least
+// loaded stream. A barrier waits until every stream is acknowledged, then
+// goes anywhere.
+// Owned by one connection; used by whoever holds the endpoint's loop lock
+// (loop_owner.h).
 #pragma once
 
 #include <cstddef>
@@ -17,7 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "dist_route.h"
+#include "order_key.h"
 
 namespace macula {
 
@@ -29,7 +30,7 @@ class StreamRouter {
   // Picks the stream for the next frame and counts its bytes on it.
   // nullopt: a barrier that must wait for acknowledgements; call again
   // after acked() (nothing is recorded meanwhile).
-  std::optional<size_t> place(const FrameRoute& route);
+  std::optional<size_t> place(const OrderKey& route);
 
   // The peer acknowledged stream `stream` up to byte `offset`.
   void acked(size_t stream, uint64_t offset);
@@ -37,7 +38,7 @@ class StreamRouter {
   size_t streams() const { return streams_.size(); }
   // Bytes placed on `stream` and not yet acknowledged.
   uint64_t load(size_t stream) const;
-  size_t tracked_processes() const { return processes_.size(); }
+  size_t tracked_flows() const { return processes_.size(); }
 
  private:
   struct Stream {
@@ -56,7 +57,7 @@ class StreamRouter {
 
   std::vector<Stream> streams_;
   std::unordered_map<uint64_t, Process> processes_;
-  std::unordered_map<uint64_t, uint64_t> sequences_;  // sequence -> process
+  std::unordered_map<uint64_t, uint64_t> sequences_;  // sequence -> flow
   size_t next_ = 0;  // where the search for the least loaded stream starts
   size_t prune_at_ = 1024;
 };

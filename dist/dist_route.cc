@@ -107,10 +107,10 @@ std::optional<uint64_t> sender_of(Reader& r) {
   return r.pid();
 }
 
-FrameRoute process_route(std::optional<uint64_t> sender) {
-  FrameRoute out;
+OrderKey process_route(std::optional<uint64_t> sender) {
+  OrderKey out;
   if (sender) {
-    out.kind = FrameRoute::Kind::kProcess;
+    out.kind = OrderKey::Kind::kFlow;
     out.key = *sender;
   }
   return out;
@@ -118,7 +118,7 @@ FrameRoute process_route(std::optional<uint64_t> sender) {
 
 }  // namespace
 
-FrameRoute route_of(std::span<const uint8_t> head) {
+OrderKey route_of(std::span<const uint8_t> head) {
   Reader r(head);
   auto first = r.u(1);
   if (first == kPassThrough) {
@@ -135,22 +135,22 @@ FrameRoute route_of(std::span<const uint8_t> head) {
   auto seq = r.u(8), frag = r.u(8);
   if (!seq || !frag || *frag == 0) return {};
   if (*type == kFragmentCont) {
-    FrameRoute out;
-    out.kind = FrameRoute::Kind::kContinuation;
+    OrderKey out;
+    out.kind = OrderKey::Kind::kContinuation;
     out.key = out.sequence = *seq;
     out.closes_sequence = *frag == 1;
     return out;
   }
   if (r.u(1) != 0) return {};
-  FrameRoute out = process_route(sender_of(r));
-  if (out.kind == FrameRoute::Kind::kProcess && *frag > 1) {
+  OrderKey out = process_route(sender_of(r));
+  if (out.kind == OrderKey::Kind::kFlow && *frag > 1) {
     out.opens_sequence = true;
     out.sequence = *seq;
   }
   return out;
 }
 
-FrameRoute route_of(std::span<const iovec> frame) {
+OrderKey route_of(std::span<const iovec> frame) {
   // Control messages with long node names reach a few hundred bytes; a
   // frame whose header does not fit here is routed as a barrier.
   constexpr size_t kHeadMax = 1024;
@@ -169,7 +169,7 @@ FrameRoute route_of(std::span<const iovec> frame) {
     }
     head = {buf, copied};
   }
-  FrameRoute out = route_of(head);
+  OrderKey out = route_of(head);
   out.size = kFrameHeaderSize + total;
   return out;
 }

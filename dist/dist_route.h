@@ -1,0 +1,32 @@
+// The ordering key (transport/order_key.h) of a distribution frame: Erlang
+// promises that signals from one process to another arrive in order,
+// nothing more. The distribution header names the sending process in most
+// control messages, so each sender is a flow, a fragmented message is a
+// sequence its sender opens, and a frame whose sender is unknown is a
+// barrier. Pure parsing, no state; any thread.
+//
+// The parser assumes the atom cache is off (macula rejects
+// DFLAG_DIST_HDR_ATOM_CACHE in the handshake): frames start with
+// 131 'D' 0 (no cache refs), 131 'E' (first fragment) or 131 'F'
+// (continuation), or the pass-through byte 'p'.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "order_key.h"
+
+namespace macula {
+
+// Reads the ordering key of one distribution frame from its first bytes. Returns
+// kBarrier for anything it does not understand (always safe, only slower).
+OrderKey route_of(std::span<const uint8_t> head);
+
+// The same for a frame given as iovecs (payload only, without the macula
+// frame header); fills in `size`.
+OrderKey route_of(std::span<const iovec> frame);
+
+}  // namespace macula
