@@ -24,7 +24,7 @@ info() ->
 %% `pto_count`, `cwnd`, `bytes_sent` and `bytes_received` (UDP payload).
 -spec paths() -> [map()].
 paths() ->
-    [Info#{node => Node} || {Node, Conn} <- connections(),
+    [Info#{node => Node} || {Node, Conn} <- macula_endpoint:connections(),
                             Info <- [catch macula_nif:conn_info(Conn)],
                             is_map(Info)].
 
@@ -51,10 +51,9 @@ migrate() ->
 %% their peer when it moves.
 -spec migrate(auto | inet:ip_address() | string()) -> {ok, [map()]} | {error, term()}.
 migrate(Target) ->
-    case {target(Target), persistent_term:get({macula_endpoint, endpoint}, undefined)} of
-        {error, _} -> {error, {invalid_address, Target}};
-        {_, undefined} -> {error, not_started};
-        {T, Ep} -> run_migration(Ep, T)
+    case target(Target) of
+        error -> {error, {invalid_address, Target}};
+        T -> run_migration(T)
     end.
 
 target(auto) -> auto;
@@ -71,18 +70,26 @@ target(Ip) when is_list(Ip); is_binary(Ip) ->
     end;
 target(_) -> error.
 
-run_migration(Ep, Target) ->
+run_migration(Target) ->
     Ref = make_ref(),
-    ok = macula_nif:migrate(Ep, Target, self(), Ref),
+    case macula_endpoint:migrate(Target, Ref) of
+        ok -> migration_results(Ref);
+        {error, _} = Error -> Error
+    end.
+
+migration_results(Ref) ->
     Deadline = erlang:monotonic_time(millisecond) + ?MIGRATE_TIMEOUT,
     receive
         {macula_migrate_count, Ref, N} ->
-            Nodes = maps:from_list([{macula_nif:conn_id(C), Node} || {Node, C} <- connections()]),
+            Nodes = nodes_by_conn_id(),
             {ok, [R#{node => maps:get(Id, Nodes, undefined)}
                   || {Id, R} <- collect(Ref, N, Deadline)]}
     after ?MIGRATE_TIMEOUT ->
             {error, timeout}
     end.
+
+nodes_by_conn_id() ->
+    maps:from_list([{macula_nif:conn_id(C), Node} || {Node, C} <- macula_endpoint:connections()]).
 
 collect(_Ref, 0, _Deadline) ->
     [];
@@ -95,12 +102,6 @@ collect(Ref, N, Deadline) ->
             [{undefined, #{result => timeout}}]
     end.
 
-%% {Node, Conn} for each macula distribution connection: the controller
-%% (the output process) keeps its connection in its process dictionary.
-connections() ->
-    [{Node, Conn} || {Node, Pid} <- erlang:system_info(dist_ctrl), is_pid(Pid),
-                     {dictionary, Dict} <- [erlang:process_info(Pid, dictionary)],
-                     {macula_conn, Conn} <- Dict].
 
 %% @doc dist_relay mode: adds relays at run time ("host:port", comma-
 %% separated, port 4434 if left out). The node registers there under its

@@ -6,7 +6,9 @@
 -module(macula_config).
 
 -export([get/0, default_port/0]).
--export([lookup/1, invalid/3]).  % for macula_relay_config
+-export([relay_mode/0]).
+
+-import(macula_setting, [lookup/1, invalid/3]).
 
 -define(KEY, {?MODULE, config}).
 -define(DEFAULT_PORT, 4433).
@@ -33,8 +35,15 @@ get() ->
             Config
     end.
 
+%% @doc The port of node names that do not give one.
+-spec default_port() -> inet:port_number().
 default_port() ->
     maps:get(port, ?MODULE:get()).
+
+%% @doc True in dist_relay and relay mode: peers come through relays.
+-spec relay_mode() -> boolean().
+relay_mode() ->
+    maps:get(mode, ?MODULE:get()) =/= direct.
 
 read() ->
     Cacert = string(macula_dist_cacertfile, ""),
@@ -79,17 +88,6 @@ mode() ->
         "dist_relay" -> dist_relay;
         "relay" -> relay;
         Other -> invalid(macula_dist_mode, Other, "expected direct, dist_relay or relay")
-    end.
-
-%% The raw value of a setting, or undefined.
-lookup(Key) ->
-    case init:get_argument(Key) of
-        {ok, [[Value] | _]} -> Value;
-        _ ->
-            case application:get_env(kernel, Key) of
-                {ok, Value} -> Value;
-                undefined -> os:getenv(string:uppercase(atom_to_list(Key)), undefined)
-            end
     end.
 
 string(Key, Default) ->
@@ -138,8 +136,3 @@ boolean(Key, Default) ->
         V when V =:= false; V =:= "false" -> false;
         V -> invalid(Key, V, "expected true or false")
     end.
-
-invalid(Key, Value, Why) ->
-    Text = lists:flatten(io_lib:format("invalid ~s ~p: ~s", [Key, Value, Why])),
-    logger:error("macula: ~s", [Text]),
-    error({macula_config, Text}).

@@ -7,12 +7,13 @@
 -export([listen/1, listen/2, accept/1, accept_connection/5, setup/5,
          close/1, select/1, is_node_name/1, splitname/1, address/0,
          childspecs/0, setopts/2, getopts/2]).
--export([resolve/1, parse/1, relay_mode/0]).
 
 -include_lib("kernel/include/net_address.hrl").
 
 -define(PROTOCOL, macula).
 
+-spec listen(atom()) -> {ok, {macula_nif:endpoint(), #net_address{}, pos_integer()}}
+                      | {error, term()}.
 listen(Name) ->
     {ok, Host} = inet:gethostname(),
     listen(Name, Host).
@@ -20,6 +21,8 @@ listen(Name) ->
 %% Name is the part before '@': `4433` in `4433@host` chooses the port.
 %% A node that runs with EPMD registers its port there (see
 %% macula_dist_epmd), and takes EPMD's creation as inet_tcp_dist does.
+-spec listen(atom(), string()) ->
+          {ok, {macula_nif:endpoint(), #net_address{}, pos_integer()}} | {error, term()}.
 listen(Name, Host) ->
     try listen_port(Name, Host) of
         Port ->
@@ -52,15 +55,10 @@ creation(Creation) -> Creation.
 %% The relay modes (dist_relay, relay): nothing listens on the network;
 %% peers come through the relays (macula_dist_relay).
 listen_endpoint(Name, Host, Port) ->
-    case relay_mode() of
+    case macula_config:relay_mode() of
         true -> macula_dist_relay:listen(list_to_atom(atom_to_list(Name) ++ "@" ++ Host));
         false -> macula_endpoint:listen(Port)
     end.
-
-%% @doc True in dist_relay and relay mode.
--spec relay_mode() -> boolean().
-relay_mode() ->
-    maps:get(mode, macula_config:get()) =/= direct.
 
 %% The port to listen on: the one of the name (`port@host`), or the
 %% default port, or the one EPMD gives (see macula_dist_epmd). A name
@@ -70,7 +68,7 @@ relay_mode() ->
 listen_port(Name, Host) ->
     _ = macula_config:get(),
     Node = list_to_atom(atom_to_list(Name) ++ "@" ++ Host),
-    case parse(Node) of
+    case macula_node_name:parse(Node) of
         {ok, {NameBin, _Host, Port, _Kind}} ->
             Kind = case macula_dist_epmd:is_port_name(binary_to_list(NameBin)) of
                        true -> explicit;
@@ -88,64 +86,65 @@ listen_port(Name, Host) ->
 new_creation() ->
     rand:uniform(16#fffffff0 - 4) + 3.
 
+-spec accept(macula_nif:endpoint()) -> pid().
 accept(Ep) ->
     macula_dist_acceptor:start(Ep, self()).
 
+-spec accept_connection(pid(), macula_nif:conn(), node(), list(), non_neg_integer()) -> pid().
 accept_connection(AcceptPid, Conn, MyNode, Allowed, SetupTime) ->
     macula_dist_handshake:accept(self(), AcceptPid, Conn, MyNode, Allowed, SetupTime).
 
+-spec setup(node(), atom(), node(), shortnames | longnames, non_neg_integer()) -> pid().
 setup(Node, Type, MyNode, _LongOrShortNames, SetupTime) ->
     macula_dist_handshake:setup(self(), Node, Type, MyNode, SetupTime).
 
-%% Only the listen handle is closed here; the endpoint lives as long as
-%% the node, so there is nothing to do.
+%% Only the listen handle is closed here; the endpoint belongs to
+%% macula_endpoint and goes when distribution stops, so there is nothing
+%% to do.
+-spec close(macula_nif:endpoint()) -> ok.
 close(_Listen) ->
     ok.
 
 %% Claims a node only if its name parses and its host resolves (through
 %% the EPMD module's address_please/3, when the node uses one).
+-spec select(term()) -> boolean().
 select(Node) ->
-    case parse(Node) of
+    case is_atom(Node) andalso macula_node_name:parse(Node) of
         {ok, {Name, Host, _Port, _Kind}} ->
-            relay_mode() orelse
+            macula_config:relay_mode() orelse
                 macula_dist_epmd:address(binary_to_list(Name), binary_to_list(Host)) =/= error;
-        {error, _} ->
+        _ ->
             false
     end.
 
+-spec is_node_name(term()) -> boolean().
 is_node_name(Node) ->
     splitname(Node) =/= false.
 
 %% @doc `{Port, Host}` for a macula node name, or false.
-splitname(Node) when is_atom(Node) ->
-    case parse(Node) of
-        {ok, {_Name, Host, Port, _Kind}} -> {Port, binary_to_list(Host)};
-        {error, _} -> false
-    end;
-splitname(_) ->
-    false.
+-spec splitname(term()) -> {inet:port_number(), string()} | false.
+splitname(Node) ->
+    macula_node_name:split(Node).
 
-%% @doc The parsed name: `{ok, {Name, Host, Port, ipv4 | ipv6 | dns}}`.
-parse(Node) ->
-    macula_nif:parse_node_name(atom_to_binary(Node), macula_config:default_port()).
-
-%% @doc The IP address to dial for a host from a node name, or error.
-resolve(Host) ->
-    macula_dist_epmd:resolve(Host).
-
+-spec address() -> #net_address{}.
 address() ->
     {ok, Host} = inet:gethostname(),
     #net_address{host = Host, protocol = ?PROTOCOL, family = inet}.
 
-%% The relay modes' relay connections live under net_sup, like
-%% net_kernel. A configuration error shows at listen, with its message.
+%% The endpoint's owner and, in the relay modes, the relay connections
+%% live under net_sup, started before net_kernel calls listen. A
+%% configuration error shows at listen, with its message.
+-spec childspecs() -> {ok, [supervisor:child_spec()]}.
 childspecs() ->
-    case catch relay_mode() of
-        true -> {ok, [macula_dist_relay:childspec()]};
+    case catch macula_config:relay_mode() of
+        true -> {ok, [macula_endpoint:childspec(), macula_dist_relay:childspec()]};
+        false -> {ok, [macula_endpoint:childspec()]};
         _ -> {ok, []}
     end.
 
+-spec setopts(macula_nif:endpoint(), [inet:socket_setopt()]) -> ok | {error, enotsup}.
 setopts(_Listen, []) -> ok;
 setopts(_Listen, _Opts) -> {error, enotsup}.
 
+-spec getopts(macula_nif:endpoint(), [atom()]) -> {ok, []}.
 getopts(_Listen, _Opts) -> {ok, []}.

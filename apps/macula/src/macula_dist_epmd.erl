@@ -10,7 +10,7 @@
 %% the cookie proof.
 -module(macula_dist_epmd).
 
--export([in_use/0, listen_port/3, register/2, locate/1, address/2, resolve/1, is_port_name/1]).
+-export([in_use/0, listen_port/3, register/2, locate/1, address/2, is_port_name/1]).
 
 -define(PORT_PLEASE_TIMEOUT, 5000).
 
@@ -21,8 +21,7 @@
 %% their relays).
 -spec in_use() -> boolean().
 in_use() ->
-    init:get_argument(no_epmd) =:= error
-        andalso maps:get(mode, macula_config:get()) =:= direct.
+    init:get_argument(no_epmd) =:= error andalso not macula_config:relay_mode().
 
 %% @doc The UDP port a node called Name@Host listens on. `Parsed` is the
 %% port its name gives (explicit, or the default port). With EPMD, a
@@ -65,8 +64,7 @@ register(Name, Port) ->
 %% port, or why not.
 -spec locate(node()) -> {ok, location()} | {error, term()}.
 locate(Node) ->
-    Default = macula_config:default_port(),
-    case macula_nif:parse_node_name(atom_to_binary(Node), Default) of
+    case macula_node_name:parse(Node) of
         {ok, {NameBin, HostBin, Port, _Kind}} ->
             Name = binary_to_list(NameBin),
             Host = binary_to_list(HostBin),
@@ -91,16 +89,7 @@ address(Name, Host) ->
         {ok, Ip} -> Ip;
         {ok, Ip, Port, _Version} -> {Ip, Port};
         {error, _} -> error;
-        _ -> resolve(Host)
-    end.
-
-%% @doc The IP address of a host from a node name (an IP literal, else
-%% IPv4, else IPv6), or error.
--spec resolve(string()) -> inet:ip_address() | error.
-resolve(Host) ->
-    case inet:parse_address(Host) of
-        {ok, Ip} -> Ip;
-        {error, _} -> getaddr(Host, [inet, inet6])
+        _ -> macula_node_name:resolve(Host)
     end.
 
 with_port(_Host, _Ip, 0) -> {error, noport};
@@ -123,13 +112,6 @@ peer_port(Name, Ip, Port) ->
                 {port, P, _Version} -> P;
                 _ -> Port
             end
-    end.
-
-getaddr(_Host, []) -> error;
-getaddr(Host, [Family | Rest]) ->
-    case inet:getaddr(Host, Family) of
-        {ok, Ip} -> Ip;
-        {error, _} -> getaddr(Host, Rest)
     end.
 
 family(Host) ->

@@ -48,7 +48,7 @@ do_setup(Kernel, Node, Type, MyNode, SetupTime) ->
 %% In the relay modes the peer is at the loopback end of a relay tunnel;
 %% the host stays the one of its name (CA mode checks it).
 route(Node) ->
-    case macula_dist:relay_mode() of
+    case macula_config:relay_mode() of
         true -> macula_dist_relay:route(Node);
         false -> target(Node)
     end.
@@ -98,7 +98,7 @@ do_accept(Kernel, AcceptPid, Conn, MyNode, Allowed, SetupTime) ->
     Ctx = #macula_ctx{conn = Conn, id = Id, input = Input, output = Output},
     {IpBin, Port} = macula_nif:peer_address(Conn),
     {ok, Ip} = inet:parse_address(binary_to_list(IpBin)),
-    macula_dist:relay_mode() andalso macula_dist_relay:accepted(Port),
+    macula_config:relay_mode() andalso macula_dist_relay:accepted(Port),
     Proven = server_proof(Ctx, MyNode, Ip),
     dist_util:reset_timer(Timer),
     HSData = (hs_data(Ctx#macula_ctx{proven = Proven}, Kernel, MyNode, Timer))#hs_data{
@@ -265,19 +265,25 @@ recv_control(#macula_ctx{id = Id}, Peer) ->
 
 %%% Callbacks from dist_util's con_loop
 
+-spec tick(#macula_ctx{}) -> ok.
 tick(#macula_ctx{conn = Conn}) ->
     _ = macula_nif:tick(Conn),
     ok.
 
+-spec getstat(#macula_ctx{}) ->
+          {ok, non_neg_integer(), non_neg_integer(), non_neg_integer()}.
 getstat(#macula_ctx{conn = Conn}) ->
     macula_nif:getstat(Conn).
 
+-spec setopts(#macula_ctx{}, list()) -> {error, enotsup}.
 setopts(_Ctx, _Opts) ->
     {error, enotsup}.
 
+-spec getopts(#macula_ctx{}, list()) -> {error, enotsup}.
 getopts(_Ctx, _Opts) ->
     {error, enotsup}.
 
-handshake_complete(#macula_ctx{conn = Conn, output = Output}, _Node, DHandle) ->
+-spec handshake_complete(#macula_ctx{}, node(), term()) -> ok.
+handshake_complete(#macula_ctx{conn = Conn, output = Output}, Node, DHandle) ->
     Output ! {handshake_complete, Conn, DHandle},
-    ok.
+    macula_endpoint:connected(Node, Conn).

@@ -22,8 +22,6 @@ start_link(Input) ->
 init(Input) ->
     receive
         {handshake_complete, Conn, DHandle} ->
-            %% macula:paths/0 finds the connection of a node here.
-            put(macula_conn, Conn),
             erlang:dist_ctrl_input_handler(DHandle, Input),
             erlang:dist_ctrl_set_opt(DHandle, get_size, true),
             Input ! {handshake_complete, Conn, DHandle},

@@ -55,10 +55,12 @@
 %%% API
 
 %% @doc The child spec net_sup starts before net_kernel.
+-spec childspec() -> supervisor:child_spec().
 childspec() ->
     #{id => ?SERVER, start => {?MODULE, start_link, []}, restart => permanent,
       shutdown => 2000, type => worker, modules => [?MODULE]}.
 
+-spec start_link() -> {ok, pid()} | {error, term()}.
 start_link() ->
     gen_server:start_link({local, ?SERVER}, ?MODULE, [], []).
 
@@ -69,7 +71,6 @@ listen(Node) ->
     case macula_endpoint:listen(0) of
         {ok, Ep} ->
             #{port := Inner} = macula_nif:endpoint_info(Ep),
-            ensure_started(),
             ok = gen_server:call(?SERVER, {listen, Node, Inner}),
             {ok, Ep};
         {error, _} = Error ->
@@ -81,7 +82,7 @@ listen(Node) ->
 %% dist_util expects) when no relay gives one.
 -spec route(node()) -> {string(), 1..65535, inet:ip_address()}.
 route(Node) ->
-    Host = case macula_dist:splitname(Node) of
+    Host = case macula_node_name:split(Node) of
                {_, H} -> H;
                false -> ?shutdown2(Node, {macula, invalid_node_name})
            end,
@@ -127,20 +128,17 @@ info() ->
         _ -> gen_server:call(?SERVER, info)
     end.
 
-ensure_started() ->
-    case whereis(?SERVER) of
-        undefined -> {ok, _} = gen_server:start({local, ?SERVER}, ?MODULE, [], []), ok;
-        _ -> ok
-    end.
-
 %%% ------------------------------------------------------------------
 %%% gen_server
 %%% Under net_sup (one_for_all, no restarts) a crash here would take
 %%% distribution down: every NIF call that can raise is caught.
 
+-spec init([]) -> {ok, #st{}}.
 init([]) ->
     {ok, #st{}}.
 
+-spec handle_call(term(), {pid(), term()}, #st{}) ->
+          {reply, term(), #st{}} | {noreply, #st{}}.
 handle_call({listen, Node, Inner}, _From, St) ->
     Config = macula_config:get(),
     Mode = maps:get(mode, Config),
@@ -167,9 +165,11 @@ handle_call(info, _From, St) ->
 handle_call(_Other, _From, St) ->
     {reply, {error, unknown_call}, St}.
 
+-spec handle_cast(term(), #st{}) -> {noreply, #st{}}.
 handle_cast(_Msg, St) ->
     {noreply, St}.
 
+-spec handle_info(term(), #st{}) -> {noreply, #st{}}.
 handle_info({macula_relay, Tag, Event}, St) ->
     case maps:find(Tag, St#st.relays) of
         {ok, R} -> {noreply, relay_event(Tag, R, Event, St)};
@@ -240,7 +240,7 @@ open_relay(Tag, St = #st{relays = Rs}) ->
     end.
 
 open_shim(Tag, #relay{host = Host, port = Port}, #st{node = Node, inner = Inner, config = C}) ->
-    case macula_dist:resolve(Host) of
+    case macula_node_name:resolve(Host) of
         error ->
             {error, "cannot resolve " ++ Host};
         Ip ->

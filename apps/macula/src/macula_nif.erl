@@ -1,5 +1,20 @@
-%% @doc Erlang side of the C++ core binding. See dist/nif/macula_nif.cc for the
-%% contract of each function and the messages the I/O thread sends.
+%% @doc Erlang side of the distribution binding (dist/nif/macula_nif.cc):
+%% the node's QUIC endpoint and its connections. Every function checks its
+%% arguments and raises `{badarg, Which}' naming the bad one, then returns
+%% at once: the work is done by whichever thread holds the endpoint's loop
+%% lock (the I/O thread, or this scheduler if the lock is free). Results
+%% that come later arrive as messages:
+%%
+%%   {macula_accept, EndpointPort, Conn}       to the acceptor (set_acceptor/2)
+%%   {macula_connected, Id}                    to the control pid
+%%   {macula_ctl, Id, Frame}                   to the control pid
+%%   {macula_data, Id, [Frame], Credit}        to the data pid
+%%   {macula_writable, Id}                     to the pid whose send/3 got busy
+%%   {macula_closed, Id, close_reason()}       to the control and data pids
+%%   {macula_migrate_count, Ref, N}, then N times
+%%   {macula_migrated, Ref, Id, Result, Local} to the caller of migrate/4
+%%
+%% A connection closes when its data pid dies or its resource is garbage.
 -module(macula_nif).
 -on_load(init/0).
 
@@ -13,6 +28,28 @@
        conn_id/1, peer_address/1, conn_info/1, migrate/4, cookie_proof/4, check_cookie_proof/5,
        peer_cert_matches/2, parse_node_name/2]).
 
+-type endpoint() :: reference().
+-type conn() :: reference().
+-type conn_id() :: non_neg_integer().
+%% A binary, or an iolist that becomes one.
+-type text() :: iodata().
+-type address() :: {IpText :: binary(), inet:port_number()}.
+-type send_status() :: ok | busy | closed.
+-type role() :: client | server.
+%% How a connection ended, as {macula_closed, Id, Reason} reports it.
+-type close_reason() :: local_close | idle_timeout | handshake_timeout | unreachable
+                      | endpoint_stopped
+                      | {peer_closed | tls_alert | protocol_error, Code :: non_neg_integer(),
+                         Text :: binary()}.
+-type endpoint_opts() ::
+        #{ip => text(), port => 0..65535, accept => 0 | 1,
+          trust => cookie | ca | insecure, cc => cubic | reno | bbr | bbr2,
+          cert_dir => text(), cacertfile => text(), certfile => text(), keyfile => text(),
+          idle_timeout_ms => non_neg_integer(), handshake_timeout_ms => non_neg_integer(),
+          send_high_water => non_neg_integer(), send_low_water => non_neg_integer(),
+          busy_poll_us => non_neg_integer()}.
+-export_type([endpoint/0, conn/0, conn_id/0, address/0, close_reason/0, endpoint_opts/0]).
+
 init() ->
     Ebin = filename:dirname(code:which(?MODULE)),
     Lib = filename:join([Ebin, "..", "priv", "macula_nif"]),
@@ -20,22 +57,114 @@ init() ->
 
 -define(NIF, erlang:nif_error({not_loaded, ?MODULE})).
 
+%% @doc Binds the UDP socket (port 0: any free one) and starts the
+%% endpoint's I/O thread; with `accept => 0' it only dials. Keys left out
+%% take the core's defaults. A dirty I/O call: it may create the node's
+%% key and certificate in `cert_dir'. The error text names the cause.
+-spec open_endpoint(endpoint_opts()) -> {ok, endpoint()} | {error, binary()}.
 open_endpoint(_Opts) -> ?NIF.
+
+%% @doc Drops the binding's hold on the endpoint; later calls on it raise
+%% `{badarg, endpoint}'.
+-spec close_endpoint(endpoint()) -> ok.
 close_endpoint(_Ep) -> ?NIF.
+
+%% @doc `Pid' gets a `{macula_accept, ...}' message for each connection the
+%% endpoint accepts from now on; until an acceptor is set they are closed.
+-spec set_acceptor(endpoint(), pid()) -> ok.
 set_acceptor(_Ep, _Pid) -> ?NIF.
+
+%% @doc The endpoint's port and counters; `reader_id' names the endpoint
+%% to the driver (`open_port({spawn_driver, "macula_nif <reader_id>"}, [])').
+-spec endpoint_info(endpoint()) ->
+          #{port := inet:port_number(), connections := non_neg_integer(),
+            accepted := non_neg_integer(), dropped_packets := non_neg_integer(),
+            stateless_resets := non_neg_integer(), trust := cookie | ca | insecure,
+            follows_address_changes := boolean(), reader_id := pos_integer()}.
 endpoint_info(_Ep) -> ?NIF.
+
+%% @doc Starts a connection to Ip:Port; `Host' is what the peer's
+%% certificate must be valid for in CA mode. `{macula_connected, Id}' or
+%% `{macula_closed, Id, Reason}' follows. The connection closes when
+%% `DataPid' dies.
+-spec dial(endpoint(), Ip :: text(), inet:port_number(), Host :: text(),
+           ControlPid :: pid(), DataPid :: pid()) -> {ok, conn(), conn_id()}.
 dial(_Ep, _Ip, _Port, _Host, _CtlPid, _DataPid) -> ?NIF.
+
+%% @doc Gives an accepted connection its control and data pids (once);
+%% frames that came before wait for it. It closes when `DataPid' dies.
+-spec attach(conn(), ControlPid :: pid(), DataPid :: pid()) -> conn_id().
 attach(_Conn, _CtlPid, _DataPid) -> ?NIF.
+
+%% @doc Queues each element of `Frames' (1..4096 of them) as one frame on
+%% the control stream or the data streams. `busy': queued, but the send
+%% queue is over its high-water mark; the caller gets `{macula_writable,
+%% Id}' once it has drained. `closed': the connection is gone.
+-spec send(conn(), control | data, [iodata(), ...]) -> send_status().
 send(_Conn, _Channel, _Frames) -> ?NIF.
+
+%% @doc An empty control frame: a tick that never waits behind data.
+-spec tick(conn()) -> send_status().
 tick(_Conn) -> ?NIF.
+
+%% @doc Returns `Credit' bytes (as given by `{macula_data, ...}') to the
+%% peer's flow-control window once the frames are delivered.
+-spec consumed(conn(), non_neg_integer()) -> ok.
 consumed(_Conn, _Credit) -> ?NIF.
+
+%% @doc Closes the connection, sending the peer application code `Code'
+%% and `Reason'.
+-spec close(conn(), non_neg_integer(), text()) -> ok.
 close(_Conn, _Code, _Reason) -> ?NIF.
+
+%% @doc Frames received and sent (dist_util's tick accounting) and bytes
+%% still queued.
+-spec getstat(conn()) -> {ok, In :: non_neg_integer(), Out :: non_neg_integer(),
+                          Queued :: non_neg_integer()}.
 getstat(_Conn) -> ?NIF.
+
+%% @doc The connection's id, the one its messages carry.
+-spec conn_id(conn()) -> conn_id().
 conn_id(_Conn) -> ?NIF.
+
+%% @doc The peer's current address.
+-spec peer_address(conn()) -> address().
 peer_address(_Conn) -> ?NIF.
+
+%% @doc The connection's path and recovery state (see macula:paths/0);
+%% `local' and `remote' are undefined before the first packet.
+-spec conn_info(conn()) -> #{id := conn_id(), role := role(),
+                             local := address() | undefined,
+                             remote := address() | undefined,
+                             migrating := boolean(), atom() => non_neg_integer()}.
 conn_info(_Conn) -> ?NIF.
+
+%% @doc Moves the endpoint's client connections to local address `Target'
+%% (one of this host's), or with `auto' to the source address the routing
+%% table prefers for each peer. `Pid' gets `{macula_migrate_count, Ref,
+%% N}', then one `{macula_migrated, Ref, Id, Result, Local}' per connection.
+-spec migrate(endpoint(), auto | text(), pid(), reference()) -> ok.
 migrate(_Ep, _Target, _Pid, _Ref) -> ?NIF.
+
+%% @doc This side's proof (32 bytes) that it knows `Cookie': an HMAC of the
+%% cookie over this TLS session's exporter value, the role and the node
+%% name. Raises `{badarg, conn}' before the TLS handshake is done.
+-spec cookie_proof(conn(), role(), Node :: text(), Cookie :: text()) -> binary().
 cookie_proof(_Conn, _Role, _Node, _Cookie) -> ?NIF.
+
+%% @doc Whether `Proof' is the proof the peer in `Role' named `Node' must
+%% send if it knows `Cookie' (compared in constant time).
+-spec check_cookie_proof(conn(), role(), Node :: text(), Cookie :: text(), binary()) ->
+          boolean().
 check_cookie_proof(_Conn, _Role, _Node, _Cookie, _Proof) -> ?NIF.
+
+%% @doc Whether the peer's certificate is valid for `Host' (CA mode).
+-spec peer_cert_matches(conn(), Host :: text()) -> boolean().
 peer_cert_matches(_Conn, _Host) -> ?NIF.
+
+%% @doc Parses `name@host' or `port@host' (the port used when the name is
+%% not a number is `DefaultPort'); the error text says what is wrong.
+-spec parse_node_name(text(), inet:port_number()) ->
+          {ok, {Name :: binary(), Host :: binary(), inet:port_number(), ipv4 | ipv6 | dns}}
+        | {error, binary()}.
 parse_node_name(_Name, _DefaultPort) -> ?NIF.

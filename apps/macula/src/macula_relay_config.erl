@@ -3,7 +3,7 @@
 %%   macula_dist_relays             "host:port,host:port" (port 4434 if left out)
 %%   macula_dist_realm_secret_file  the realm's shared secret (>= 16 bytes,
 %%                                  surrounding whitespace ignored, as the relay does)
-%% A bad value raises macula_config's error naming the setting.
+%% A bad value raises macula_setting's error naming the setting.
 -module(macula_relay_config).
 
 -export([read/1, parse_relays/2, read_secret/2]).
@@ -25,14 +25,14 @@ read(_RelayMode) ->
                                   setting(macula_dist_realm_secret_file, ""))}.
 
 setting(Key, Default) ->
-    case macula_config:lookup(Key) of
+    case macula_setting:lookup(Key) of
         undefined -> Default;
         [H | _] = L when is_list(H); is_binary(H) ->  % kernel env: a list of relays
             lists:flatten(lists:join(",", [unicode:characters_to_list(I) || I <- L]));
         V when is_list(V) -> V;
         V when is_binary(V) -> binary_to_list(V);
         V when is_atom(V) -> atom_to_list(V);
-        V -> macula_config:invalid(Key, V, "expected a string")
+        V -> macula_setting:invalid(Key, V, "expected a string")
     end.
 
 %% @doc "h1:p1, h2" -> [{"h1", p1}, {"h2", 4434}]; "[::1]:5" for IPv6.
@@ -62,22 +62,22 @@ port(Key, Text) ->
     end.
 
 bad_relay(Key, Item) ->
-    macula_config:invalid(Key, Item, "expected host:port, host or [ipv6]:port, "
+    macula_setting:invalid(Key, Item, "expected host:port, host or [ipv6]:port, "
                           "comma-separated").
 
 %% @doc The secret in File; fails naming Key if it is missing or too short.
 -spec read_secret(atom(), string()) -> binary().
 read_secret(Key, "") ->
-    macula_config:invalid(Key, "", "the relay modes need the realm's shared secret file");
+    macula_setting:invalid(Key, "", "the relay modes need the realm's shared secret file");
 read_secret(Key, File) ->
     %% prim_file: at boot net_kernel starts before the file server.
     case read_head(File, ?MAX_SECRET_FILE + 1) of
         {ok, Bin} when byte_size(Bin) > ?MAX_SECRET_FILE ->
-            macula_config:invalid(Key, File, "larger than 4 KB");
+            macula_setting:invalid(Key, File, "larger than 4 KB");
         {ok, Bin} ->
             check_secret(Key, File, string:trim(Bin, both, " \t\r\n"));
         {error, Why} ->
-            macula_config:invalid(Key, File, "cannot read it: " ++ file:format_error(Why))
+            macula_setting:invalid(Key, File, "cannot read it: " ++ file:format_error(Why))
     end.
 
 read_head(File, Max) ->
@@ -94,6 +94,6 @@ read_head(File, Max) ->
     end.
 
 check_secret(Key, File, Secret) when byte_size(Secret) < ?MIN_SECRET ->
-    macula_config:invalid(Key, File, "the secret is shorter than 16 bytes");
+    macula_setting:invalid(Key, File, "the secret is shorter than 16 bytes");
 check_secret(_Key, _File, Secret) ->
     Secret.

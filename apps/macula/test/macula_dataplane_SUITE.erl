@@ -11,7 +11,7 @@
 -export([backpressure_frozen_receiver/1, no_false_disconnect/1,
          frozen_peer_nodedown/1, ordering_random_sizes/1, reader_port_lost/1]).
 %% run on the peers
--export([reader_ports/0, sink/0, sink_count/2, flood/3, saturate/3, order_sender/4,
+-export([reader_ports/0, kill_reader_ports/0, sink/0, sink_count/2, flood/3, saturate/3, order_sender/4,
          order_receiver/2, order_result/1]).
 
 -define(FIRST_PORT, 17000).
@@ -119,28 +119,33 @@ wait_results(B, Pairs, Deadline) ->
 
 %%% On the peers
 
-%% The schedulers read each node's socket through the driver port of the
-%% process macula_endpoint_reader. If that process dies, the endpoint's
-%% I/O thread reads again: traffic carries on, in order, both ways.
+%% The schedulers read each node's socket through a driver port that the
+%% endpoint's owner (macula_endpoint) holds. If that port dies, the
+%% endpoint's I/O thread reads again: traffic carries on, in order, both
+%% ways, and the owner stays.
 reader_port_lost(Config) ->
     {A, NA, B, NB} = pair(Config, []),
-    Readers = [peer:call(P, erlang, whereis, [macula_endpoint_reader]) || P <- [A, B]],
-    [true, true] = [is_pid(R) || R <- Readers],
+    Owners = [peer:call(P, erlang, whereis, [macula_endpoint]) || P <- [A, B]],
+    [true, true] = [is_pid(O) || O <- Owners],
     [[_], [_]] = [peer:call(P, ?MODULE, reader_ports, []) || P <- [A, B]],
     Sink1 = peer:call(B, ?MODULE, sink, []),
     peer:call(A, ?MODULE, flood, [Sink1, 1000, 10000]),
     {ok, 1000} = peer:call(B, ?MODULE, sink_count, [Sink1, 30000], 40000),
-    [true, true] = [peer:call(P, erlang, exit, [R, kill]) || {P, R} <- [{A, hd(Readers)}, {B, lists:last(Readers)}]],
+    [1, 1] = [peer:call(P, ?MODULE, kill_reader_ports, []) || P <- [A, B]],
     ok = macula_ct:poll(fun() -> [[], []] =:= [peer:call(P, ?MODULE, reader_ports, []) || P <- [A, B]] end,
                         5000, reader_port_still_open),
     Sink2 = peer:call(B, ?MODULE, sink, []),
     peer:call(A, ?MODULE, flood, [Sink2, 1000, 100000]),
     {ok, 1000} = peer:call(B, ?MODULE, sink_count, [Sink2, 60000], 70000),
     pong = peer:call(B, net_adm, ping, [NA], 30000),
-    [NB] = peer:call(A, erlang, nodes, []).
+    [NB] = peer:call(A, erlang, nodes, []),
+    Owners = [peer:call(P, erlang, whereis, [macula_endpoint]) || P <- [A, B]].
 
 reader_ports() ->
     [P || P <- erlang:ports(), {name, "macula_nif" ++ _} <- [erlang:port_info(P, name)]].
+
+kill_reader_ports() ->
+    length([exit(P, kill) || P <- reader_ports()]).
 
 sink() ->
     spawn(fun() -> sink_loop(0, none) end).

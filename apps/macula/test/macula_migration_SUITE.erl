@@ -205,8 +205,7 @@ api(Config) ->
      || Bad <- ["10.198.1", "not an address", {1, 2, 3}, 42, <<"::g">>]],
     {'EXIT', {{badarg, ip}, _}} =
         peer:call(C, erlang, apply,
-                  [fun() -> catch macula_nif:migrate(persistent_term:get(
-                                                        {macula_endpoint, endpoint}),
+                  [fun() -> catch macula_nif:migrate(macula_endpoint:get(),
                                                       <<"x">>, self(), make_ref())
                    end, []]),
     {'EXIT', {{badarg, conn}, _}} =
