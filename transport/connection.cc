@@ -326,6 +326,8 @@ void Connection::on_datagram(const Address& local, const Address& remote,
   }
   if (state_ != State::kHandshake && state_ != State::kOpen) return;
   bytes_received_ += len;
+  last_rx_ = now;
+  gone_deadline_ = 0;  // the peer is alive after all
   ngtcp2_path path = make_path(local, remote);
   ngtcp2_pkt_info pi{};
   int rv = ngtcp2_conn_read_pkt(conn_, &path, &pi, data, len, now);
@@ -462,6 +464,10 @@ void Connection::on_expiry(uint64_t now) {
     return;
   }
   if (state_ == State::kClosed) return;
+  if (gone_deadline_ != 0 && gone_deadline_ <= now) {
+    close_gone(now);
+    return;
+  }
   if (publish_due_ <= now) publish_path(now, true);
   if (ngtcp2_conn_get_expiry(conn_) > now) return;
   int rv = ngtcp2_conn_handle_expiry(conn_, now);
@@ -477,6 +483,24 @@ void Connection::abort(const CloseInfo& info, uint64_t now) {
   report_closed(info);
   state_ = State::kClosed;
   drain_deadline_ = 0;
+}
+
+void Connection::close_for_exit(uint64_t now) {
+  if (state_ != State::kOpen && state_ != State::kHandshake) return;
+  static constexpr char kReason[] = "node exiting";
+  ngtcp2_connection_close_error ccerr;
+  ngtcp2_connection_close_error_set_application_error(
+      &ccerr, 0, reinterpret_cast<const uint8_t*>(kReason), sizeof kReason - 1);
+  ngtcp2_path_storage ps;
+  ngtcp2_path_storage_zero(&ps);
+  ngtcp2_pkt_info pi{};
+  uint8_t packet[kMaxUdpPayload];
+  ngtcp2_ssize n = ngtcp2_conn_write_connection_close(conn_, &ps.path, &pi, packet,
+                                                      sizeof packet, &ccerr, now);
+  if (n > 0)
+    send_batch(address_of(ps.path.local), address_of(ps.path.remote), packet,
+               size_t(n), size_t(n));
+  state_ = State::kClosed;
 }
 
 CloseInfo Connection::peer_close_info() {
@@ -757,16 +781,62 @@ bool Connection::is_reset_token(const uint8_t* tail) const {
   return false;
 }
 
-void Connection::on_unreachable(const Address& remote, uint64_t now) {
-  if (state_ != State::kHandshake) return;
-  if (!(address_of(ngtcp2_conn_get_path(conn_)->remote) == remote)) return;
-  enter_closed(State::kClosed, {CloseInfo::Kind::kUnreachable, 0, "connection refused"}, now);
+bool Connection::sent_by_us(const uint8_t* head, size_t len) const {
+  const ngtcp2_cid* current = ngtcp2_conn_get_dcid(conn_);
+  ngtcp2_version_cid vc;
+  if (ngtcp2_pkt_decode_version_cid(&vc, head, len, current->datalen) != 0)
+    return false;
+  auto same = [&](const ngtcp2_cid& cid) {
+    return cid.datalen == vc.dcidlen && cid.datalen > 0 &&
+           std::memcmp(cid.data, vc.dcid, vc.dcidlen) == 0;
+  };
+  if (same(*current)) return true;
+  // After a migration, packets in flight may still carry an older one.
+  size_t n = ngtcp2_conn_get_num_active_dcid(conn_);
+  std::vector<ngtcp2_cid_token> dcids(n);
+  ngtcp2_conn_get_active_dcid(conn_, dcids.data());
+  for (const ngtcp2_cid_token& t : dcids)
+    if (same(t.cid)) return true;
+  return false;
+}
+
+bool Connection::on_unreachable(const UdpSocket::Refusal& r, uint64_t now) {
+  if (state_ == State::kHandshake) {
+    if (!(address_of(ngtcp2_conn_get_path(conn_)->remote) == r.to)) return false;
+    enter_closed(State::kClosed, {CloseInfo::Kind::kUnreachable, 0, "connection refused"}, now);
+    return true;
+  }
+  if (state_ != State::kOpen || !sent_by_us(r.head, r.head_len)) return false;
+  if (role_ == Role::kClient) {
+    close_gone(now);
+    return true;
+  }
+  uint64_t ka = config_.keep_alive_ns;
+  if (ka == 0) return true;
+  // The peer sends at least every keep-alive period; half a period more
+  // (or two probe timeouts on a slow path) for the way here.
+  uint64_t grace = ka + std::max(ka / 2, 2 * ngtcp2_conn_get_pto(conn_));
+  uint64_t deadline = std::max(now, last_rx_ + grace);
+  if (deadline <= now) close_gone(now);
+  else if (gone_deadline_ == 0) gone_deadline_ = deadline;
+  return true;
+}
+
+void Connection::close_gone(uint64_t now) {
+  enter_closed(State::kClosed,
+               {CloseInfo::Kind::kUnreachable, 0, "peer gone (ICMP port unreachable)"}, now);
+}
+
+void Connection::on_stateless_reset(uint64_t now) {
+  if (state_ != State::kOpen) return;
+  enter_closed(State::kDraining, {CloseInfo::Kind::kPeer, 0, "stateless reset"}, now);
 }
 
 uint64_t Connection::expiry() const {
   if (state_ == State::kClosing || state_ == State::kDraining) return drain_deadline_;
   if (state_ == State::kClosed) return 0;
-  return std::min(ngtcp2_conn_get_expiry(conn_), publish_due_);
+  uint64_t e = std::min(ngtcp2_conn_get_expiry(conn_), publish_due_);
+  return gone_deadline_ != 0 ? std::min(e, gone_deadline_) : e;
 }
 
 bool Connection::finished(uint64_t now) const {

@@ -93,6 +93,9 @@ class Connection {
   void on_inbox(uint64_t now);
   // Closes because the endpoint is stopping.
   void abort(const CloseInfo& info, uint64_t now);
+  // Tells the peer the connection is closed (CONNECTION_CLOSE, sent at
+  // once) because this process exits; reports nothing to the events.
+  void close_for_exit(uint64_t now);
 
   // Writes what ngtcp2 lets it, at most `max_packets` packets; true if
   // more is ready (call again soon).
@@ -109,10 +112,28 @@ class Connection {
   // True if `tail` (the last 16 bytes of a datagram for an unknown
   // connection ID) is a stateless reset token the peer gave us.
   bool is_reset_token(const uint8_t* tail) const;
-  // An ICMP error says `remote` refused our packets. Only a connection
-  // still in its handshake gives up (an established one ignores ICMP,
-  // which anyone can forge).
-  void on_unreachable(const Address& remote, uint64_t now);
+  // True if `head` (the start of a datagram we sent) is a packet
+  // addressed with one of the peer's connection IDs in use.
+  bool sent_by_us(const uint8_t* head, size_t len) const;
+  // An ICMP "port unreachable" for a datagram we sent: nothing listens
+  // at the peer's address any more (its process is gone, its host
+  // answers). A connection in its handshake gives up if `r.to` is its
+  // peer's address. An established one acts only if the quoted packet
+  // carries one of the connection IDs we address the peer with: an
+  // off-path attacker cannot know them, so cannot forge the error. Then
+  // a connection we dialled closes at once (a server's address does not
+  // move); one we accepted closes only if the peer stays silent for a
+  // keep-alive period and a half since its last packet: a client whose
+  // NAT mapping changed (the NAT answers ICMP for the old port) is alive,
+  // and its next keep-alive shows its new address. Without a keep-alive
+  // of our own, an accepted connection ignores ICMP. True if the error
+  // was for this connection.
+  bool on_unreachable(const UdpSocket::Refusal& r, uint64_t now);
+  // A datagram that ends with a stateless reset token the peer gave us
+  // (is_reset_token()): the peer lost the connection (it restarted).
+  // Closes at once, whatever the datagram's size; ngtcp2 would only see
+  // resets big enough to look like a packet it can decrypt.
+  void on_stateless_reset(uint64_t now);
 
   uint64_t expiry() const;
   // Closed and past its draining period: the endpoint may delete it.
@@ -203,6 +224,7 @@ class Connection {
                   size_t len, size_t seg);
   void apply_credit(uint64_t credit);
   void fail(int liberr, uint64_t now);
+  void close_gone(uint64_t now);
   void close_with(const ngtcp2_connection_close_error& ccerr,
                   const CloseInfo& info, uint64_t now);
   void enter_closed(State state, const CloseInfo& info, uint64_t now);
@@ -258,6 +280,10 @@ class Connection {
   uint64_t bytes_sent_ = 0, bytes_received_ = 0;
   uint64_t published_at_ = 0;
   uint64_t publish_due_ = UINT64_MAX;  // a skipped refresh is owed by then
+
+  // Dead peers (on_unreachable).
+  uint64_t last_rx_ = 0;         // when the last datagram arrived
+  uint64_t gone_deadline_ = 0;   // close then unless the peer speaks; 0: none
 };
 
 // CLOCK_MONOTONIC in nanoseconds.

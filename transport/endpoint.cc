@@ -8,7 +8,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
 
 #include <gnutls/crypto.h>
 
@@ -27,7 +30,14 @@ constexpr int kMaxCallerReadBatches = 1;
 constexpr size_t kMaxCallerPackets = 16;
 constexpr size_t kMaxCallerFlushPackets = 128;
 constexpr uint32_t kMaxResetsPerSecond = 100;
-constexpr size_t kMinResetTrigger = 41;  // smaller packets get no reset
+// RFC 9000 section 10.3: a reset is smaller than what triggered it (no
+// amplification) and at least 21 bytes, and up to 43 bytes it is one byte
+// shorter, so it looks like any short packet. Idle keep-alive PINGs are
+// 39 bytes: they draw a reset too, so a restarted node's idle peers learn
+// it within a keep-alive period.
+constexpr size_t kMinResetSize =
+    NGTCP2_MIN_STATELESS_RESET_RANDLEN + NGTCP2_STATELESS_RESET_TOKENLEN;
+constexpr size_t kMaxResetSize = 43;
 
 std::string cid_key(const uint8_t* data, size_t len) {
   return std::string(reinterpret_cast<const char*>(data), len);
@@ -95,7 +105,8 @@ std::shared_ptr<ConnectionHandle> Endpoint::dial(
 }
 
 EndpointStats Endpoint::stats() const {
-  return {n_conns_.load(), n_accepted_.load(), n_dropped_.load(), n_resets_.load()};
+  return {n_conns_.load(), n_accepted_.load(), n_dropped_.load(), n_resets_.load(),
+          n_ignored_unreachable_.load()};
 }
 
 ConnectionConfig Endpoint::connection_config() {
@@ -252,6 +263,9 @@ bool Endpoint::read_socket(uint64_t now, int max_batches) {
     batch.clear();
     bool more = socket_.receive(batch);
     for (const Datagram& d : batch) dispatch(d, now);
+    // A scheduler reading the socket is woken by its errors too: drain
+    // them here, or it would be woken again and again.
+    if (socket_.take_error_hint()) on_socket_errors(now);
     if (!more) return false;
   }
   return true;
@@ -275,8 +289,8 @@ void Endpoint::dispatch(const Datagram& d, uint64_t now) {
   }
   if (Connection* c = reset_target(d)) {
     // A stateless reset from a peer that lost our connection (it
-    // restarted): ngtcp2 verifies it and drains at once.
-    c->on_datagram(d.to, d.from, d.data, d.size, now);
+    // restarted); the token proved it.
+    c->on_stateless_reset(now);
     dirty_.insert(c);
     return;
   }
@@ -284,20 +298,25 @@ void Endpoint::dispatch(const Datagram& d, uint64_t now) {
 }
 
 Connection* Endpoint::reset_target(const Datagram& d) {
-  if (d.size < NGTCP2_STATELESS_RESET_TOKENLEN + 5) return nullptr;
+  if (d.size < kMinResetSize) return nullptr;
   const uint8_t* tail = d.data + d.size - NGTCP2_STATELESS_RESET_TOKENLEN;
   for (auto& [id, c] : conns_)
     if (c->is_reset_token(tail)) return c.get();
   return nullptr;
 }
 
+// Each refusal is offered to every connection: it names its own by the
+// connection ID quoted (an established one) or by address (a dial).
 void Endpoint::on_socket_errors(uint64_t now) {
-  Address offender;
-  while (socket_.next_refused(offender)) {
+  UdpSocket::Refusal refusal;
+  while (socket_.next_refused(refusal)) {
+    bool claimed = false;
     for (auto& [id, c] : conns_) {
-      c->on_unreachable(offender, now);
+      if (!c->on_unreachable(refusal, now)) continue;
       dirty_.insert(c.get());
+      claimed = true;
     }
+    if (!claimed) ++n_ignored_unreachable_;
   }
 }
 
@@ -327,7 +346,7 @@ void Endpoint::accept_new(const Datagram& d, uint64_t now) {
 void Endpoint::send_reset(const Datagram& d, const uint8_t* dcid, size_t dcidlen,
                           uint64_t now) {
   ++n_dropped_;
-  if (d.size < kMinResetTrigger || dcidlen != kCidLen) return;
+  if (d.size <= kMinResetSize || dcidlen != kCidLen) return;
   if (now - reset_window_start_ > 1000000000ull) {
     reset_window_start_ = now;
     resets_in_window_ = 0;
@@ -338,16 +357,35 @@ void Endpoint::send_reset(const Datagram& d, const uint8_t* dcid, size_t dcidlen
   uint8_t token[NGTCP2_STATELESS_RESET_TOKENLEN];
   if (ngtcp2_crypto_generate_stateless_reset_token(token, reset_secret_, 32, &cid) != 0)
     return;
-  uint8_t rand[NGTCP2_MIN_STATELESS_RESET_RANDLEN + 8];
-  gnutls_rnd(GNUTLS_RND_NONCE, rand, sizeof rand);
-  uint8_t buf[64];
-  size_t max = std::min(sizeof buf, d.size - 1);
-  ngtcp2_ssize n = ngtcp2_pkt_write_stateless_reset(buf, max, token, rand,
-                                                    std::min(sizeof rand, max - NGTCP2_STATELESS_RESET_TOKENLEN - 1));
+  size_t size = std::min(kMaxResetSize, d.size - 1);
+  uint8_t rand[kMaxResetSize - NGTCP2_STATELESS_RESET_TOKENLEN];
+  size_t randlen = size - NGTCP2_STATELESS_RESET_TOKENLEN;
+  gnutls_rnd(GNUTLS_RND_NONCE, rand, randlen);
+  uint8_t buf[kMaxResetSize];
+  ngtcp2_ssize n = ngtcp2_pkt_write_stateless_reset(buf, size, token, rand, randlen);
   if (n > 0) {
     socket_.send(d.to, d.from, buf, size_t(n), size_t(n));
     ++n_resets_;
   }
+}
+
+void Endpoint::close_for_exit(uint64_t limit_ms) {
+  struct Done {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+  };
+  if (!mailbox_->open()) return;
+  auto done = std::make_shared<Done>();
+  mailbox_->post([this, done] {
+    uint64_t now = now_ns();
+    for (auto& [id, c] : conns_) c->close_for_exit(now);
+    std::lock_guard lock(done->mu);
+    done->done = true;
+    done->cv.notify_all();
+  });
+  std::unique_lock lock(done->mu);
+  done->cv.wait_for(lock, std::chrono::milliseconds(limit_ms), [&] { return done->done; });
 }
 
 void Endpoint::drain_mailbox(uint64_t now) {

@@ -85,6 +85,9 @@ struct EndpointStats {
   uint64_t accepted = 0;
   uint64_t dropped_packets = 0;  // undecodable or for no connection
   uint64_t stateless_resets = 0;
+  // ICMP "port unreachable" errors that named no connection of ours (a
+  // forgery, or a packet of a connection already gone).
+  uint64_t ignored_unreachable = 0;
 };
 
 class Endpoint : private ConnectionHost {
@@ -121,6 +124,13 @@ class Endpoint : private ConnectionHost {
   enum class ReadResult { kDone, kMore, kBusy };
   ReadResult read_now();
   int socket_fd() const { return socket_.fd(); }
+
+  // The process is exiting (an atexit handler; any thread but the I/O
+  // thread): every connection sends its peer a CONNECTION_CLOSE, so the
+  // peer's node sees nodedown at once instead of after its tick timeout.
+  // Waits at most `limit_ms` for the I/O thread to do it (the exit must
+  // never hang). No events are delivered.
+  void close_for_exit(uint64_t limit_ms);
 
   const Address& local_address() const { return socket_.local(); }
   uint16_t port() const { return socket_.local().port(); }
@@ -218,6 +228,7 @@ class Endpoint : private ConnectionHost {
   uint64_t sleep_until_ = 0;  // the waiting I/O thread's timeout (loop lock)
 
   std::atomic<uint64_t> n_conns_{0}, n_accepted_{0}, n_dropped_{0}, n_resets_{0};
+  std::atomic<uint64_t> n_ignored_unreachable_{0};
 };
 
 }  // namespace macula

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
@@ -300,6 +301,10 @@ bool UdpSocket::receive(std::vector<Datagram>& out) {
     m.msg_controllen = sizeof controls[i];
   }
   int n = recvmmsg(fd_, msgs, kRxSlots, MSG_DONTWAIT, nullptr);
+  // An ICMP error for the socket comes back here once as the call's error
+  // (IP_RECVERR); its details wait on the error queue.
+  if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+    error_hint_ = true;
   for (int i = 0; i < n; ++i) {
     msghdr& m = msgs[i].msg_hdr;
     rx_from_[i].len = m.msg_namelen;
@@ -322,27 +327,31 @@ bool UdpSocket::receive(std::vector<Datagram>& out) {
   return n == int(kRxSlots);
 }
 
-bool UdpSocket::next_refused(Address& to) {
+bool UdpSocket::next_refused(Refusal& out) {
   for (;;) {
-    char data[64];
     alignas(cmsghdr) char control[512];
-    iovec iov{data, sizeof data};
+    iovec iov{out.head, sizeof out.head};
     msghdr msg{};
-    to = Address{};
-    msg.msg_name = to.sa();
-    msg.msg_namelen = sizeof to.storage;
+    out.to = Address{};
+    msg.msg_name = out.to.sa();
+    msg.msg_namelen = sizeof out.to.storage;
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control;
     msg.msg_controllen = sizeof control;
-    if (recvmsg(fd_, &msg, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) return false;
-    to.len = msg.msg_namelen;
+    ssize_t n = recvmsg(fd_, &msg, MSG_ERRQUEUE | MSG_DONTWAIT);
+    if (n < 0) return false;
+    out.to.len = msg.msg_namelen;
+    out.head_len = std::min(size_t(n), sizeof out.head);
     for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
       bool ip_err = (cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_RECVERR) ||
                     (cm->cmsg_level == IPPROTO_IPV6 && cm->cmsg_type == IPV6_RECVERR);
       if (!ip_err) continue;
-      auto* ee = reinterpret_cast<const sock_extended_err*>(CMSG_DATA(cm));
-      if (ee->ee_errno == ECONNREFUSED) return true;
+      sock_extended_err ee;
+      std::memcpy(&ee, CMSG_DATA(cm), sizeof ee);
+      // Only what an ICMP message said: not errors of our own sends.
+      bool icmp = ee.ee_origin == SO_EE_ORIGIN_ICMP || ee.ee_origin == SO_EE_ORIGIN_ICMP6;
+      if (icmp && ee.ee_errno == ECONNREFUSED) return true;
     }
   }
 }

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace macula {
@@ -81,10 +82,22 @@ class UdpSocket {
   // the queue was drained (fewer messages than one call takes).
   bool receive(std::vector<Datagram>& out);
 
-  // Reads one error from the socket's error queue; true and `to` set when
-  // it was an ICMP "port unreachable" for a datagram we sent to `to`.
-  // False when the queue is empty.
-  bool next_refused(Address& to);
+  // An ICMP "port unreachable" for a datagram this socket sent.
+  struct Refusal {
+    Address to;  // where the refused datagram was going
+    // Its first bytes, as the ICMP error quoted them (a QUIC header and
+    // the connection ID, when the sender quoted that much).
+    uint8_t head[64];
+    size_t head_len = 0;
+  };
+  // Reads the socket's error queue up to the next ICMP "port
+  // unreachable"; true and `out` set if there was one, false when the
+  // queue is empty (other errors are skipped).
+  bool next_refused(Refusal& out);
+  // True (once) if receive() met a pending socket error since the last
+  // call: the error queue holds something for next_refused(). Lets a
+  // reader that does not poll for errors (a scheduler) drain it.
+  bool take_error_hint() { return std::exchange(error_hint_, false); }
 
  private:
   int fd_ = -1;
@@ -92,6 +105,7 @@ class UdpSocket {
   bool gso_ = true;
   bool gro_ = false;
   uint64_t path_errors_ = 0;
+  bool error_hint_ = false;
   std::vector<uint8_t> rx_buf_;
   std::vector<Address> rx_from_;
   std::vector<size_t> rx_seg_;

@@ -14,6 +14,7 @@
 //   {macula_migrated, Ref, ConnId, Result, {Ip, Port}}  once per client connection
 #include <erl_nif.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -306,7 +307,7 @@ bool parse_mode(ErlNifEnv* env, ERL_NIF_TERM map, TrustMode& mode) {
 }
 
 // open_endpoint(#{ip, port, accept, trust, cert_dir, cacertfile, certfile,
-//                 keyfile, idle_timeout_ms, send_high_water, ...})
+//                 keyfile, idle_timeout_ms, send_high_water, keep_alive_ms, ...})
 ERL_NIF_TERM open_endpoint(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   if (!enif_is_map(env, argv[0])) return badarg(env, "options");
   EndpointConfig c;
@@ -326,6 +327,7 @@ ERL_NIF_TERM open_endpoint(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   if (!map_uint64(env, m, "send_high_water", c.send_high_water)) return badarg(env, "send_high_water");
   if (!map_uint64(env, m, "send_low_water", c.send_low_water)) return badarg(env, "send_low_water");
   if (!map_uint64(env, m, "busy_poll_us", c.busy_poll_us)) return badarg(env, "busy_poll_us");
+  if (!map_uint64(env, m, "keep_alive_ms", c.keep_alive_ms)) return badarg(env, "keep_alive_ms");
   c.port = uint16_t(port);
   c.accept = accept != 0;
   c.max_control_frames = kDistControlFrames;
@@ -370,14 +372,16 @@ ERL_NIF_TERM endpoint_info(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
                    : ep->endpoint->trust_mode() == TrustMode::kInsecure ? "insecure" : "cookie";
   ERL_NIF_TERM keys[] = {atom(env, "port"), atom(env, "connections"), atom(env, "accepted"),
                          atom(env, "dropped_packets"), atom(env, "stateless_resets"), atom(env, "trust"),
-                         atom(env, "follows_address_changes"), atom(env, "reader_id")};
+                         atom(env, "follows_address_changes"), atom(env, "reader_id"),
+                         atom(env, "ignored_unreachable")};
   ERL_NIF_TERM vals[] = {enif_make_uint(env, ep->endpoint->port()), enif_make_uint64(env, s.connections),
                          enif_make_uint64(env, s.accepted), enif_make_uint64(env, s.dropped_packets),
                          enif_make_uint64(env, s.stateless_resets), atom(env, mode),
                          atom(env, ep->endpoint->watching_addresses() ? "true" : "false"),
-                         enif_make_uint64(env, ep->reader_id)};
+                         enif_make_uint64(env, ep->reader_id),
+                         enif_make_uint64(env, s.ignored_unreachable)};
   ERL_NIF_TERM map;
-  enif_make_map_from_arrays(env, keys, vals, 8, &map);
+  enif_make_map_from_arrays(env, keys, vals, sizeof keys / sizeof keys[0], &map);
   return map;
 }
 
@@ -694,7 +698,25 @@ ERL_NIF_TERM parse_node_name(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
                        enif_make_uint(env, n.port), atom(env, kind)));
 }
 
+// erlang:halt() and init:stop() end in exit(), which runs this; a crash
+// dump, abort or kill -9 does not, and the peers learn it from ICMP or a
+// stateless reset instead. Bounded: the exit must never hang.
+constexpr uint64_t kExitCloseLimitMs = 200;
+
+void close_endpoints_at_exit() {
+  std::vector<std::shared_ptr<Endpoint>> endpoints;
+  {
+    std::lock_guard lock(g_readers_mu);
+    for (auto& [id, weak] : g_readers)
+      if (auto ep = weak.lock()) endpoints.push_back(std::move(ep));
+  }
+  for (auto& ep : endpoints) ep->close_for_exit(kExitCloseLimitMs);
+}
+
 int load(ErlNifEnv* env, void**, ERL_NIF_TERM) {
+  // Once per library load (glibc ties the handler to this library: it
+  // also runs when the library is unloaded, by then with no endpoints).
+  if (std::atexit(close_endpoints_at_exit) != 0) return 1;
   auto flags = ErlNifResourceFlags(ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER);
   g_endpoint_type = enif_open_resource_type(env, nullptr, "macula_endpoint", endpoint_dtor, flags, nullptr);
   ErlNifResourceTypeInit conn_init{};

@@ -2,6 +2,7 @@
 // this process talking over 127.0.0.1.
 #include "endpoint.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -840,6 +841,26 @@ TEST_F(EndpointTest, DestroyingClientEndpointClosesItsConnections) {
 // get its closed(): otherwise the user waits forever for a dead
 // connection. The gate holds the I/O thread in flush_dirty(), after it
 // drained its mailbox, while the attach and the destruction happen.
+// What the NIF's atexit handler does when the VM exits: the peer hears
+// CONNECTION_CLOSE at once; this side reports nothing (the process is
+// going away) and the call returns within its bound.
+TEST_F(EndpointTest, CloseForExitTellsThePeerAtOnce) {
+  ASSERT_NO_FATAL_FAILURE(open_both());
+  Link link;
+  ASSERT_NO_FATAL_FAILURE(connect(link));
+  auto start = Clock::now();
+  client_->close_for_exit(200);
+  EXPECT_LT(Clock::now() - start, 300ms);
+  ASSERT_TRUE(link.server_events->wait_closed(1s)) << "the peer was not told";
+  EXPECT_LT(Clock::now() - start, 500ms);
+  Seen seen = link.server_events->seen();
+  EXPECT_EQ(seen.closed->kind, CloseInfo::Kind::kPeer) << seen.closed->text;
+  EXPECT_EQ(seen.closed->text, "node exiting");
+  EXPECT_FALSE(link.client_events->seen().closed.has_value());
+  // An endpoint that stopped returns at once.
+  client_.reset();
+}
+
 TEST_F(EndpointTest, AttachRightBeforeTheEndpointStopsStillGetsClosed) {
   ASSERT_NO_FATAL_FAILURE(open_both());
   Link held, late;
@@ -980,6 +1001,287 @@ TEST_F(EndpointTest, RestartedPeerResetsTheStaleConnection) {
   CloseInfo info = *gate->seen().closed;
   EXPECT_NE(info.kind, CloseInfo::Kind::kIdleTimeout);
   RecordProperty("close_kind", close_kind_name(info.kind));
+}
+
+// A UDP relay on 127.0.0.1 between a client and a server: the client
+// dials the proxy, which forwards both ways. Closing it is a peer that
+// vanished without a word (its port answers ICMP "port unreachable");
+// dropping server-to-client packets loses what the server says.
+class UdpProxy {
+ public:
+  explicit UdpProxy(uint16_t server_port) {
+    fd_ = socket(AF_INET, SOCK_DGRAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    socklen_t len = sizeof a;
+    getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    server_ = a;
+    server_.sin_port = htons(server_port);
+    thread_ = std::thread([this] { run(); });
+  }
+  ~UdpProxy() { close_now(); }
+  uint16_t port() const { return port_; }
+  // Closes the socket: later packets to it draw ICMP port unreachable.
+  void close_now() {
+    if (stop_.exchange(true)) return;
+    thread_.join();
+    ::close(fd_);
+  }
+  void set_drop_to_client(bool on) { drop_to_client_ = on; }
+  // Drops everything, both ways (a silent network).
+  void set_blackhole(bool on) { blackhole_ = on; }
+  size_t dropped_to_server() {
+    std::lock_guard lock(mu_);
+    return to_server_dropped_.size();
+  }
+  // Sizes of the datagrams forwarded to the client since the last call.
+  std::vector<size_t> take_to_client() {
+    std::lock_guard lock(mu_);
+    return std::exchange(to_client_, {});
+  }
+  std::vector<size_t> take_to_server() {
+    std::lock_guard lock(mu_);
+    return std::exchange(to_server_, {});
+  }
+
+ private:
+  void run() {
+    std::vector<uint8_t> buf(65536);
+    while (!stop_) {
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, 20) <= 0) continue;
+      sockaddr_in from{};
+      socklen_t len = sizeof from;
+      ssize_t n = recvfrom(fd_, buf.data(), buf.size(), MSG_DONTWAIT,
+                           reinterpret_cast<sockaddr*>(&from), &len);
+      if (n < 0) continue;
+      bool from_server = from.sin_port == server_.sin_port;
+      if (!from_server) client_ = from;
+      std::lock_guard lock(mu_);
+      if (blackhole_) {
+        (from_server ? to_client_dropped_ : to_server_dropped_).push_back(size_t(n));
+        continue;
+      }
+      if (from_server) {
+        if (drop_to_client_ || client_.sin_port == 0) continue;
+        to_client_.push_back(size_t(n));
+        sendto(fd_, buf.data(), size_t(n), 0, reinterpret_cast<sockaddr*>(&client_), sizeof client_);
+      } else {
+        to_server_.push_back(size_t(n));
+        sendto(fd_, buf.data(), size_t(n), 0, reinterpret_cast<sockaddr*>(&server_), sizeof server_);
+      }
+    }
+  }
+
+  int fd_ = -1;
+  uint16_t port_ = 0;
+  sockaddr_in server_{}, client_{};
+  std::atomic<bool> stop_{false}, drop_to_client_{false}, blackhole_{false};
+  std::mutex mu_;
+  std::vector<size_t> to_client_, to_server_;
+  std::vector<size_t> to_client_dropped_, to_server_dropped_;
+  std::thread thread_;
+};
+
+// An idle connection whose peer vanished (its port now answers ICMP) is
+// closed by the next keep-alive PING's ICMP error, which quotes the
+// packet and so the connection ID we address the peer with. An ICMP
+// error for a packet with another connection ID (what an off-path
+// attacker can provoke: a real ICMP, quoting whatever it likes) is
+// ignored.
+TEST_F(EndpointTest, IcmpClosesAnEstablishedConnectionOnlyForItsOwnCid) {
+  EndpointConfig cc = config("client");
+  cc.client_keep_alive_ms = 0;  // the client stays silent until told
+  ASSERT_NO_FATAL_FAILURE(open_server(config("server")));
+  ASSERT_NO_FATAL_FAILURE(open_client(cc));
+  UdpProxy proxy(server_->port());
+  Link link;
+  ASSERT_NO_FATAL_FAILURE(dial(proxy.port(), "127.0.0.1", link));
+  ASSERT_TRUE(link.client_events->wait([](const Seen& s) { return s.connected > 0; }, kWait));
+  std::this_thread::sleep_for(300ms);  // handshake traffic settles: idle
+  proxy.close_now();
+
+  // A short-header packet with a made-up connection ID, from the
+  // client's own socket to the dead port: the ICMP error comes back to
+  // the client's socket for real.
+  Address dead;
+  ASSERT_TRUE(make_address("127.0.0.1", proxy.port(), dead));
+  std::vector<uint8_t> forged(60, 0x5a);
+  forged[0] = 0x41;
+  ASSERT_EQ(sendto(client_->socket_fd(), forged.data(), forged.size(), 0, dead.sa(), dead.len),
+            ssize_t(forged.size()));
+  EXPECT_TRUE(eventually([&] { return client_->stats().ignored_unreachable >= 1; }, kWait))
+      << "the ICMP error never reached the endpoint";
+  std::this_thread::sleep_for(100ms);
+  EXPECT_FALSE(link.client_events->seen().closed.has_value())
+      << "closed by an ICMP error for another connection ID";
+
+  // Now a packet of the connection itself meets the dead port.
+  auto start = Clock::now();
+  ASSERT_EQ(send(*link.client, Channel::kControl, {"anyone there?"}), SendStatus::kOk);
+  ASSERT_TRUE(link.client_events->wait_closed(2s)) << "ICMP for our own CID ignored";
+  EXPECT_LT(Clock::now() - start, 500ms);
+  Seen seen = link.client_events->seen();
+  EXPECT_EQ(seen.closed->kind, CloseInfo::Kind::kUnreachable)
+      << close_kind_name(seen.closed->kind) << ": " << seen.closed->text;
+}
+
+// The accepting side of a connection whose client vanished: the ICMP
+// error alone does not close it (a client behind a NAT that changed its
+// mapping looks the same for a moment); a keep-alive period and a half
+// of silence after the client's last packet does.
+TEST_F(EndpointTest, AcceptedConnectionClosesAfterIcmpAndSilence) {
+  EndpointConfig sc = config("server");
+  sc.keep_alive_ms = 400;
+  EndpointConfig cc = config("client");
+  cc.client_keep_alive_ms = 0;
+  ASSERT_NO_FATAL_FAILURE(open_server(sc));
+  ASSERT_NO_FATAL_FAILURE(open_client(cc));
+  UdpProxy proxy(server_->port());
+  Link link;
+  ASSERT_NO_FATAL_FAILURE(dial(proxy.port(), "127.0.0.1", link));
+  ASSERT_TRUE(link.client_events->wait([](const Seen& s) { return s.connected > 0; }, kWait));
+  link.server = acceptor_->next(kWait);
+  ASSERT_NE(link.server, nullptr);
+  link.server_events = std::make_shared<Recorder>();
+  link.server->attach(link.server_events);
+  std::this_thread::sleep_for(300ms);
+  auto start = Clock::now();
+  proxy.close_now();  // the server now sends into a closed port
+  ASSERT_TRUE(link.server_events->wait_closed(3s)) << "vanished client not noticed";
+  auto elapsed = Clock::now() - start;
+  EXPECT_LT(elapsed, 1500ms) << "keep_alive_ms 400: PING within 0.4 s, then 0.6 s of grace";
+  Seen seen = link.server_events->seen();
+  EXPECT_EQ(seen.closed->kind, CloseInfo::Kind::kUnreachable)
+      << close_kind_name(seen.closed->kind) << ": " << seen.closed->text;
+}
+
+// The same for a connection that says nothing: the keep-alive PING finds
+// the dead port within a keep-alive period. With the socket handed to a
+// caller (a scheduler, in a node), the error wakes the caller's reads too.
+TEST_F(EndpointTest, KeepAliveFindsAVanishedPeerWithCallerReads) {
+  EndpointConfig cc = config("client");
+  cc.keep_alive_ms = 300;
+  cc.client_keep_alive_ms = 0;
+  ASSERT_NO_FATAL_FAILURE(open_server(config("server")));
+  ASSERT_NO_FATAL_FAILURE(open_client(cc));
+  UdpProxy proxy(server_->port());
+  Link link;
+  ASSERT_NO_FATAL_FAILURE(dial(proxy.port(), "127.0.0.1", link));
+  ASSERT_TRUE(link.client_events->wait([](const Seen& s) { return s.connected > 0; }, kWait));
+  client_->set_caller_reads(true);
+  std::atomic<bool> stop{false};
+  std::atomic<int> reads{0};
+  std::thread reader([&] {
+    while (!stop) {
+      pollfd p{client_->socket_fd(), POLLIN, 0};
+      if (poll(&p, 1, 20) > 0) {
+        client_->read_now();
+        ++reads;
+      }
+    }
+  });
+  std::this_thread::sleep_for(200ms);
+  proxy.close_now();
+  auto start = Clock::now();
+  bool closed = link.client_events->wait_closed(2s);
+  auto elapsed = Clock::now() - start;
+  std::this_thread::sleep_for(100ms);
+  int reads_after = reads.load();
+  std::this_thread::sleep_for(200ms);
+  int spin = reads.load() - reads_after;
+  stop = true;
+  reader.join();
+  client_->set_caller_reads(false);
+  ASSERT_TRUE(closed) << "vanished peer not noticed";
+  EXPECT_LT(elapsed, 1s) << "keep_alive_ms is 300";
+  EXPECT_EQ(link.client_events->seen().closed->kind, CloseInfo::Kind::kUnreachable);
+  // The error was drained: the reader is not woken over and over.
+  EXPECT_LT(spin, 5) << "the socket stayed readable after the error";
+}
+
+// A node restarted on the same port while its peer's connection is idle:
+// the peer's keep-alive PING (a small packet, 39 bytes) draws a stateless
+// reset smaller than itself, and the connection ends at once. The old
+// server's CONNECTION_CLOSE is lost (the proxy drops it).
+TEST_F(EndpointTest, RestartedPeerResetsAnIdleConnectionWithASmallReset) {
+  EndpointConfig cc = config("client");
+  cc.keep_alive_ms = 300;
+  cc.client_keep_alive_ms = 0;
+  ASSERT_NO_FATAL_FAILURE(open_server(config("server")));
+  ASSERT_NO_FATAL_FAILURE(open_client(cc));
+  uint16_t port = server_->port();
+  UdpProxy proxy(port);
+  Link link;
+  ASSERT_NO_FATAL_FAILURE(dial(proxy.port(), "127.0.0.1", link));
+  ASSERT_TRUE(link.client_events->wait([](const Seen& s) { return s.connected > 0; }, kWait));
+  std::this_thread::sleep_for(500ms);  // idle: only keep-alives from here
+  proxy.set_drop_to_client(true);
+  server_.reset();
+  // The proxy reads every 20 ms: let it drop the old server's close.
+  std::this_thread::sleep_for(100ms);
+  ASSERT_NO_FATAL_FAILURE(open_server([&] {
+    EndpointConfig c = config("server");  // same identity: same reset key
+    c.port = port;
+    return c;
+  }()));
+  proxy.take_to_client();
+  proxy.take_to_server();
+  proxy.set_drop_to_client(false);
+  auto start = Clock::now();
+  ASSERT_TRUE(link.client_events->wait_closed(2s)) << "idle connection not reset";
+  EXPECT_LT(Clock::now() - start, 1s) << "keep_alive_ms is 300";
+  Seen seen = link.client_events->seen();
+  EXPECT_EQ(seen.closed->kind, CloseInfo::Kind::kPeer) << seen.closed->text;
+  EXPECT_EQ(seen.closed->text, "stateless reset");
+  EXPECT_GE(server_->stats().stateless_resets, 1u);
+  std::vector<size_t> up = proxy.take_to_server(), down = proxy.take_to_client();
+  ASSERT_FALSE(up.empty());
+  ASSERT_FALSE(down.empty());
+  size_t trigger = *std::min_element(up.begin(), up.end());
+  size_t reset = *std::min_element(down.begin(), down.end());
+  EXPECT_LT(trigger, 41u) << "the keep-alive was not a small packet";
+  EXPECT_LT(reset, trigger);
+  EXPECT_GE(reset, 21u);
+  RecordProperty("keep_alive_bytes", int(trigger));
+  RecordProperty("reset_bytes", int(reset));
+}
+
+// A peer that went silent for a while (no ICMP: a firewall drops it)
+// and then comes back restarted: the keep-alive still probes it often
+// enough that the reset comes within about a keep-alive period of the
+// restart, not after a long loss-recovery back-off.
+TEST_F(EndpointTest, RestartAfterASilentPeriodIsStillResetSoon) {
+  EndpointConfig cc = config("client");
+  cc.keep_alive_ms = 300;
+  cc.client_keep_alive_ms = 0;
+  ASSERT_NO_FATAL_FAILURE(open_server(config("server")));
+  ASSERT_NO_FATAL_FAILURE(open_client(cc));
+  uint16_t port = server_->port();
+  UdpProxy proxy(port);
+  Link link;
+  ASSERT_NO_FATAL_FAILURE(dial(proxy.port(), "127.0.0.1", link));
+  ASSERT_TRUE(link.client_events->wait([](const Seen& s) { return s.connected > 0; }, kWait));
+  proxy.set_blackhole(true);
+  server_.reset();
+  std::this_thread::sleep_for(4s);
+  ASSERT_FALSE(link.client_events->seen().closed.has_value());
+  ASSERT_NO_FATAL_FAILURE(open_server([&] {
+    EndpointConfig c = config("server");
+    c.port = port;
+    return c;
+  }()));
+  size_t probes = proxy.dropped_to_server();
+  proxy.set_blackhole(false);
+  auto start = Clock::now();
+  ASSERT_TRUE(link.client_events->wait_closed(5s)) << "not reset";
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+  RecordProperty("reset_after_ms", int(ms));
+  RecordProperty("probes_while_silent", int(probes));
+  EXPECT_LT(ms, 1000) << "probes during 4 s of silence: " << probes;
 }
 
 TEST_F(EndpointTest, PortInUseIsReported) {

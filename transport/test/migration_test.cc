@@ -499,9 +499,12 @@ TEST_F(MigrationTest, ServerFollowsANatThatLostItsState) {
 class KeepAliveTest : public MigrationTest {
  protected:
   // Milliseconds until data flows again, or -1 if not within `limit`.
-  long long resume_after_idle_rebind(uint64_t keep_alive_ms, std::chrono::milliseconds limit) {
+  // `both_keep_alive_ms`: keep_alive_ms of both ends (what nodes use).
+  long long resume_after_idle_rebind(uint64_t keep_alive_ms, std::chrono::milliseconds limit,
+                                     uint64_t both_keep_alive_ms = 0) {
     EndpointConfig sc = config("server", "0.0.0.0"), cc = config("client", "0.0.0.0");
     cc.client_keep_alive_ms = keep_alive_ms;
+    sc.keep_alive_ms = cc.keep_alive_ms = both_keep_alive_ms;
     std::string error;
     server_ = Endpoint::open(sc, acceptor_, error);
     client_ = Endpoint::open(cc, nullptr, error);
@@ -537,6 +540,19 @@ TEST_F(KeepAliveTest, ReceiveOnlyClientIsFoundAgainByItsKeepAlive) {
 
 // The same without keep-alive: the client stays lost (this is what the
 // keep-alive is for, and shows the test above measures it).
+// With keep-alive on both ends (as nodes have it), the server's packets
+// to the old mapping draw ICMP "port unreachable" from the NAT, quoting
+// the connection's own ID. The server does not take that for a dead
+// peer: the client speaks within its keep-alive, from its new address.
+TEST_F(KeepAliveTest, IcmpFromAReboundNatDoesNotCutALiveClient) {
+  long long ms = resume_after_idle_rebind(2000, 6s, 400);
+  ASSERT_GE(ms, 0) << "never found again";
+  sender_->stop();
+  EXPECT_FALSE(client_events_->is_closed());
+  EXPECT_FALSE(server_events_->is_closed());
+  RecordProperty("resumed_after_ms", int(ms));
+}
+
 TEST_F(KeepAliveTest, WithoutKeepAliveTheReceiveOnlyClientStaysLost) {
   EXPECT_EQ(resume_after_idle_rebind(0, 6s), -1);
   sender_->stop();

@@ -16,12 +16,18 @@
 %% skip a thread wake-up per hop of a round trip. Off by default: on a
 %% 2-core machine it cut the median a little and doubled the p99.
 -define(DEFAULT_BUSY_POLL_US, 0).
+%% Every connection sends a QUIC PING after this long without traffic: a
+%% peer whose process is gone then draws an ICMP "port unreachable" (or,
+%% restarted, a stateless reset) within this time, so nodedown comes in
+%% about a second instead of at the tick timeout. Silence alone never
+%% cuts: a frozen peer is still only cut by net_ticktime.
+-define(DEFAULT_KEEP_ALIVE_MS, 1000).
 
 -type config() :: #{port := 0..65535, bind := string(), mode := direct | dist_relay | relay,
                     trust := cookie | ca | insecure, cert_dir := string(),
                     cacertfile := string(), certfile := string(),
                     keyfile := string(), cc := cubic | reno | bbr | bbr2,
-                    busy_poll_us := 0..10000}.
+                    busy_poll_us := 0..10000, keep_alive_ms := 0..600000}.
 
 %% @doc The validated configuration; read once, then cached.
 -spec get() -> config().
@@ -63,7 +69,8 @@ read() ->
       certfile => string(macula_dist_certfile, ""),
       keyfile => string(macula_dist_keyfile, ""),
       cc => cc(),
-      busy_poll_us => integer(macula_dist_busy_poll_us, ?DEFAULT_BUSY_POLL_US, 0, 10000)}).
+      busy_poll_us => integer(macula_dist_busy_poll_us, ?DEFAULT_BUSY_POLL_US, 0, 10000),
+      keep_alive_ms => integer(macula_dist_keep_alive_ms, ?DEFAULT_KEEP_ALIVE_MS, 0, 600000)}).
 
 %% In the relay modes the node's own endpoint only talks to the relay shim,
 %% over loopback: nothing listens on the network.

@@ -150,7 +150,8 @@ open(Port, Accept) ->
              certfile => maps:get(certfile, Config),
              keyfile => maps:get(keyfile, Config),
              cc => maps:get(cc, Config),
-             busy_poll_us => maps:get(busy_poll_us, Config)},
+             busy_poll_us => maps:get(busy_poll_us, Config),
+             keep_alive_ms => maps:get(keep_alive_ms, Config)},
     case guard(fun() -> macula_nif:open_endpoint(Opts) end) of
         {ok, Ep} ->
             {ok, Ep};
