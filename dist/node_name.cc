@@ -28,8 +28,12 @@ bool valid_dns_label(std::string_view label) {
   });
 }
 
+// A last label of digits only would make the name read as an IPv4
+// address in a short form ("10.1" is 10.0.0.1 to inet_aton and to
+// Erlang's inet), so two spellings would name one host.
 bool valid_dns_name(std::string_view host) {
   if (host.empty() || host.size() > 253) return false;
+  if (all_digits(host.substr(host.rfind('.') + 1))) return false;
   size_t start = 0;
   while (true) {
     size_t dot = host.find('.', start);
@@ -49,7 +53,7 @@ NameError classify_host(std::string_view host, NodeName& out) {
     out.host_kind = HostKind::kIpv4;
   } else if (inet_pton(AF_INET6, h.c_str(), buf) == 1) {
     out.host_kind = HostKind::kIpv6;
-  } else if (valid_dns_name(host) && !all_digits(host)) {
+  } else if (valid_dns_name(host)) {
     out.host_kind = HostKind::kDns;
   } else {
     return NameError::kBadHost;
@@ -72,7 +76,9 @@ NameError parse_node_name(std::string_view text, uint16_t default_port,
   NodeName parsed;
   parsed.name = std::string(name);
   if (all_digits(name)) {
-    unsigned long port = name.size() <= 5 ? std::stoul(parsed.name) : 0;
+    // Leading zeros would give one port several node names ("0433",
+    // "433"), which the distribution handshake sees as different nodes.
+    unsigned long port = name.size() <= 5 && name[0] != '0' ? std::stoul(parsed.name) : 0;
     if (port < 1 || port > 65535) return NameError::kBadPort;
     parsed.port = static_cast<uint16_t>(port);
     parsed.explicit_port = true;

@@ -1,6 +1,7 @@
-// Erlang node names for macula: `port@host` (explicit UDP port) or
-// `name@host` (the node's configured default port). Host is an IPv4
-// literal, an IPv6 literal (bare or in brackets) or a DNS name.
+// Erlang node names for macula: `port@host` (explicit UDP port, written
+// without leading zeros) or `name@host` (the node's configured default
+// port). Host is an IPv4 literal, an IPv6 literal (bare or in brackets) or
+// a DNS name whose last label is not all digits (`10.1` is no DNS name).
 #pragma once
 
 #include <cstdint>

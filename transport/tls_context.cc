@@ -51,7 +51,10 @@ std::unique_ptr<TlsContext> TlsContext::create(const TlsConfig& config,
       return nullptr;
   } else if (certfile.empty() || keyfile.empty()) {
     IdentityFiles files;
-    if (!ensure_identity(config.cert_dir, files, error)) return nullptr;
+    if (!ensure_identity(config.cert_dir, files, error)) {
+      error = "macula_dist_cert_dir " + config.cert_dir + ": " + error;
+      return nullptr;
+    }
     certfile = files.cert_path;
     keyfile = files.key_path;
   }
@@ -62,8 +65,13 @@ std::unique_ptr<TlsContext> TlsContext::create(const TlsConfig& config,
   int rv = gnutls_certificate_set_x509_key_file(
       ctx->cred_, certfile.c_str(), keyfile.c_str(), GNUTLS_X509_FMT_PEM);
   if (rv < 0) {
-    error = "cannot load key " + keyfile + " with certificate " + certfile +
-            ": " + gnutls_strerror(rv);
+    // Name the settings the files came from (the text of GnuTLS alone,
+    // e.g. "The requested data were not available.", names nothing).
+    bool given = !config.certfile.empty() && !config.keyfile.empty();
+    error = (given ? "macula_dist_keyfile " + keyfile + " and macula_dist_certfile " + certfile
+                   : "macula_dist_cert_dir " + config.cert_dir + " (" + keyfile + ", " +
+                         certfile + ")") +
+            ": cannot load the key with the certificate: " + gnutls_strerror(rv);
     return nullptr;
   }
   std::ifstream key_in(keyfile, std::ios::binary);

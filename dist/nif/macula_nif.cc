@@ -635,8 +635,9 @@ bool get_role(ErlNifEnv* env, ERL_NIF_TERM t, char& role) {
   return true;
 }
 
-// cookie_proof(Conn, client | server, NodeName, Cookie) -> binary()
-ERL_NIF_TERM cookie_proof(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+// proof_frame(Conn, client | server, NodeName, Cookie) -> binary(): the
+// first control frame of this side (cookie_proof.h).
+ERL_NIF_TERM proof_frame(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   ConnResource* c;
   char role;
   std::string node, cookie;
@@ -646,8 +647,19 @@ ERL_NIF_TERM cookie_proof(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   if (!get_string(env, argv[3], cookie)) return badarg(env, "cookie");
   std::vector<uint8_t> exporter = c->handle->exporter();
   if (exporter.empty()) return badarg(env, "conn");
-  Proof p = make_cookie_proof(exporter, role, node, cookie);
-  return make_binary(env, p.data(), p.size());
+  std::vector<uint8_t> f = encode_proof_frame(make_cookie_proof(exporter, role, node, cookie), node);
+  return make_binary(env, f.data(), f.size());
+}
+
+// parse_proof_frame(Frame) -> {ok, Proof, NodeName} | error: the peer's
+// first control frame, before anything about it is proven.
+ERL_NIF_TERM parse_proof_frame(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  ErlNifBinary bin;
+  if (!enif_inspect_binary(env, argv[0], &bin)) return badarg(env, "frame");
+  ProofFrame f;
+  if (!parse_proof_frame({bin.data, bin.size}, f)) return atom(env, "error");
+  return enif_make_tuple3(env, atom(env, "ok"), make_binary(env, f.proof.data(), f.proof.size()),
+                          make_binary(env, f.node.data(), f.node.size()));
 }
 
 // check_cookie_proof(Conn, Role, NodeName, Cookie, Proof) -> boolean()
@@ -742,7 +754,8 @@ ErlNifFunc nif_funcs[] = {
     {"peer_address", 1, peer_address, 0},
     {"conn_info", 1, conn_info, 0},
     {"migrate", 4, migrate, 0},
-    {"cookie_proof", 4, cookie_proof, 0},
+    {"proof_frame", 4, proof_frame, 0},
+    {"parse_proof_frame", 1, parse_proof_frame, 0},
     {"check_cookie_proof", 5, check_cookie_proof, 0},
     {"peer_cert_matches", 2, peer_cert_matches, 0},
     {"parse_node_name", 2, parse_node_name, 0},

@@ -73,5 +73,26 @@ TEST(ProofMatches, RejectsEverySingleFlippedBit) {
   }
 }
 
+TEST(ProofFrame, RoundTripsAndRefusesWhatAPeerCouldSendInstead) {
+  Proof p = proof(exporter_bytes(0));
+  std::vector<uint8_t> frame = encode_proof_frame(p, "4433@127.0.0.1");
+  ProofFrame parsed;
+  ASSERT_TRUE(parse_proof_frame(frame, parsed));
+  EXPECT_EQ(parsed.proof, p);
+  EXPECT_EQ(parsed.node, "4433@127.0.0.1");
+  auto refused = [&](std::vector<uint8_t> f) {
+    ProofFrame out;
+    return !parse_proof_frame(f, out);
+  };
+  EXPECT_TRUE(refused({}));
+  EXPECT_TRUE(refused(std::vector<uint8_t>(frame.begin(), frame.begin() + 36)));  // no name
+  EXPECT_TRUE(refused(encode_proof_frame(p, "no at sign")));
+  EXPECT_TRUE(refused(encode_proof_frame(p, "a@b@c")));
+  EXPECT_TRUE(refused(encode_proof_frame(p, "a@" + std::string(300, 'x'))));
+  std::vector<uint8_t> bad_tag = frame;
+  bad_tag[0] = 'X';
+  EXPECT_TRUE(refused(bad_tag));
+}
+
 }  // namespace
 }  // namespace macula

@@ -100,6 +100,19 @@ TEST(NodeName, BadHosts) {
   EXPECT_EQ(parse("a@" + std::string(63, 'l') + ".example"), NameError::kNone);
 }
 
+// Found by the node_name fuzzer: "0433@h" was port 433 under a second
+// name, and "a@17550.1" a DNS name that resolvers read as an IPv4 address.
+TEST(NodeName, OneSpellingPerPortAndHost) {
+  EXPECT_EQ(parse("0433@127.0.0.1"), NameError::kBadPort);
+  EXPECT_EQ(parse("00@127.0.0.1"), NameError::kBadPort);
+  EXPECT_EQ(parse("433@127.0.0.1"), NameError::kNone);
+  EXPECT_EQ(parse("a@17550.1"), NameError::kBadHost);
+  EXPECT_EQ(parse("a@host.example.1"), NameError::kBadHost);
+  EXPECT_EQ(parse("a@10.0.0.1"), NameError::kNone);
+  EXPECT_EQ(parse("a@1host.example"), NameError::kNone);
+  EXPECT_EQ(parse("a@host.1x"), NameError::kNone);
+}
+
 TEST(NodeName, ErrorsLeaveTheOutputUntouched) {
   NodeName n;
   n.name = "kept";

@@ -70,6 +70,12 @@ std::string render_prometheus(const RelayMetrics& m, const EndpointStats& e) {
   labelled(out, "macula_relay_bad_frames_total",
            "Malformed frames (each ends its connection), by channel.", "kind",
            m.bad_frames, {"control", "data", "transport"});
+  labelled(out, "macula_relay_unidentified_events_total",
+           "Events of connections that had not identified, logged or not (their log "
+           "lines are rate limited), by reason.",
+           "reason", m.unidentified_events,
+           {"accepted", reason::kBadProof, reason::kIdentifyTimeout, reason::kBadFrame,
+            reason::kTooManyConnections});
   metric(out, "macula_relay_udp_dropped_total", "counter",
          "UDP datagrams dropped before reaching a connection.", e.dropped_packets);
   metric(out, "macula_relay_stateless_resets_total", "counter",

@@ -99,7 +99,7 @@ EndpointConfig relay_endpoint_config(EndpointConfig base, const RelayServerConfi
 }
 
 RelayServer::RelayServer(const RelayServerConfig& config, Logger& log)
-    : config_(config), log_(log) {
+    : config_(config), log_(log), unidentified_log_(log) {
   gnutls_rnd(GNUTLS_RND_NONCE, &next_tunnel_, sizeof next_tunnel_);
 }
 
@@ -133,7 +133,8 @@ void RelayServer::accepted(std::shared_ptr<ConnectionHandle> handle) {
     if (per_ip_[ip] >= config_.max_connections_per_ip) {
       ++m_.rejections[reason::kTooManyConnections];
       handle->close(uint64_t(CloseCode::kTooManyConnections), reason::kTooManyConnections);
-      log_.warn("connection_refused", {{"conn", std::to_string(conn)},
+      unidentified_log_.warn(reason::kTooManyConnections, now_ms(), "connection_refused",
+                             {{"conn", std::to_string(conn)},
                                        {"reason", reason::kTooManyConnections},
                                        {"remote", remote}});
       return;
@@ -149,7 +150,8 @@ void RelayServer::accepted(std::shared_ptr<ConnectionHandle> handle) {
     ++m_.connections_total;
   }
   handle->attach(std::make_shared<Session>(weak_from_this(), conn));
-  log_.info("connection_accepted", {{"conn", std::to_string(conn)}, {"remote", remote}});
+  unidentified_log_.info("accepted", now_ms(), "connection_accepted",
+                         {{"conn", std::to_string(conn)}, {"remote", remote}});
 }
 
 RelayServer::Node* RelayServer::find(uint64_t conn) {
@@ -249,9 +251,8 @@ void RelayServer::identify(Node& node, uint64_t conn, const Identify& m) {
   if (!proof_matches(make_realm_proof(exporter, kClientRole, m.name, config_.realm_secret),
                      m.proof)) {
     ++m_.rejections[reason::kBadProof];
-    log_.warn("identify_refused", {{"conn", std::to_string(conn)}, {"name", m.name},
-                                   {"reason", reason::kBadProof}, {"remote", node.remote}});
-    return reject(node, conn, CloseCode::kBadProof, reason::kBadProof);
+    return reject(node, conn, CloseCode::kBadProof, reason::kBadProof,
+                  "claimed name " + m.name);
   }
   if (auto held = names_.find(m.name); held != names_.end())
     return claim(node, conn, m, held->second);
@@ -468,11 +469,21 @@ void RelayServer::forward(uint64_t from, uint32_t tunnel, Bytes& frame) {
 
 // Closes a connection for a protocol reason; its names and tunnels go at
 // once, so the other ends hear of it without waiting for the close.
-void RelayServer::reject(Node& node, uint64_t conn, CloseCode code, const std::string& why) {
-  log_.warn("connection_refused", {{"conn", std::to_string(conn)},
-                                   {"name", node.name.empty() ? "-" : node.name},
-                                   {"reason", close_code_reason(code)},
-                                   {"detail", why}, {"remote", node.remote}});
+// Before a connection identifies, the line is rate limited (log_limit.h):
+// anyone can cause it. name_taken comes after a valid proof.
+void RelayServer::reject(Node& node, uint64_t conn, CloseCode code, const std::string& why,
+                         const std::string& detail) {
+  if (node.name.empty() && code != CloseCode::kNameTaken)
+    unidentified_log_.warn(close_code_reason(code), now_ms(), "connection_refused",
+                           {{"conn", std::to_string(conn)}, {"name", "-"},
+                            {"reason", close_code_reason(code)},
+                            {"detail", detail.empty() ? why : why + ": " + detail},
+                            {"remote", node.remote}});
+  else
+    log_.warn("connection_refused", {{"conn", std::to_string(conn)},
+                                     {"name", node.name.empty() ? "-" : node.name},
+                                     {"reason", close_code_reason(code)},
+                                     {"detail", why}, {"remote", node.remote}});
   node.handle->close(uint64_t(code), why);
   drop_node(conn);
 }
@@ -513,11 +524,18 @@ void RelayServer::on_closed(uint64_t conn, const CloseInfo& info) {
   // A frame the core refused (oversized) ends the connection with a
   // protocol error: that is a bad frame too.
   if (info.kind == CloseInfo::Kind::kProtocol) ++m_.bad_frames["transport"];
-  log_.info("connection_closed", {{"conn", std::to_string(conn)},
-                                  {"name", node->name.empty() ? "-" : node->name},
-                                  {"kind", close_kind_name(info.kind)},
-                                  {"code", std::to_string(info.code)},
-                                  {"reason", info.text}});
+  if (node->name.empty())
+    unidentified_log_.info(std::string("closed_") + close_kind_name(info.kind), now_ms(),
+                           "connection_closed",
+                           {{"conn", std::to_string(conn)}, {"name", "-"},
+                            {"kind", close_kind_name(info.kind)},
+                            {"code", std::to_string(info.code)}, {"reason", info.text}});
+  else
+    log_.info("connection_closed", {{"conn", std::to_string(conn)},
+                                    {"name", node->name},
+                                    {"kind", close_kind_name(info.kind)},
+                                    {"code", std::to_string(info.code)},
+                                    {"reason", info.text}});
   int dialled = node->dialled;
   drop_node(conn);
   // The peer keeps the link it dialled itself: no use trying ours again soon.
@@ -528,6 +546,7 @@ void RelayServer::on_closed(uint64_t conn, const CloseInfo& info) {
 
 void RelayServer::tick(uint64_t now) {
   std::lock_guard lock(mu_);
+  unidentified_log_.tick(now);
   settle_claims(now);
   dial_due(now);
   std::vector<uint64_t> late;
@@ -564,6 +583,7 @@ RelayMetrics RelayServer::metrics() const {
   m.peers = links_.size();
   m.remote_nodes = remote_.size();
   m.tunnels = tunnels_.size();
+  m.unidentified_events = unidentified_log_.counts();
   return m;
 }
 

@@ -42,6 +42,7 @@
 #include <unordered_set>
 
 #include "endpoint.h"
+#include "log_limit.h"
 #include "relay_log.h"
 #include "relay_protocol.h"
 
@@ -102,6 +103,9 @@ struct RelayMetrics {
   std::map<std::string, uint64_t> drops;       // unknown_tunnel, congested, closed
   std::map<std::string, uint64_t> rejections;  // identify and tunnel refusals
   std::map<std::string, uint64_t> bad_frames;  // control, data
+  // Events of connections that had not identified (their log lines are
+  // rate limited, log_limit.h): accepted, closed_*, and refusal reasons.
+  std::map<std::string, uint64_t> unidentified_events;
 };
 
 class RelayServer : public EndpointEvents,
@@ -208,7 +212,9 @@ class RelayServer : public EndpointEvents,
   bool take_token(Node& node);
   uint32_t new_tunnel_id();
   void remove_tunnel(uint32_t id, uint64_t closer, const std::string& why);
-  void reject(Node& node, uint64_t conn, CloseCode code, const std::string& why);
+  // `why` goes to the peer; `detail`, if any, only to the log.
+  void reject(Node& node, uint64_t conn, CloseCode code, const std::string& why,
+              const std::string& detail = "");
   void drop_node(uint64_t conn);
   void send(Node& node, const Message& m);
   void close_deferred();
@@ -218,6 +224,7 @@ class RelayServer : public EndpointEvents,
 
   const RelayServerConfig config_;
   Logger& log_;
+  LogLimit unidentified_log_;  // lines about connections that proved nothing
   mutable std::mutex mu_;
   bool stopping_ = false;
   std::unordered_map<uint64_t, Node> nodes_;  // by connection id

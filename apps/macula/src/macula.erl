@@ -6,13 +6,17 @@
 -define(MIGRATE_TIMEOUT, 30000).
 
 %% @doc The node's QUIC endpoint (port, trust mode, connection count,
-%% packets dropped, whether it follows address changes) and, under
-%% `paths`, the path of each distribution connection (see paths/0).
+%% packets dropped, whether it follows address changes); under `paths`,
+%% the path of each distribution connection (see paths/0); under
+%% `refused`, connections refused before the peer proved anything, by
+%% reason (`bad_cookie`, `bad_proof_frame`, `bad_cert_host`; and
+%% `insecure_peer`, peers let in unverified in insecure mode). Only the
+%% first few of these are logged in full in each 10 s (macula_log_limit).
 -spec info() -> map() | undefined.
 info() ->
     case macula_endpoint:info() of
         undefined -> undefined;
-        Info -> Info#{paths => paths()}
+        Info -> Info#{paths => paths(), refused => macula_log_limit:counts()}
     end.
 
 %% @doc One map per macula distribution connection: `node`, `role`

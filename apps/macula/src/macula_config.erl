@@ -2,13 +2,16 @@
 %% a vm argument (`-macula_dist_port 4433`), the kernel environment
 %% (`-kernel macula_dist_port 4433`) and the OS environment
 %% (`MACULA_DIST_PORT=4433`), so every mode works straight from `erl`.
-%% A bad value raises one clear error naming the setting.
+%% A bad value raises one clear error naming the setting and the value.
+%% On the command line erl reads a value that starts with `-` as a flag of
+%% its own (`-macula_dist_busy_poll_us -1` gives the setting no value):
+%% a setting left without a value, or given several, is refused by name.
 -module(macula_config).
 
 -export([get/0, default_port/0]).
 -export([relay_mode/0]).
 
--import(macula_setting, [lookup/1, invalid/3]).
+-import(macula_setting, [lookup/1, invalid/3, read_head/2]).
 
 -define(KEY, {?MODULE, config}).
 -define(DEFAULT_PORT, 4433).
@@ -16,6 +19,7 @@
 %% skip a thread wake-up per hop of a round trip. Off by default: on a
 %% 2-core machine it cut the median a little and doubled the p99.
 -define(DEFAULT_BUSY_POLL_US, 0).
+-define(MAX_PEM_FILE, 1 bsl 20).
 %% Every connection sends a QUIC PING after this long without traffic: a
 %% peer whose process is gone then draws an ICMP "port unreachable" (or,
 %% restarted, a stateless reset) within this time, so nodedown comes in
@@ -29,14 +33,23 @@
                     keyfile := string(), cc := cubic | reno | bbr | bbr2,
                     busy_poll_us := 0..10000, keep_alive_ms := 0..600000}.
 
-%% @doc The validated configuration; read once, then cached.
+%% @doc The validated configuration; read once, then cached. A bad
+%% setting is logged once: the failure is kept too, and raised again
+%% (net_kernel reads the configuration more than once at boot).
 -spec get() -> config().
 get() ->
     case persistent_term:get(?KEY, undefined) of
         undefined ->
-            Config = read(),
-            persistent_term:put(?KEY, Config),
-            Config;
+            try read() of
+                Config ->
+                    persistent_term:put(?KEY, Config),
+                    Config
+            catch error:{macula_config, _} = Error ->
+                persistent_term:put(?KEY, {failed, Error}),
+                error(Error)
+            end;
+        {failed, Error} ->
+            error(Error);
         Config ->
             Config
     end.
@@ -64,10 +77,10 @@ read() ->
       bind => bind(Mode),
       mode => Mode,
       trust => Trust,
-      cert_dir => string(macula_dist_cert_dir, default_cert_dir()),
-      cacertfile => Cacert,
-      certfile => string(macula_dist_certfile, ""),
-      keyfile => string(macula_dist_keyfile, ""),
+      cert_dir => cert_dir(),
+      cacertfile => pem_file(macula_dist_cacertfile, Cacert, certificate),
+      certfile => pem_file(macula_dist_certfile, string(macula_dist_certfile, ""), certificate),
+      keyfile => pem_file(macula_dist_keyfile, string(macula_dist_keyfile, ""), private_key),
       cc => cc(),
       busy_poll_us => integer(macula_dist_busy_poll_us, ?DEFAULT_BUSY_POLL_US, 0, 10000),
       keep_alive_ms => integer(macula_dist_keep_alive_ms, ?DEFAULT_KEEP_ALIVE_MS, 0, 600000)}).
@@ -76,7 +89,78 @@ read() ->
 %% over loopback: nothing listens on the network.
 bind(dist_relay) -> "127.0.0.1";
 bind(relay) -> "127.0.0.1";
-bind(direct) -> string(macula_dist_bind, "::").
+bind(direct) -> local_address(macula_dist_bind, string(macula_dist_bind, "::")).
+
+%% The socket binds an IP literal of this host (or a wildcard).
+local_address(Key, Text) ->
+    case inet:parse_strict_address(Text) of
+        {ok, Ip} ->
+            Wildcard = Ip =:= {0, 0, 0, 0} orelse Ip =:= {0, 0, 0, 0, 0, 0, 0, 0},
+            Wildcard orelse is_local(Ip) orelse
+                invalid(Key, Text, "not an address of this host"),
+            Text;
+        {error, _} ->
+            invalid(Key, Text, "expected an IPv4 or IPv6 address (:: or 0.0.0.0 for all)")
+    end.
+
+is_local(Ip) ->
+    case inet:getifaddrs() of
+        {ok, Ifs} -> lists:member(Ip, [A || {_, Opts} <- Ifs, {addr, A} <- Opts]);
+        {error, _} -> true  % cannot tell: the bind will say
+    end.
+
+%% The directory must exist or be creatable, and hold (or take) the key.
+cert_dir() ->
+    Dir = string(macula_dist_cert_dir, default_cert_dir()),
+    Dir =:= "" andalso invalid(macula_dist_cert_dir, Dir, "expected a directory"),
+    %% prim_file: at boot the file server does not run yet.
+    {ok, Cwd} = prim_file:get_cwd(),
+    case existing_parent(filename:absname(Dir, Cwd)) of
+        {ok, _, directory} -> Dir;  % the endpoint creates what is missing
+        {ok, Part, _} -> invalid(macula_dist_cert_dir, Dir, Part ++ " is not a directory");
+        {error, Part, Why} -> invalid(macula_dist_cert_dir, Dir, "cannot use " ++ Part ++ ": " ++
+                                          file:format_error(Why))
+    end.
+
+%% The longest existing prefix of an absolute path, and its type.
+existing_parent(Path) ->
+    case prim_file:read_file_info(Path) of
+        {ok, Info} -> {ok, Path, element(3, Info)};
+        {error, enoent} ->
+            case filename:dirname(Path) of
+                Path -> {error, Path, enoent};
+                Parent -> existing_parent(Parent)
+            end;
+        {error, Why} -> {error, Path, Why}
+    end.
+
+%% A certificate or key file must be readable and hold a PEM block of its
+%% kind (GnuTLS alone would only say "The requested data were not
+%% available."). Whether the key fits the certificate is the endpoint's
+%% check, which names both settings.
+pem_file(_Key, "", _Kind) ->
+    "";
+pem_file(Key, File, Kind) ->
+    case read_head(File, ?MAX_PEM_FILE + 1) of
+        {ok, Bin} when byte_size(Bin) > ?MAX_PEM_FILE ->
+            invalid(Key, File, "larger than 1 MB");
+        {ok, Bin} ->
+            has_pem(Bin, Kind) orelse invalid(Key, File, pem_expected(Kind)),
+            File;
+        {error, Why} ->
+            invalid(Key, File, "cannot read it: " ++ file:format_error(Why))
+    end.
+
+has_pem(Bin, certificate) ->
+    binary:match(Bin, <<"-----BEGIN CERTIFICATE-----">>) =/= nomatch;
+has_pem(Bin, private_key) ->
+    case re:run(Bin, <<"-----BEGIN [A-Z ]*PRIVATE KEY-----">>) of
+        {match, _} -> true;
+        nomatch -> false
+    end.
+
+pem_expected(certificate) -> "no PEM certificate in it (-----BEGIN CERTIFICATE-----)";
+pem_expected(private_key) -> "no PEM private key in it (-----BEGIN ... PRIVATE KEY-----)".
 
 cc() ->
     case string(macula_dist_cc, "bbr2") of

@@ -11,6 +11,7 @@
 -include_lib("kernel/include/net_address.hrl").
 
 -define(PROTOCOL, macula).
+-define(LOGGED_ABOVE, "macula could not start: see the error logged above").
 
 -spec listen(atom()) -> {ok, {macula_nif:endpoint(), #net_address{}, pos_integer()}}
                       | {error, term()}.
@@ -21,6 +22,9 @@ listen(Name) ->
 %% Name is the part before '@': `4433` in `4433@host` chooses the port.
 %% A node that runs with EPMD registers its port there (see
 %% macula_dist_epmd), and takes EPMD's creation as inet_tcp_dist does.
+%% Whatever stops the node here was logged already, in one line naming
+%% the setting and the value: the VM's own line (`register/listen error`)
+%% only points to it rather than repeating it.
 -spec listen(atom(), string()) ->
           {ok, {macula_nif:endpoint(), #net_address{}, pos_integer()}} | {error, term()}.
 listen(Name, Host) ->
@@ -34,15 +38,37 @@ listen(Name, Host) ->
                             Address = #net_address{address = {Host, Bound}, host = Host,
                                                    protocol = ?PROTOCOL, family = inet},
                             {ok, {Ep, Address, creation(Creation)}};
-                        {error, Text} = Error ->
+                        {error, Text} ->
                             logger:error("macula: ~s", [Text]),
-                            Error
+                            stopped()
                     end;
-                {error, _} = Error ->
-                    Error
+                {error, _} ->
+                    stopped()
             end
-    catch error:{macula_config, Text} ->
-        {error, Text}
+    catch error:{macula_config, _Text} ->
+        stopped()
+    end.
+
+%% The VM halts right after listen fails: the log handlers must have
+%% written the line first (they write asynchronously).
+stopped() ->
+    [catch M:filesync(Id) || #{id := Id, module := M} <- logger:get_handler_config(),
+                             erlang:function_exported(M, filesync, 1)],
+    drain(whereis(logger_simple_h), 50),
+    {error, ?LOGGED_ABOVE}.
+
+%% At boot only logger's simple handler may run yet: a process that
+%% prints each event it takes and answers nothing, so wait (at most
+%% 0.5 s) until its queue is empty, and a moment for the last print.
+drain(undefined, _) ->
+    ok;
+drain(_Pid, 0) ->
+    ok;
+drain(Pid, N) ->
+    timer:sleep(10),
+    case process_info(Pid, message_queue_len) of
+        {message_queue_len, 0} -> ok;
+        _ -> drain(Pid, N - 1)
     end.
 
 %% Port 0 asks for any free port: the one the endpoint got.
@@ -67,6 +93,7 @@ listen_endpoint(Name, Host, Port) ->
 %% message rather than a stack trace from the endpoint opener.
 listen_port(Name, Host) ->
     _ = macula_config:get(),
+    macula_log_limit:init(),
     Node = list_to_atom(atom_to_list(Name) ++ "@" ++ Host),
     case macula_node_name:parse(Node) of
         {ok, {NameBin, _Host, Port, _Kind}} ->

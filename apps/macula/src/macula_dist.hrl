@@ -15,5 +15,5 @@
 -define(CLOSE_BAD_CERT_HOST, 16#11).
 -define(CLOSE_PROTOCOL, 16#12).
 
-%% First frame of each side on the control stream: proof of the cookie.
--define(PROOF_TAG, "MCP1").
+%% The first frame of each side on the control stream, the proof of the
+%% cookie, is made and parsed by the NIF (core/cookie_proof.h).

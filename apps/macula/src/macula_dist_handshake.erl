@@ -76,16 +76,15 @@ wait_connected(#macula_ctx{id = Id}, Node) ->
 client_proof(Ctx = #macula_ctx{conn = Conn}, Node, MyNode) ->
     Cookie = cookie_binary(auth:get_cookie(Node)),
     MyName = atom_to_binary(MyNode),
-    Proof = macula_nif:cookie_proof(Conn, client, MyName, Cookie),
-    send_control(Ctx, [?PROOF_TAG, Proof, MyName]),
-    case recv_control(Ctx, Node) of
-        <<?PROOF_TAG, Theirs:32/binary, Name/binary>> ->
+    send_control(Ctx, macula_nif:proof_frame(Conn, client, MyName, Cookie)),
+    case macula_nif:parse_proof_frame(recv_control(Ctx, Node)) of
+        {ok, Theirs, Name} ->
             Name =:= atom_to_binary(Node) orelse
-                refuse(Ctx, Node, ?CLOSE_PROTOCOL,
+                refuse(Ctx, Node, bad_proof_frame, ?CLOSE_PROTOCOL,
                        io_lib:format("the node answering is ~s", [Name])),
             check_proof(Ctx, server, Name, Cookie, Theirs, Node);
-        _ ->
-            refuse(Ctx, Node, ?CLOSE_PROTOCOL, "bad cookie proof frame")
+        error ->
+            refuse(Ctx, Node, bad_proof_frame, ?CLOSE_PROTOCOL, "bad cookie proof frame")
     end.
 
 %%% Incoming
@@ -107,17 +106,16 @@ do_accept(Kernel, AcceptPid, Conn, MyNode, Allowed, SetupTime) ->
     dist_util:handshake_other_started(HSData).
 
 server_proof(Ctx = #macula_ctx{conn = Conn}, MyNode, Ip) ->
-    case recv_control(Ctx, Ip) of
-        <<?PROOF_TAG, Theirs:32/binary, Name/binary>> ->
+    case macula_nif:parse_proof_frame(recv_control(Ctx, Ip)) of
+        {ok, Theirs, Name} ->
             Cookie = cookie_binary(cookie_for(Name)),
             check_proof(Ctx, client, Name, Cookie, Theirs, Ip),
             check_cert_host(Ctx, Name, Ip),
             MyName = atom_to_binary(MyNode),
-            Proof = macula_nif:cookie_proof(Conn, server, MyName, Cookie),
-            send_control(Ctx, [?PROOF_TAG, Proof, MyName]),
+            send_control(Ctx, macula_nif:proof_frame(Conn, server, MyName, Cookie)),
             Name;
-        _ ->
-            refuse(Ctx, Ip, ?CLOSE_PROTOCOL, "bad cookie proof frame")
+        error ->
+            refuse(Ctx, Ip, bad_proof_frame, ?CLOSE_PROTOCOL, "bad cookie proof frame")
     end.
 
 %% The cookie we share with the node called `Name`. Only existing atoms
@@ -140,7 +138,7 @@ check_cert_host(Ctx = #macula_ctx{conn = Conn}, Name, From) ->
                    end,
             case macula_nif:peer_cert_matches(Conn, Host) of
                 true -> ok;
-                false -> refuse(Ctx, From, ?CLOSE_BAD_CERT_HOST,
+                false -> refuse(Ctx, From, bad_cert_host, ?CLOSE_BAD_CERT_HOST,
                                 io_lib:format("certificate not valid for ~s", [Name]))
             end;
         _ ->
@@ -152,20 +150,21 @@ check_cert_host(Ctx = #macula_ctx{conn = Conn}, Name, From) ->
 check_proof(Ctx = #macula_ctx{conn = Conn}, Role, Name, Cookie, Proof, Peer) ->
     case trust() of
         insecure ->
-            logger:warning("macula: INSECURE connection with ~s (~p): "
-                           "peer identity not verified", [Name, Peer]);
+            macula_log_limit:event(insecure_peer, "macula: INSECURE connection with ~s (~p): "
+                                   "peer identity not verified", [Name, Peer]);
         _ ->
             case macula_nif:check_cookie_proof(Conn, Role, Name, Cookie, Proof) of
                 true -> ok;
-                false -> refuse(Ctx, Peer, ?CLOSE_BAD_COOKIE,
+                false -> refuse(Ctx, Peer, bad_cookie, ?CLOSE_BAD_COOKIE,
                                 io_lib:format("~s does not know our cookie "
                                               "(or a man in the middle)", [Name]))
             end
     end.
 
-refuse(#macula_ctx{conn = Conn}, Peer, Code, Why) ->
+%% The peer has proven nothing yet: the line is rate limited and counted.
+refuse(#macula_ctx{conn = Conn}, Peer, Reason, Code, Why) ->
     Text = lists:flatten(Why),
-    logger:error("macula: connection with ~p refused: ~s", [Peer, Text]),
+    macula_log_limit:event(Reason, "macula: connection with ~p refused: ~s", [Peer, Text]),
     macula_nif:close(Conn, Code, Text),
     ?shutdown2(Peer, {macula, Text}).
 
@@ -239,7 +238,7 @@ check_name(Ctx = #macula_ctx{proven = Proven}, Frame) ->
         {static, Proven} -> ok;
         {dynamic, Host} when Proven =:= <<"undefined@", Host/binary>> -> ok;
         not_a_name -> ok;
-        {_, Name} -> refuse(Ctx, Proven, ?CLOSE_PROTOCOL,
+        {_, Name} -> refuse(Ctx, Proven, bad_proof_frame, ?CLOSE_PROTOCOL,
                             io_lib:format("handshake name ~s is not the proven ~s",
                                           [Name, Proven]))
     end.

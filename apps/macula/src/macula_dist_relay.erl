@@ -35,9 +35,13 @@
 -define(RETRY_MAX_MS, 10000).
 %% A tunnel another node opened must carry a connection we accept by then.
 -define(UNCLAIMED_MS, 30000).
+%% A relay's host name not resolved by then counts as unreachable.
+-define(RESOLVE_MS, 10000).
 
 -record(relay, {host :: string(), port :: 1..65535, shim,
                 state = down :: standby | connecting | identified | down,
+                %% while its host name is being resolved: the resolver
+                resolver :: {pid(), reference()} | undefined,
                 name = <<>> :: binary(), retry = ?RETRY_MIN_MS}).
 -record(req, {from, node :: node(), mref :: reference(), tried = [] :: [integer()]}).
 -record(tunnel, {port :: 1..65535, owner :: pid() | undefined,
@@ -182,6 +186,8 @@ handle_info({reopen, Tag}, St = #st{mode = relay}) ->
     end;
 handle_info({reopen, Tag}, St) ->
     {noreply, open_relay(Tag, St)};
+handle_info({resolved, Tag, Ref, Result}, St) ->
+    {noreply, resolved(Tag, Ref, Result, St)};
 handle_info({unclaimed, Key}, St) ->
     {noreply, unclaimed(Key, St)};
 handle_info({'DOWN', MRef, process, _, _}, St) ->
@@ -229,37 +235,59 @@ next_relay(Tag, #st{relays = Rs}) ->
         [] -> hd(Tags)
     end.
 
+%% Resolving a relay's host name may take long (a slow DNS server; at boot
+%% the resolver may not run yet), so a process of its own does it: neither
+%% the node's boot nor this server waits for it. Until it answers the relay
+%% counts as connecting.
 open_relay(Tag, St = #st{relays = Rs}) ->
-    R = maps:get(Tag, Rs),
-    case open_shim(Tag, R, St) of
-        {ok, Shim} ->
-            St#st{relays = Rs#{Tag := R#relay{shim = Shim, state = connecting}}};
-        {error, Why} ->
-            logger:error("macula: cannot reach relay ~s:~p: ~s", [R#relay.host, R#relay.port, Why]),
-            retry_later(Tag, R, St)
+    R = #relay{host = Host} = maps:get(Tag, Rs),
+    Self = self(),
+    Ref = make_ref(),
+    Pid = spawn(fun() -> Self ! {resolved, Tag, Ref, catch macula_node_name:resolve(Host)} end),
+    erlang:send_after(?RESOLVE_MS, self(), {resolved, Tag, Ref, timeout}),
+    St#st{relays = Rs#{Tag := R#relay{state = connecting, resolver = {Pid, Ref}}}}.
+
+%% The answer of the relay's current resolver (others are stale).
+resolved(Tag, Ref, Result, St = #st{relays = Rs}) ->
+    case maps:find(Tag, Rs) of
+        {ok, R = #relay{resolver = {Pid, Ref}}} ->
+            exit(Pid, kill),
+            connect_relay(Tag, R#relay{resolver = undefined}, Result, St);
+        _ ->
+            St
     end.
 
-open_shim(Tag, #relay{host = Host, port = Port}, #st{node = Node, inner = Inner, config = C}) ->
-    case macula_node_name:resolve(Host) of
-        error ->
-            {error, "cannot resolve " ++ Host};
-        Ip ->
-            Opts = #{relay_ip => inet:ntoa(Ip), relay_port => Port, relay_host => Host,
-                     node => atom_to_binary(Node), secret => maps:get(realm_secret, C),
-                     inner_port => Inner, tag => Tag, bind => bind_for(Ip),
-                     cert_dir => maps:get(cert_dir, C), certfile => maps:get(certfile, C),
-                     keyfile => maps:get(keyfile, C),
-                     %% CA mode: the relay's certificate is checked too
-                     cacertfile => case maps:get(trust, C) of
-                                       ca -> maps:get(cacertfile, C);
-                                       _ -> ""
-                                   end},
-            try macula_relay_nif:open(Opts) of
-                {ok, Shim} -> {ok, Shim};
-                {error, Text} -> {error, binary_to_list(Text)}
-            catch error:{badarg, What} ->
-                {error, lists:flatten(io_lib:format("bad ~p for the relay protocol", [What]))}
-            end
+connect_relay(Tag, R = #relay{host = Host, port = Port}, Ip, St)
+  when tuple_size(Ip) =:= 4; tuple_size(Ip) =:= 8 ->
+    case open_shim(Tag, R, Ip, St) of
+        {ok, Shim} ->
+            St#st{relays = (St#st.relays)#{Tag := R#relay{shim = Shim, state = connecting}}};
+        {error, Why} ->
+            logger:error("macula: cannot reach relay ~s:~p: ~s", [Host, Port, Why]),
+            retry_later(Tag, R, St)
+    end;
+connect_relay(Tag, R = #relay{host = Host, port = Port}, Why, St) ->
+    logger:error("macula: cannot reach relay ~s:~p: cannot resolve ~s (~s); trying again later",
+                 [Host, Port, Host, case Why of timeout -> "timeout"; _ -> "no address" end]),
+    retry_later(Tag, R, St).
+
+open_shim(Tag, #relay{host = Host, port = Port}, Ip,
+          #st{node = Node, inner = Inner, config = C}) ->
+    Opts = #{relay_ip => inet:ntoa(Ip), relay_port => Port, relay_host => Host,
+             node => atom_to_binary(Node), secret => maps:get(realm_secret, C),
+             inner_port => Inner, tag => Tag, bind => bind_for(Ip),
+             cert_dir => maps:get(cert_dir, C), certfile => maps:get(certfile, C),
+             keyfile => maps:get(keyfile, C),
+             %% CA mode: the relay's certificate is checked too
+             cacertfile => case maps:get(trust, C) of
+                               ca -> maps:get(cacertfile, C);
+                               _ -> ""
+                           end},
+    try macula_relay_nif:open(Opts) of
+        {ok, Shim} -> {ok, Shim};
+        {error, Text} -> {error, binary_to_list(Text)}
+    catch error:{badarg, What} ->
+        {error, lists:flatten(io_lib:format("bad ~p for the relay protocol", [What]))}
     end.
 
 bind_for(Ip) when tuple_size(Ip) =:= 8 -> "::";

@@ -20,13 +20,13 @@
 
 -export([open_endpoint/1, close_endpoint/1, set_acceptor/2, endpoint_info/1,
          dial/6, attach/3, send/3, tick/1, consumed/2, close/3, getstat/1,
-         conn_id/1, peer_address/1, conn_info/1, migrate/4, cookie_proof/4, check_cookie_proof/5,
-         peer_cert_matches/2, parse_node_name/2]).
+         conn_id/1, peer_address/1, conn_info/1, migrate/4, proof_frame/4,
+         parse_proof_frame/1, check_cookie_proof/5, peer_cert_matches/2, parse_node_name/2]).
 
 -nifs([open_endpoint/1, close_endpoint/1, set_acceptor/2, endpoint_info/1,
        dial/6, attach/3, send/3, tick/1, consumed/2, close/3, getstat/1,
-       conn_id/1, peer_address/1, conn_info/1, migrate/4, cookie_proof/4, check_cookie_proof/5,
-       peer_cert_matches/2, parse_node_name/2]).
+       conn_id/1, peer_address/1, conn_info/1, migrate/4, proof_frame/4,
+       parse_proof_frame/1, check_cookie_proof/5, peer_cert_matches/2, parse_node_name/2]).
 
 -type endpoint() :: reference().
 -type conn() :: reference().
@@ -146,11 +146,18 @@ conn_info(_Conn) -> ?NIF.
 -spec migrate(endpoint(), auto | text(), pid(), reference()) -> ok.
 migrate(_Ep, _Target, _Pid, _Ref) -> ?NIF.
 
-%% @doc This side's proof (32 bytes) that it knows `Cookie': an HMAC of the
-%% cookie over this TLS session's exporter value, the role and the node
-%% name. Raises `{badarg, conn}' before the TLS handshake is done.
--spec cookie_proof(conn(), role(), Node :: text(), Cookie :: text()) -> binary().
-cookie_proof(_Conn, _Role, _Node, _Cookie) -> ?NIF.
+%% @doc This side's first control frame: "MCP1", its proof (32 bytes)
+%% that it knows `Cookie' (an HMAC of the cookie over this TLS session's
+%% exporter value, the role and the node name), then `Node'. Raises
+%% `{badarg, conn}' before the TLS handshake is done.
+-spec proof_frame(conn(), role(), Node :: text(), Cookie :: text()) -> binary().
+proof_frame(_Conn, _Role, _Node, _Cookie) -> ?NIF.
+
+%% @doc The peer's first control frame, from a peer that has proven
+%% nothing yet: its proof and its node name, or `error' unless it has the
+%% tag, a whole proof and a valid node name (dist/cookie_proof.h).
+-spec parse_proof_frame(binary()) -> {ok, Proof :: binary(), Node :: binary()} | error.
+parse_proof_frame(_Frame) -> ?NIF.
 
 %% @doc Whether `Proof' is the proof the peer in `Role' named `Node' must
 %% send if it knows `Cookie' (compared in constant time).

@@ -44,21 +44,22 @@ parse_relays(Key, Text) ->
 relay(Key, "[" ++ Rest) ->
     case string:split(Rest, "]") of
         [Host, ""] when Host =/= "" -> {Host, ?DEFAULT_RELAY_PORT};
-        [Host, ":" ++ Port] when Host =/= "" -> {Host, port(Key, Port)};
+        [Host, ":" ++ Port] when Host =/= "" -> {Host, port(Key, "[" ++ Rest, Port)};
         _ -> bad_relay(Key, "[" ++ Rest)
     end;
 relay(Key, Item) ->
     case string:split(Item, ":", all) of
         [Host] when Host =/= "" -> {Host, ?DEFAULT_RELAY_PORT};
-        [Host, Port] when Host =/= "" -> {Host, port(Key, Port)};
+        [Host, Port] when Host =/= "" -> {Host, port(Key, Item, Port)};
         _ -> bad_relay(Key, Item)
     end.
 
-port(Key, Text) ->
+%% A bad port is refused naming the whole relay it belongs to.
+port(Key, Item, Text) ->
     try list_to_integer(Text) of
         P when P >= 1, P =< 65535 -> P;
-        _ -> bad_relay(Key, Text)
-    catch error:badarg -> bad_relay(Key, Text)
+        _ -> bad_relay(Key, Item)
+    catch error:badarg -> bad_relay(Key, Item)
     end.
 
 bad_relay(Key, Item) ->
@@ -70,27 +71,13 @@ bad_relay(Key, Item) ->
 read_secret(Key, "") ->
     macula_setting:invalid(Key, "", "the relay modes need the realm's shared secret file");
 read_secret(Key, File) ->
-    %% prim_file: at boot net_kernel starts before the file server.
-    case read_head(File, ?MAX_SECRET_FILE + 1) of
+    case macula_setting:read_head(File, ?MAX_SECRET_FILE + 1) of
         {ok, Bin} when byte_size(Bin) > ?MAX_SECRET_FILE ->
             macula_setting:invalid(Key, File, "larger than 4 KB");
         {ok, Bin} ->
             check_secret(Key, File, string:trim(Bin, both, " \t\r\n"));
         {error, Why} ->
             macula_setting:invalid(Key, File, "cannot read it: " ++ file:format_error(Why))
-    end.
-
-read_head(File, Max) ->
-    case prim_file:open(File, [read, binary]) of
-        {ok, Fd} ->
-            Result = case prim_file:read(Fd, Max) of
-                         eof -> {ok, <<>>};
-                         Other -> Other
-                     end,
-            prim_file:close(Fd),
-            Result;
-        {error, _} = Error ->
-            Error
     end.
 
 check_secret(Key, File, Secret) when byte_size(Secret) < ?MIN_SECRET ->

@@ -13,7 +13,7 @@
          ca_wrong_host_refused/1, udp_garbage/1, port_in_use/1,
          port_in_use_by_node/1, node_name_parsing/1,
          invalid_node_name_at_start/1, missing_keyfile/1,
-         invalid_setting/1, insecure_mode/1]).
+         invalid_setting/1, insecure_mode/1, wrong_cookie_log_volume/1]).
 
 -define(FIRST_PORT, 16000).
 -define(STARTED, "MACULA_CT_STARTED").
@@ -25,7 +25,7 @@ all() ->
     [wrong_cookie, ca_mode_ping, ca_other_ca_refused, ca_wrong_host_refused,
      udp_garbage, port_in_use, port_in_use_by_node, node_name_parsing,
      invalid_node_name_at_start, missing_keyfile, invalid_setting,
-     insecure_mode].
+     insecure_mode, wrong_cookie_log_volume].
 
 init_per_suite(Config0) ->
     Config = macula_ct:init_suite(Config0, ?FIRST_PORT),
@@ -346,6 +346,44 @@ invalid_setting(Config) ->
          lacks(Out, "{macula_config,invalid")
      end || {Name, Opts, Setting} <- Cases],
     ok.
+
+%% 1,000 connection attempts with a wrong cookie (one after the other:
+%% net_kernel makes concurrent pings to one node share an attempt): the
+%% refusing node logs
+%% the first ones of each 10 s in full and then one summary line per 10 s,
+%% and counts every refusal (macula:info/0). It used to log one error per
+%% attempt.
+wrong_cookie_log_volume(Config) ->
+    {A, _NA} = start(Config, #{cookie => "not_the_cookie"}),
+    {B, NB} = start(Config),
+    Attempts = 1000,
+    Workers = 1,
+    T0 = erlang:monotonic_time(millisecond),
+    Results = peer:call(A, macula_ct, ping_many, [NB, Attempts div Workers, Workers], 300000),
+    Secs = (erlang:monotonic_time(millisecond) - T0) / 1000,
+    Attempts = length([pang || pang <- Results]),
+    %% the summary of the last interval comes at its end
+    Out = macula_ct:wait_output(NB, "more refused connections", 12000),
+    Lines = string:split(Out, "\n", all),
+    Full = [L || L <- Lines, binary:match(L, <<"does not know our cookie">>) =/= nomatch],
+    Summaries = [L || L <- Lines, binary:match(L, <<"more refused connections">>) =/= nomatch],
+    #{refused := #{bad_cookie := Counted}} = macula_ct:node_info(B),
+    %% at most 10 lines in full and one summary per 10 s interval touched
+    Intervals = trunc(Secs / 10) + 2,
+    ct:pal("~b attempts in ~.1f s: ~b lines in full, ~b summaries, ~b counted~n~ts",
+           [Attempts, Secs, length(Full), length(Summaries), Counted,
+            lists:join("\n", Summaries)]),
+    true = length(Full) >= 1,
+    true = length(Full) =< 10 * Intervals,
+    true = length(Summaries) =< Intervals,
+    Counted = Attempts,
+    %% the summaries account for every refusal not logged in full
+    NotLogged = lists:sum([binary_to_integer(N) || L <- Summaries,
+                           {match, [N]} <- [re:run(L, <<"bad_cookie ([0-9]+)">>,
+                                                   [{capture, all_but_first, binary}])]]),
+    Attempts = NotLogged + length(Full),
+    ct:comment("~b wrong-cookie attempts in ~.1f s: ~b lines in full + ~b summaries",
+               [Attempts, Secs, length(Full), length(Summaries)]).
 
 %% Insecure mode on both sides: connects, says so loudly, and the cookie
 %% is still checked by the distribution handshake.

@@ -16,7 +16,7 @@
 %% peer side
 -export([spawn_echo/0, echo_call/3, watch/1, wait_down/2, ping_until/2,
          pid_status/2, spawn_sleeper/0, spawn_sleeper/1, big_roundtrip/2, big_roundtrip/3,
-         big_echo/0]).
+         big_echo/0, ping_many/3]).
 %% capture process
 -export([capture_init/2]).
 
@@ -465,3 +465,11 @@ big_echo() ->
     receive
         {From, Bin} -> From ! {self(), byte_size(Bin), erlang:md5(Bin), Bin}
     end.
+
+%% Peer side: Workers processes each ping Node N times, one after the
+%% other; returns every result (pong | pang).
+ping_many(Node, N, Workers) ->
+    Self = self(),
+    Pids = [spawn_link(fun() -> Self ! {self(), [net_adm:ping(Node) || _ <- lists:seq(1, N)]} end)
+            || _ <- lists:seq(1, Workers)],
+    lists:append([receive {P, R} -> R end || P <- Pids]).

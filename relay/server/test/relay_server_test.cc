@@ -32,6 +32,32 @@ TEST_F(RelayServerTest, WrongRealmSecretIsRefusedWithBadProof) {
   EXPECT_EQ(server_->metrics().nodes, 1u);
 }
 
+// Anyone can connect and fail the proof: the relay logs the first few of
+// each 10 s in full, counts every one, and sums up the rest in one line.
+TEST_F(RelayServerTest, RefusalsBeforeIdentifyAreRateLimitedAndCounted) {
+  start_relay();
+  constexpr int kAttempts = 40;
+  for (int i = 0; i < kAttempts; ++i) {
+    Node mallory = node("m" + std::to_string(i) + "@host", "guessed-secret");
+    ASSERT_TRUE(mallory.events->wait_closed()) << i;
+  }
+  RelayMetrics m = server_->metrics();
+  EXPECT_EQ(m.unidentified_events["bad_proof"], uint64_t(kAttempts));
+  EXPECT_EQ(m.unidentified_events["accepted"], uint64_t(kAttempts));
+  EXPECT_EQ(m.rejections["bad_proof"], uint64_t(kAttempts));
+  // Each attempt used to log three lines. The attempts may span two
+  // intervals: at most two bursts, then summaries.
+  size_t full = log_lines("event=connection_accepted") + log_lines("event=connection_refused") +
+                log_lines("event=identify_refused");
+  EXPECT_GE(full, 1u);
+  EXPECT_LE(full, 2 * LogLimit::kBurst);
+  server_->tick(now_ns() / 1000000 + LogLimit::kIntervalMs);
+  EXPECT_EQ(log_lines("event=unidentified_summary"), 1u);
+  // A node with the secret is logged as always.
+  Node alice = identified_node("alice@host");
+  EXPECT_EQ(log_lines("event=node_identified"), 1u);
+}
+
 TEST_F(RelayServerTest, ProofForAnotherNameIsRefused) {
   start_relay();
   auto raw = raw_node();

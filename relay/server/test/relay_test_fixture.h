@@ -329,8 +329,21 @@ class RelayServerTest : public ::testing::Test {
     return reply->tunnel;
   }
 
+  // Lines of the relay's log that contain `text`.
+  size_t log_lines(const std::string& text) {
+    std::lock_guard l(lines_mu_);
+    size_t n = 0;
+    for (const auto& line : lines_) n += line.find(text) != std::string::npos;
+    return n;
+  }
+
   macula::test::TempDir dir_;
-  Logger log_{[](const std::string&) {}};
+  std::mutex lines_mu_;
+  std::vector<std::string> lines_;
+  Logger log_{[this](const std::string& line) {
+    std::lock_guard l(lines_mu_);
+    lines_.push_back(line);
+  }};
   RelayServerConfig config_;
   std::shared_ptr<RelayServer> server_;
   std::unique_ptr<Endpoint> relay_;

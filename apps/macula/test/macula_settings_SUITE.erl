@@ -1,0 +1,257 @@
+%% @doc Every setting of the README's table, given a bad value: the node
+%% refuses to start, with one log line naming the setting and the value
+%% (values erl takes for flags, like `-1`, included). Relays given by DNS
+%% name: the node boots at once and registers; a name that does not
+%% resolve is retried and logged by name. Nodes that must fail are run as
+%% plain OS processes and their output checked; the relay is a
+%% macula-relay on loopback.
+-module(macula_settings_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+
+-export([all/0, suite/0, init_per_suite/1, end_per_suite/1,
+         init_per_testcase/2, end_per_testcase/2]).
+-export([every_setting_bad/1, flag_like_values/1, key_and_certificate_mismatch/1,
+         relay_by_dns_name/1, relay_name_unresolvable/1]).
+
+-define(FIRST_PORT, 16600).
+-define(STARTED, "MACULA_CT_STARTED").
+-define(RELAY_PORT, 14434).
+
+suite() ->
+    [{timetrap, {minutes, 4}}].
+
+all() ->
+    [every_setting_bad, flag_like_values, key_and_certificate_mismatch,
+     relay_by_dns_name, relay_name_unresolvable].
+
+init_per_suite(Config0) ->
+    Config = macula_ct:init_suite(Config0, ?FIRST_PORT),
+    Priv = ?config(priv_dir, Config),
+    Files = make_files(Priv),
+    [{files, Files} | Config].
+
+end_per_suite(Config) ->
+    macula_ct:end_suite(Config).
+
+init_per_testcase(_Case, Config) ->
+    Config.
+
+end_per_testcase(_Case, _Config) ->
+    stop_relay(),
+    macula_ct:stop_all().
+
+%%% ------------------------------------------------------------------
+%%% Files: a good CA, certificate and key (openssl), garbage, a short
+%%% secret, a good secret, a file where a directory is expected.
+
+make_files(Priv) ->
+    Dir = filename:join(Priv, "files"),
+    ok = filelib:ensure_dir(filename:join(Dir, "x")),
+    F = fun(Name) -> filename:join(Dir, Name) end,
+    openssl(["req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes",
+             " -keyout ", F("ca.key"), " -out ", F("ca.pem"), " -days 30 -subj /CN=ca",
+             " -addext basicConstraints=critical,CA:TRUE"]),
+    openssl(["req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes",
+             " -keyout ", F("n1.key"), " -out ", F("n1.pem"), " -days 30 -subj /CN=n1"]),
+    openssl(["req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes",
+             " -keyout ", F("n2.key"), " -out ", F("n2.pem"), " -days 30 -subj /CN=n2"]),
+    ok = file:write_file(F("garbage.pem"), <<"this is not PEM at all\n">>),
+    ok = file:write_file(F("short.secret"), <<"too short\n">>),
+    ok = file:write_file(F("realm.secret"), <<"a realm secret of the settings suite\n">>),
+    ok = file:write_file(F("plain_file"), <<"x">>),
+    #{ca => F("ca.pem"), cert => F("n1.pem"), key => F("n1.key"),
+      other_key => F("n2.key"), garbage => F("garbage.pem"),
+      short_secret => F("short.secret"), secret => F("realm.secret"),
+      plain_file => F("plain_file")}.
+
+openssl(Args) ->
+    Cmd = lists:flatten(["openssl ", Args, " 2>&1; echo \"exit=$?\""]),
+    Out = os:cmd(Cmd),
+    string:find(Out, "exit=0") =/= nomatch orelse ct:fail({openssl_failed, Cmd, Out}).
+
+%%% ------------------------------------------------------------------
+%%% Helpers
+
+%% Runs a node that must not start; returns its output.
+must_fail(Config, Opts) ->
+    Name = integer_to_list(macula_ct:next_port(Config)) ++ "@127.0.0.1",
+    Args = macula_ct:erl_args(macula, Opts) ++
+        ["-name", Name, "-noshell",
+         "-eval", "io:format(\"" ?STARTED " ~p~n\", [node()]), halt(0)."],
+    Env = [{"MACULA_DIST_CERT_DIR", ?config(cert_dir, Config)},
+           {"ERL_CRASH_DUMP_SECONDS", "0"} | maps:get(env, Opts, [])],
+    {Status, Out} = macula_ct:run_erl(Args, Env, 30000),
+    ct:log("~p~nexit status ~p, output:~n~ts", [Opts, Status, Out]),
+    binary:match(Out, <<?STARTED>>) =:= nomatch orelse ct:fail({node_started, Opts, Out}),
+    is_integer(Status) andalso Status =/= 0 orelse ct:fail({bad_exit_status, Status, Out}),
+    Out.
+
+%% Exactly one line of Out names Setting, and that line holds Value.
+one_line_names(Out, Setting, Value) ->
+    Lines = [L || L <- string:split(Out, "\n", all),
+                  binary:match(L, list_to_binary(Setting)) =/= nomatch],
+    case Lines of
+        [Line] ->
+            binary:match(Line, list_to_binary(Value)) =/= nomatch
+                orelse ct:fail({value_not_named, Setting, Value, Line}),
+            Line;
+        _ ->
+            ct:fail({not_one_line, Setting, Value, Lines, Out})
+    end.
+
+%%% ------------------------------------------------------------------
+%%% Cases
+
+%% Each row of the README's settings table with a bad value, given on the
+%% command line, in the kernel environment or in the OS environment.
+every_setting_bad(Config) ->
+    Fs = ?config(files, Config),
+    Ca = fun(Ca, Cert, Key) -> ["-macula_dist_cacertfile", Ca, "-macula_dist_certfile", Cert,
+                                "-macula_dist_keyfile", Key] end,
+    Relay = fun(Relays, Secret) -> ["-macula_dist_mode", "dist_relay",
+                                    "-macula_dist_relays", Relays,
+                                    "-macula_dist_realm_secret_file", Secret] end,
+    Cases =
+        [{"macula_dist_port", "abc", #{args => ["-macula_dist_port", "abc"]}},
+         {"macula_dist_port", "70000", #{env => [{"MACULA_DIST_PORT", "70000"}]}},
+         {"macula_dist_bind", "999.1.1.1", #{args => ["-macula_dist_bind", "999.1.1.1"]}},
+         {"macula_dist_bind", "192.0.2.77", #{args => ["-macula_dist_bind", "192.0.2.77"]}},
+         {"macula_dist_bind", "localhost", #{args => ["-kernel", "macula_dist_bind", "\"localhost\""]}},
+         {"macula_dist_mode", "mesh", #{args => ["-macula_dist_mode", "mesh"]}},
+         {"macula_dist_relays", "127.0.0.1:notaport",
+          #{args => Relay("127.0.0.1:notaport", maps:get(secret, Fs))}},
+         {"macula_dist_realm_secret_file", maps:get(short_secret, Fs),
+          #{args => Relay("127.0.0.1:4434", maps:get(short_secret, Fs))}},
+         {"macula_dist_realm_secret_file", "/nonexistent/secret",
+          #{args => Relay("127.0.0.1:4434", "/nonexistent/secret")}},
+         {"macula_dist_cert_dir", maps:get(plain_file, Fs) ++ "/certs",
+          #{env => [{"MACULA_DIST_CERT_DIR", maps:get(plain_file, Fs) ++ "/certs"}]}},
+         {"macula_dist_cert_dir", "/proc/macula-certs",
+          #{args => ["-macula_dist_cert_dir", "/proc/macula-certs"]}},
+         {"macula_dist_cacertfile", maps:get(garbage, Fs),
+          #{args => Ca(maps:get(garbage, Fs), maps:get(cert, Fs), maps:get(key, Fs))}},
+         {"macula_dist_certfile", maps:get(garbage, Fs),
+          #{args => Ca(maps:get(ca, Fs), maps:get(garbage, Fs), maps:get(key, Fs))}},
+         {"macula_dist_keyfile", maps:get(garbage, Fs),
+          #{args => Ca(maps:get(ca, Fs), maps:get(cert, Fs), maps:get(garbage, Fs))}},
+         {"macula_dist_keyfile", "/nonexistent.key",
+          #{args => Ca(maps:get(ca, Fs), maps:get(cert, Fs), "/nonexistent.key")}},
+         {"macula_dist_insecure", "maybe", #{args => ["-macula_dist_insecure", "maybe"]}},
+         {"macula_dist_cc", "vegas", #{args => ["-macula_dist_cc", "vegas"]}},
+         {"macula_dist_busy_poll_us", "10001", #{args => ["-macula_dist_busy_poll_us", "10001"]}},
+         {"macula_dist_busy_poll_us", "-1", #{env => [{"MACULA_DIST_BUSY_POLL_US", "-1"}]}}],
+    Lines = [begin
+                 Out = must_fail(Config, Opts),
+                 one_line_names(Out, Setting, Value)
+             end || {Setting, Value, Opts} <- Cases],
+    %% every setting of the table is covered
+    Table = ["macula_dist_port", "macula_dist_bind", "macula_dist_mode",
+             "macula_dist_relays", "macula_dist_realm_secret_file", "macula_dist_cert_dir",
+             "macula_dist_cacertfile", "macula_dist_certfile", "macula_dist_keyfile",
+             "macula_dist_insecure", "macula_dist_cc", "macula_dist_busy_poll_us"],
+    [] = Table -- [S || {S, _, _} <- Cases],
+    ct:comment("~b bad values refused, one line each", [length(Lines)]).
+
+%% erl takes a value starting with '-' for a flag: the setting is refused
+%% by name (it used to be dropped silently), and so is a setting given two
+%% values.
+flag_like_values(Config) ->
+    Out1 = must_fail(Config, #{args => ["-macula_dist_busy_poll_us", "-1"]}),
+    one_line_names(Out1, "macula_dist_busy_poll_us", "-1"),
+    Out2 = must_fail(Config, #{args => ["-macula_dist_port", "-4433"]}),
+    one_line_names(Out2, "macula_dist_port", "-4433"),
+    Out3 = must_fail(Config, #{args => ["-macula_dist_cc", "cubic", "reno"]}),
+    one_line_names(Out3, "macula_dist_cc", "reno"),
+    %% the same value through the OS environment is read (and refused for
+    %% being out of range, not for being missing)
+    Out4 = must_fail(Config, #{env => [{"MACULA_DIST_BUSY_POLL_US", "-1"}]}),
+    Line = one_line_names(Out4, "macula_dist_busy_poll_us", "-1"),
+    nomatch = binary:match(Line, <<"no value">>),
+    ok.
+
+%% Valid PEM files whose key does not belong to the certificate: refused
+%% by the endpoint, naming both settings and files.
+key_and_certificate_mismatch(Config) ->
+    Fs = ?config(files, Config),
+    Out = must_fail(Config, #{args => ["-macula_dist_cacertfile", maps:get(ca, Fs),
+                                       "-macula_dist_certfile", maps:get(cert, Fs),
+                                       "-macula_dist_keyfile", maps:get(other_key, Fs)]}),
+    Line = one_line_names(Out, "macula_dist_keyfile", maps:get(other_key, Fs)),
+    {_, _} = binary:match(Line, <<"macula_dist_certfile">>),
+    {_, _} = binary:match(Line, list_to_binary(maps:get(cert, Fs))),
+    ok.
+
+%% A relay given by DNS name (localhost): the node boots at once (it used
+%% to fail after 5 s, resolving in the boot path) and registers.
+relay_by_dns_name(Config) ->
+    Fs = ?config(files, Config),
+    start_relay(Config, maps:get(secret, Fs)),
+    T0 = erlang:monotonic_time(millisecond),
+    {_P, N} = macula_ct:start_node(Config, #{
+                 name => "dns", args => relay_args("localhost:" ++ integer_to_list(?RELAY_PORT),
+                                                   maps:get(secret, Fs))}),
+    Boot = erlang:monotonic_time(millisecond) - T0,
+    macula_ct:wait_output(N, "registered at relay settings-relay (localhost:", 10000),
+    Registered = erlang:monotonic_time(millisecond) - T0,
+    ct:comment("booted in ~b ms, registered after ~b ms", [Boot, Registered]),
+    ok.
+
+%% A relay name that does not resolve: the node boots, says which name it
+%% cannot resolve, and tries again (two attempts within the backoff).
+relay_name_unresolvable(Config) ->
+    Fs = ?config(files, Config),
+    {_P, N} = macula_ct:start_node(Config, #{
+                 name => "nodns", args => relay_args("no-such-relay.invalid:4434",
+                                                     maps:get(secret, Fs))}),
+    Text = "cannot reach relay no-such-relay.invalid:4434: cannot resolve no-such-relay.invalid",
+    Out = macula_ct:poll(fun() ->
+                                 O = macula_ct:output(N),
+                                 length(binary:matches(O, list_to_binary(Text))) >= 2
+                                     andalso {true, O}
+                         end, 15000, {no_retry_logged, N}),
+    ct:log("~ts", [Out]),
+    ok.
+
+%%% ------------------------------------------------------------------
+%%% The relay
+
+relay_args(Relays, Secret) ->
+    ["-macula_dist_mode", "dist_relay", "-macula_dist_relays", Relays,
+     "-macula_dist_realm_secret_file", Secret].
+
+relay_bin() ->
+    Ebin = filename:dirname(code:which(macula_dist)),
+    filename:absname(filename:join([Ebin, "..", "..", "..", "build", "macula-relay"])).
+
+start_relay(Config, Secret) ->
+    Args = ["--realm-secret-file", Secret, "--bind", "127.0.0.1",
+            "--port", integer_to_list(?RELAY_PORT), "--name", "settings-relay",
+            "--cert-dir", filename:join(?config(priv_dir, Config), "relay-cert")],
+    Parent = self(),
+    Keeper = spawn(fun() ->
+                           Port = open_port({spawn_executable, relay_bin()},
+                                            [{args, Args}, exit_status, stderr_to_stdout,
+                                             binary, use_stdio, hide]),
+                           {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+                           Parent ! {self(), OsPid},
+                           relay_loop(Port)
+                   end),
+    OsPid = receive {Keeper, P} -> P end,
+    put(relay, OsPid),
+    macula_ct:poll(fun() -> string:find(os:cmd("ss -Hlun"), "127.0.0.1:" ++
+                                            integer_to_list(?RELAY_PORT) ++ " ") =/= nomatch
+                   end, 10000, relay_not_listening),
+    OsPid.
+
+relay_loop(Port) ->
+    receive
+        {Port, {data, D}} -> ct:log("[relay] ~ts", [D]), relay_loop(Port);
+        {Port, {exit_status, S}} -> ct:log("[relay] exited with ~p", [S])
+    end.
+
+stop_relay() ->
+    case erase(relay) of
+        undefined -> ok;
+        OsPid -> os:cmd("kill -9 " ++ integer_to_list(OsPid))
+    end.
