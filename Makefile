@@ -2,7 +2,8 @@
 #   make demo   install what is missing, build, run two nodes talking over QUIC
 #   make test   install what is missing, build, run every test (C++ and Erlang)
 #   make bench  install what is missing, build, compare with inet_tcp/inet_tls
-.PHONY: all deps build core nif erlang demo test test-core test-erlang bench clean
+#   make otp-suite  OTP's own distribution_SUITE over macula and over inet_tls
+.PHONY: all deps build core nif erlang demo test test-core test-erlang bench otp-suite clean
 
 BUILD    ?= build
 APP      := apps/macula
@@ -35,6 +36,9 @@ demo: build
 
 test: build
 	@scripts/run-tests.sh
+
+otp-suite: build
+	@scripts/otp-dist-suite.sh macula inet_tls
 
 bench: build
 	@scripts/bench.sh

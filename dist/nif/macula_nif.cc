@@ -711,7 +711,9 @@ ERL_NIF_TERM parse_node_name(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   std::string text;
   unsigned port;
   if (!get_string(env, argv[0], text)) return badarg(env, "name");
-  if (!enif_get_uint(env, argv[1], &port) || port == 0 || port > 65535)
+  // A default port of 0: `name@host` nodes have no fixed port (they are
+  // found through EPMD).
+  if (!enif_get_uint(env, argv[1], &port) || port > 65535)
     return badarg(env, "default_port");
   NodeName n;
   NameError e = parse_node_name(text, uint16_t(port), n);

@@ -27,7 +27,7 @@
 %% cuts: a frozen peer is still only cut by net_ticktime.
 -define(DEFAULT_KEEP_ALIVE_MS, 1000).
 
--type config() :: #{port := 1..65535, bind := string(), mode := direct | dist_relay | relay,
+-type config() :: #{port := 0..65535, bind := string(), mode := direct | dist_relay | relay,
                     trust := cookie | ca | insecure, cert_dir := string(),
                     cacertfile := string(), certfile := string(),
                     keyfile := string(), cc := cubic | reno | bbr | bbr2,
@@ -73,7 +73,7 @@ read() ->
             end,
     Mode = mode(),
     maps:merge(macula_relay_config:read(Mode), #{
-      port => port(macula_dist_port, ?DEFAULT_PORT),
+      port => port(Mode),
       bind => bind(Mode),
       mode => Mode,
       trust => Trust,
@@ -190,8 +190,18 @@ string(Key, Default) ->
         V -> invalid(Key, V, "expected a string")
     end.
 
-port(Key, Default) ->
-    integer(Key, Default, 1, 65535, "expected a port number 1..65535").
+%% 0: any free port, which peers learn from EPMD (macula_dist_epmd); a
+%% node without EPMD could not be found there.
+port(Mode) ->
+    Why = "expected a port number 1..65535 (or 0, any free port, with EPMD)",
+    case integer(macula_dist_port, ?DEFAULT_PORT, 0, 65535, Why) of
+        0 when Mode =/= direct -> invalid(macula_dist_port, 0, Why);
+        0 -> no_epmd() andalso invalid(macula_dist_port, 0, Why), 0;
+        Port -> Port
+    end.
+
+no_epmd() ->
+    init:get_argument(no_epmd) =/= error.
 
 integer(Key, Default, Min, Max) ->
     integer(Key, Default, Min, Max,

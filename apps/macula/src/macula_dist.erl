@@ -20,6 +20,8 @@ listen(Name) ->
     listen(Name, Host).
 
 %% Name is the part before '@': `4433` in `4433@host` chooses the port.
+%% A node that runs with EPMD registers its port there (see
+%% macula_dist_epmd), and takes EPMD's creation as inet_tcp_dist does.
 %% Whatever stops the node here was logged already, in one line naming
 %% the setting and the value: the VM's own line (`register/listen error`)
 %% only points to it rather than repeating it.
@@ -30,9 +32,16 @@ listen(Name, Host) ->
         Port ->
             case listen_endpoint(Name, Host, Port) of
                 {ok, Ep} ->
-                    Address = #net_address{address = {Host, Port}, host = Host,
-                                           protocol = ?PROTOCOL, family = inet},
-                    {ok, {Ep, Address, new_creation()}};
+                    Bound = bound_port(Ep, Port),
+                    case macula_dist_epmd:register(Name, Bound) of
+                        {ok, Creation} ->
+                            Address = #net_address{address = {Host, Bound}, host = Host,
+                                                   protocol = ?PROTOCOL, family = inet},
+                            {ok, {Ep, Address, creation(Creation)}};
+                        {error, Text} ->
+                            logger:error("macula: ~s", [Text]),
+                            stopped()
+                    end;
                 {error, _} ->
                     stopped()
             end
@@ -62,6 +71,13 @@ drain(Pid, N) ->
         _ -> drain(Pid, N - 1)
     end.
 
+%% Port 0 asks for any free port: the one the endpoint got.
+bound_port(Ep, 0) -> maps:get(port, macula_nif:endpoint_info(Ep));
+bound_port(_Ep, Port) -> Port.
+
+creation(none) -> new_creation();
+creation(Creation) -> Creation.
+
 %% The relay modes (dist_relay, relay): nothing listens on the network;
 %% peers come through the relays (macula_dist_relay).
 listen_endpoint(Name, Host, Port) ->
@@ -70,17 +86,22 @@ listen_endpoint(Name, Host, Port) ->
         false -> macula_endpoint:listen(Port)
     end.
 
-%% The port peers will dial: the one splitname/1 gives for the full node
-%% name. A name they could not dial stops the node here, with a message.
-%% Reading the configuration first makes a bad setting fail here too, with
-%% its own message rather than a stack trace from the endpoint opener.
+%% The port to listen on: the one of the name (`port@host`), or the
+%% default port, or the one EPMD gives (see macula_dist_epmd). A name
+%% peers could not dial stops the node here, with a message. Reading the
+%% configuration first makes a bad setting fail here too, with its own
+%% message rather than a stack trace from the endpoint opener.
 listen_port(Name, Host) ->
     _ = macula_config:get(),
     macula_log_limit:init(),
     Node = list_to_atom(atom_to_list(Name) ++ "@" ++ Host),
     case macula_node_name:parse(Node) of
-        {ok, {_Name, _Host, Port, _Kind}} ->
-            Port;
+        {ok, {NameBin, _Host, Port, _Kind}} ->
+            Kind = case macula_dist_epmd:is_port_name(binary_to_list(NameBin)) of
+                       true -> explicit;
+                       false -> default
+                   end,
+            macula_dist_epmd:listen_port(Name, Host, {Kind, Port});
         {error, Why} ->
             Text = lists:flatten(io_lib:format("invalid node name ~s: ~s", [Node, Why])),
             logger:error("macula: ~s", [Text]),
@@ -111,12 +132,16 @@ setup(Node, Type, MyNode, _LongOrShortNames, SetupTime) ->
 close(_Listen) ->
     ok.
 
-%% Claims a node only if its name parses and its host resolves.
+%% Claims a node only if its name parses and its host resolves (through
+%% the EPMD module's address_please/3, when the node uses one).
 -spec select(term()) -> boolean().
 select(Node) ->
-    case splitname(Node) of
-        {_Port, Host} -> macula_config:relay_mode() orelse macula_node_name:resolve(Host) =/= error;
-        false -> false
+    case is_atom(Node) andalso macula_node_name:parse(Node) of
+        {ok, {Name, Host, _Port, _Kind}} ->
+            macula_config:relay_mode() orelse
+                macula_dist_epmd:address(binary_to_list(Name), binary_to_list(Host)) =/= error;
+        _ ->
+            false
     end.
 
 -spec is_node_name(term()) -> boolean().

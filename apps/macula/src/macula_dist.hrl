@@ -3,7 +3,10 @@
     conn   :: reference(),   % NIF connection resource
     id     :: non_neg_integer(),
     input  :: pid(),         % receives data frames, feeds the VM
-    output :: pid()          % the distribution controller, drains the VM
+    output :: pid(),         % the distribution controller, drains the VM
+    %% Accepting side: the node name the peer's cookie proof is for; its
+    %% name in the Erlang handshake must be this one.
+    proven = undefined :: binary() | undefined
 }).
 
 %% Application close codes sent to the peer in CONNECTION_CLOSE.

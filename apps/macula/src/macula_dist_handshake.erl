@@ -54,17 +54,14 @@ route(Node) ->
     end.
 
 target(Node) ->
-    case macula_node_name:split(Node) of
-        {Port, Host} ->
-            case macula_node_name:resolve(Host) of
-                error ->
-                    logger:error("macula: cannot resolve host ~s of node ~p", [Host, Node]),
-                    ?shutdown2(Node, {macula, {unresolved_host, Host}});
-                Ip ->
-                    {Host, Port, Ip}
-            end;
-        false ->
-            ?shutdown2(Node, {macula, invalid_node_name})
+    case macula_dist_epmd:locate(Node) of
+        {ok, {Host, Ip, Port}} ->
+            {Host, Port, Ip};
+        {error, {unresolved_host, Host} = Why} ->
+            logger:error("macula: cannot resolve host ~s of node ~p", [Host, Node]),
+            ?shutdown2(Node, {macula, Why});
+        {error, Why} ->
+            ?shutdown2(Node, {macula, Why})
     end.
 
 wait_connected(#macula_ctx{id = Id}, Node) ->
@@ -82,6 +79,9 @@ client_proof(Ctx = #macula_ctx{conn = Conn}, Node, MyNode) ->
     send_control(Ctx, macula_nif:proof_frame(Conn, client, MyName, Cookie)),
     case macula_nif:parse_proof_frame(recv_control(Ctx, Node)) of
         {ok, Theirs, Name} ->
+            Name =:= atom_to_binary(Node) orelse
+                refuse(Ctx, Node, bad_proof_frame, ?CLOSE_PROTOCOL,
+                       io_lib:format("the node answering is ~s", [Name])),
             check_proof(Ctx, server, Name, Cookie, Theirs, Node),
             ok = macula_nif:authenticated(Conn);
         error ->
@@ -99,9 +99,9 @@ do_accept(Kernel, AcceptPid, Conn, MyNode, Allowed, SetupTime) ->
     {IpBin, Port} = macula_nif:peer_address(Conn),
     {ok, Ip} = inet:parse_address(binary_to_list(IpBin)),
     macula_config:relay_mode() andalso macula_dist_relay:accepted(Port),
-    server_proof(Ctx, MyNode, Ip),
+    Proven = server_proof(Ctx, MyNode, Ip),
     dist_util:reset_timer(Timer),
-    HSData = (hs_data(Ctx, Kernel, MyNode, Timer))#hs_data{
+    HSData = (hs_data(Ctx#macula_ctx{proven = Proven}, Kernel, MyNode, Timer))#hs_data{
                allowed = Allowed,
                f_address = fun(_, Node) -> peer_net_address(Node, Ip, Port) end},
     dist_util:handshake_other_started(HSData).
@@ -115,7 +115,8 @@ server_proof(Ctx = #macula_ctx{conn = Conn}, MyNode, Ip) ->
             %% Only now may the peer send more than the proof.
             ok = macula_nif:authenticated(Conn),
             MyName = atom_to_binary(MyNode),
-            send_control(Ctx, macula_nif:proof_frame(Conn, server, MyName, Cookie));
+            send_control(Ctx, macula_nif:proof_frame(Conn, server, MyName, Cookie)),
+            Name;
         error ->
             refuse(Ctx, Ip, bad_proof_frame, ?CLOSE_PROTOCOL, "bad cookie proof frame")
     end.
@@ -225,7 +226,35 @@ send_handshake(Ctx, Data) ->
     send_control(Ctx, Data).
 
 recv_handshake(Ctx, 0, _Timeout) ->
-    {ok, binary_to_list(recv_control(Ctx, handshake))}.
+    Frame = recv_control(Ctx, handshake),
+    check_name(Ctx, Frame),
+    {ok, binary_to_list(Frame)}.
+
+%% The accepting side: the name the peer gives in the Erlang handshake
+%% (its first message) must be the one its cookie proof is for. A node
+%% with a dynamic name (DFLAG_NAME_ME) proves `undefined@Host` and sends
+%% only Host; the name it gets is ours to choose, on that host.
+check_name(#macula_ctx{proven = undefined}, _Frame) ->
+    ok;
+check_name(Ctx = #macula_ctx{proven = Proven}, Frame) ->
+    case handshake_name(Frame) of
+        {static, Proven} -> ok;
+        {dynamic, Host} when Proven =:= <<"undefined@", Host/binary>> -> ok;
+        not_a_name -> ok;
+        {_, Name} -> refuse(Ctx, Proven, bad_proof_frame, ?CLOSE_PROTOCOL,
+                            io_lib:format("handshake name ~s is not the proven ~s",
+                                          [Name, Proven]))
+    end.
+
+handshake_name(<<$N, Flags:64, _Creation:32, Len:16, Name:Len/binary, _/binary>>) ->
+    {name_type(Flags), Name};
+handshake_name(<<$n, _Version:16, Flags:32, Name/binary>>) ->
+    {name_type(Flags), Name};
+handshake_name(_) ->
+    not_a_name.
+
+name_type(Flags) when Flags band ?DFLAG_NAME_ME =/= 0 -> dynamic;
+name_type(_) -> static.
 
 %% The next control frame; the setup timer bounds the wait.
 recv_control(#macula_ctx{id = Id}, Peer) ->

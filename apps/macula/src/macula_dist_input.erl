@@ -27,7 +27,11 @@ loop(Conn, DHandle) ->
             deliver(Conn, DHandle, Frames, Credit),
             loop(Conn, DHandle);
         {macula_closed, _Id, Reason} ->
-            exit({shutdown, Reason})
+            %% The reason every process of the connection exits with, and
+            %% so the nodedown reason: the one inet_tcp_dist gives for a
+            %% closed socket, whatever QUIC said.
+            logger:debug("macula: connection closed: ~p", [Reason]),
+            exit(connection_closed)
     end.
 
 deliver(Conn, DHandle, Frames, Credit) ->
@@ -42,5 +46,23 @@ deliver(Conn, DHandle, Frames, Credit) ->
 put_all(_DHandle, []) ->
     ok;
 put_all(DHandle, [Frame | Rest]) ->
+    uses_atom_cache(Frame) andalso corrupt_header(Frame),
     erlang:dist_ctrl_put_data(DHandle, Frame),
     put_all(DHandle, Rest).
+
+%% Atom cache references in a distribution header. The handshake turned
+%% the atom cache off, so the VM keeps no cache for this connection, and
+%% erts 13 would write through the missing cache (a crash of the whole
+%% VM) instead of refusing the header. Only a broken or hostile peer
+%% sends them.
+uses_atom_cache(<<131, $D, N, _/binary>>) -> N =/= 0;
+uses_atom_cache(<<131, $E, _Seq:64, _Frag:64, N, _/binary>>) -> N =/= 0;
+uses_atom_cache(_) -> false.
+
+%% What the VM does with a header it cannot use: log it and kill the
+%% connection; `killed` is the nodedown reason it gives then.
+corrupt_header(Frame) ->
+    Head = binary:part(Frame, 0, min(byte_size(Frame), 32)),
+    logger:warning("macula: corrupted distribution header (atom cache references "
+                   "on a connection without the atom cache): ~w...", [Head]),
+    exit(killed).
