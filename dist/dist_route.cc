@@ -159,7 +159,9 @@ OrderKey route_of(std::span<const iovec> frame) {
   for (const iovec& v : frame) total += v.iov_len;
   std::span<const uint8_t> head;
   if (!frame.empty() && frame[0].iov_len >= std::min(total, kHeadMax)) {
-    head = {static_cast<const uint8_t*>(frame[0].iov_base), frame[0].iov_len};
+    // At most kHeadMax either way, so a frame routes the same however
+    // it is cut.
+    head = {static_cast<const uint8_t*>(frame[0].iov_base), std::min(frame[0].iov_len, kHeadMax)};
   } else {
     for (const iovec& v : frame) {
       size_t n = std::min(v.iov_len, kHeadMax - copied);

@@ -192,5 +192,33 @@ TEST(DistRoute, IovecFormGathersASplitHeaderAndCountsTheFrame) {
   EXPECT_EQ(r.size, 4 + b.size());
 }
 
+// Found by the fuzzer: a frame whose header runs past the 1 KiB the router
+// reads was routed by all of its first iovec when that one was long, and
+// as a barrier when the same bytes came cut into pieces.
+TEST(DistRoute, IovecFormReadsTheSameHeadHoweverTheFrameIsCut) {
+  Buf b = header();
+  tuple(b, 6, 29);  // SPAWN_REQUEST: routed by the pid after the request id
+  b.push_back(90);  // a request id whose node name runs past the head
+  put(b, 1, 2);
+  b.push_back(118);  // ATOM_UTF8_EXT, 1100 bytes
+  put(b, 1100, 2);
+  b.insert(b.end(), 1100, 'a');
+  put(b, 1, 4);
+  put(b, 7, 4);
+  pid(b, 12, 0);
+  pid(b, 13, 0);
+  std::span<const uint8_t> whole(b);
+  OrderKey head = route_of(whole.first(1024));
+  std::vector<iovec> one = {{b.data(), b.size()}};
+  std::vector<iovec> two = {{b.data(), 7}, {b.data() + 7, b.size() - 7}};
+  OrderKey a = route_of(std::span<const iovec>(one));
+  OrderKey c = route_of(std::span<const iovec>(two));
+  EXPECT_EQ(a.kind, head.kind);
+  EXPECT_EQ(a.key, head.key);
+  EXPECT_EQ(c.kind, head.kind);
+  EXPECT_EQ(c.key, head.key);
+  EXPECT_EQ(a.size, 4 + b.size());
+}
+
 }  // namespace
 }  // namespace macula
