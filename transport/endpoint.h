@@ -90,6 +90,15 @@ class EndpointEvents {
   // A peer connected and passed the TLS checks. Attach events to the
   // handle to receive its frames (they are held until then).
   virtual void accepted(std::shared_ptr<ConnectionHandle> handle) = 0;
+  // A peer's connection ended before its handshake did: a TLS alert (a
+  // certificate or ALPN we refuse, or the peer refused ours), a peer that
+  // gave up, a protocol error, or the handshake timeout. Not called for
+  // connections this side closed (admission evictions, shutdown). Called
+  // with the loop lock held, when the connection is reaped; must not block.
+  virtual void handshake_failed(const Address& remote, const CloseInfo& why) {
+    (void)remote;
+    (void)why;
+  }
 };
 
 struct EndpointStats {
@@ -100,6 +109,9 @@ struct EndpointStats {
   // ICMP "port unreachable" errors that named no connection of ours (a
   // forgery, or a packet of a connection already gone).
   uint64_t ignored_unreachable = 0;
+  // Peers' connections that ended before their handshake did
+  // (EndpointEvents::handshake_failed).
+  uint64_t failed_handshakes = 0;
   AdmissionStats admission;
 };
 
@@ -173,6 +185,7 @@ class Endpoint : private ConnectionHost {
   void add_cid(const ngtcp2_cid& cid, Connection* conn) override;
   void remove_cid(const ngtcp2_cid& cid) override;
   void accepted(Connection& conn) override;
+  void handshake_failed(const Connection& conn);
   void authenticated(Connection& conn) override;
   UdpSocket& socket() override { return socket_; }
   std::vector<uint8_t>& tx_buffer() override { return tx_buffer_; }
@@ -248,7 +261,7 @@ class Endpoint : private ConnectionHost {
   uint64_t sleep_until_ = 0;  // the waiting I/O thread's timeout (loop lock)
 
   std::atomic<uint64_t> n_conns_{0}, n_accepted_{0}, n_dropped_{0}, n_resets_{0};
-  std::atomic<uint64_t> n_ignored_unreachable_{0};
+  std::atomic<uint64_t> n_ignored_unreachable_{0}, n_failed_handshakes_{0};
 };
 
 }  // namespace macula
