@@ -16,6 +16,7 @@ constexpr size_t kMaxGsoPackets = 64;
 constexpr size_t kMaxGsoBytes = 65000;  // one UDP datagram's length field
 constexpr size_t kMaxVecs = 16;
 constexpr uint64_t kControlWindow = 1 << 20;
+constexpr uint64_t kConnWindow = 64ull << 20;
 constexpr size_t kMaxUdpPayload = 1452;
 // Loopback has a 64 KB MTU and per-packet costs dominate, so peers on the
 // same host use bigger datagrams (never sent across a real link).
@@ -162,12 +163,10 @@ void Connection::settings_and_params(uint64_t now, const Address& remote,
   s.cc_algo = config_.cc_algo;
   s.rand_ctx.native_handle = nullptr;
   s.handshake_timeout = config_.handshake_timeout_ns;
-  // No auto-tuning of the connection window: it is the bound of what a
-  // stalled receiver takes in (EndpointConfig::recv_window).
-  s.max_window = config_.recv_window + kControlWindow;
+  s.max_window = 4 * kConnWindow;
   s.max_stream_window = 2 * config_.stream_window;
   ngtcp2_transport_params_default(&p);
-  p.initial_max_data = config_.recv_window + kControlWindow;
+  p.initial_max_data = kConnWindow;
   p.initial_max_stream_data_bidi_local = kControlWindow;
   p.initial_max_stream_data_bidi_remote = kControlWindow;
   p.initial_max_stream_data_uni = config_.stream_window;
@@ -282,6 +281,7 @@ void Connection::on_remove_cid(const ngtcp2_cid* cid) {
 // the peer's unidirectional streams are data (ngtcp2 holds the peer to the
 // number we allow); anything else is refused.
 int Connection::on_stream_data(int64_t id, const uint8_t* data, size_t len) {
+  conn_credit_ += len;
   auto it = streams_in_.find(id);
   if (it == streams_in_.end()) {
     bool control = id == 0;
@@ -298,9 +298,6 @@ int Connection::on_stream_data(int64_t id, const uint8_t* data, size_t len) {
     return NGTCP2_ERR_CALLBACK_FAILURE;
   handle_->count_frames_in(frames.size());
   if (in.channel == Channel::kControl) {
-    // Control bytes are bounded by their own window and frame limits: the
-    // connection window reopens for them at once.
-    conn_credit_ += len;
     control_credit_ += len;
     for (Bytes& f : frames) {
       if (f.size == 0) continue;
@@ -394,8 +391,6 @@ void Connection::apply_credit(uint64_t consumed) {
     ngtcp2_conn_extend_max_stream_offset(conn_, id, in.credit_held);
     in.credit_held = 0;
   }
-  // The connection window reopens with the streams', by the same bytes.
-  ngtcp2_conn_extend_max_offset(conn_, data_credit_held_);
   data_credit_held_ = 0;
 }
 

@@ -69,7 +69,6 @@ struct ConnectionConfig {
   uint64_t stream_window = 0;       // flow-control window per data stream
   size_t data_streams = 1;          // data streams each side opens
   uint64_t recv_unconsumed_limit = 0;  // delivered, not yet consumed
-  uint64_t recv_window = 64u << 20;    // connection flow-control window (data)
   size_t max_control_frame = 0;
   size_t max_control_frames = 64;  // non-tick frames per connection; 0: no bound
   size_t max_data_frame = 0;

@@ -127,7 +127,6 @@ ConnectionConfig Endpoint::connection_config() {
   c.stream_window = config_.stream_window;
   c.data_streams = config_.data_streams;
   c.recv_unconsumed_limit = config_.recv_unconsumed_limit;
-  c.recv_window = config_.recv_window;
   c.max_control_frame = config_.max_control_frame;
   c.max_control_frames = config_.max_control_frames;
   c.max_data_frame = config_.max_data_frame;

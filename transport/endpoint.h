@@ -57,16 +57,7 @@ struct EndpointConfig {
   // Data streams per direction: frames of different flows (order_key.h)
   // spread over them, so one big message does not hold back the others.
   size_t data_streams = 8;
-  // What a peer may have sent that the user has not taken: data frames
-  // delivered but not consumed() past this hold the stream windows shut;
-  // recv_window bounds the data in flight over all streams beyond that
-  // (the connection's flow-control window, reopened with the streams').
-  // Together they bound what a stalled receiver (a VM whose schedulers
-  // are blocked: its I/O thread still reads) absorbs, below the sender's
-  // high - low water: the sender then stays busy, as a TCP carrier's port
-  // does once the socket buffers are full.
-  uint64_t recv_unconsumed_limit = 8u << 20;
-  uint64_t recv_window = 12u << 20;
+  uint64_t recv_unconsumed_limit = 32u << 20;
   size_t max_control_frame = 64u << 10;
   // Non-tick control frames a peer may send over a connection's life; the
   // binding sets what its protocol needs (the distribution binding: a
