@@ -15,11 +15,11 @@ cxx_passed=$(( cxx_total - cxx_failed ))
 
 echo "== Erlang tests (common_test)"
 mkdir -p logs
-suites=$(ls apps/macula/test/*_SUITE.erl 2>/dev/null | xargs -n1 basename 2>/dev/null | sed 's/\.erl$//' | paste -sd' ' -)
+suites=$(ls test/*_SUITE.erl 2>/dev/null | xargs -n1 basename 2>/dev/null | sed 's/\.erl$//' | paste -sd' ' -)
 erl_passed=0; erl_failed=0; erl_skipped=0
 if [ -n "$suites" ]; then
-  ct_run -noshell -sname "macula_ct_$$" -dir apps/macula/test -logdir logs -pa "$root/apps/macula/ebin" \
-         -include "$root/apps/macula/src" -suite $suites 2>&1 | tee logs/ct.out | \
+  ct_run -noshell -sname "macula_ct_$$" -dir test -logdir logs -pa "$root/ebin" \
+         -include "$root/src" -suite $suites 2>&1 | tee logs/ct.out | \
          grep -E "^(TEST COMPLETE|Testing|%%%|.*FAILED|.*failed)" | tail -n 40
   # ct_run prints one "TEST COMPLETE, N ok, M failed[, K skipped] of T test
   # cases" line per suite: add them up. A suite without that line (it did

@@ -222,7 +222,7 @@ relay_args(Relays, Secret) ->
 
 relay_bin() ->
     Ebin = filename:dirname(code:which(macula_dist)),
-    filename:absname(filename:join([Ebin, "..", "..", "..", "build", "macula-relay"])).
+    filename:absname(filename:join([Ebin, "..", "build", "macula-relay"])).
 
 start_relay(Config, Secret) ->
     Args = ["--realm-secret-file", Secret, "--bind", "127.0.0.1",
