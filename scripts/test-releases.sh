@@ -14,8 +14,10 @@ root=$(pwd)
 passed=0; failed=0
 tmp=$(mktemp -d /tmp/macula-releases.XXXXXX)
 
-ok()   { echo "ok   $*"; passed=$((passed + 1)); }
-fail() { echo "FAIL $*"; failed=$((failed + 1)); }
+start=$(date +%s)
+# Each line starts with the seconds since the start.
+ok()   { printf '%4ds ok   %s\n' $(( $(date +%s) - start )) "$*"; passed=$((passed + 1)); }
+fail() { printf '%4ds FAIL %s\n' $(( $(date +%s) - start )) "$*"; failed=$((failed + 1)); }
 # check NAME OUTPUT PATTERN: the command's output must match PATTERN.
 check() {
   if grep -qE -- "$3" <<<"$2"; then ok "$1"; else fail "$1: got: $(head -c 400 <<<"$2")"; fi
@@ -26,7 +28,7 @@ cleanup() {
   local pid
   for pid in $(ls /proc | grep -E '^[0-9]+$'); do
     [ "$pid" = "$$" ] && continue
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$tmp/" && kill "$pid" 2>/dev/null
+    { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF -- "$tmp/" && kill "$pid" 2>/dev/null
   done
   rm -rf "$tmp"
 }
@@ -40,14 +42,17 @@ wait_for() {
 }
 
 # A remote shell needs a terminal (without one OTP starts a plain local
-# shell): script(1) gives it one; the input lines come from a here-doc.
+# shell): script(1) gives it one; the input lines come from a pipe.
 # The expression prints a marker the input does not contain.
+# ^G q leaves the shell and stops the helper node only (q(). would stop
+# the node the shell is connected to).
+quit_shell() { printf '\007'; sleep 1; echo q; sleep 2; }
 remote_shell() {  # COMMAND...
-  { sleep 4; echo 'io:format("~s~s~n", [lists:reverse("ETOMER"), node()]).'; sleep 3; } |
+  { sleep 4; echo 'io:format("~s~s~n", [lists:reverse("ETOMER"), node()]).'; sleep 2; quit_shell; } |
     timeout 30 script -qfec "$*" /dev/null 2>&1
 }
 remote_shell_ex() {  # COMMAND... (IEx syntax)
-  { sleep 5; echo 'IO.puts(String.reverse("ETOMER") <> Atom.to_string(node()))'; sleep 3; } |
+  { sleep 5; echo 'IO.puts(String.reverse("ETOMER") <> Atom.to_string(node()))'; sleep 2; quit_shell; } |
     timeout 30 script -qfec "$*" /dev/null 2>&1
 }
 
@@ -56,7 +61,9 @@ git clone -q --bare "$root" "$tmp/macula.git" || { echo "FAIL clone"; exit 1; }
 git -C "$tmp/macula.git" tag release-test "$(git rev-parse HEAD)"
 git clone -q "$tmp/macula.git" "$tmp/macula" || { echo "FAIL clone"; exit 1; }
 export MACULA_DIST_CERT_DIR="$tmp/certs"
-export REBAR_OFFLINE=1 HEX_OFFLINE=1 MIX_ENV=prod
+# Offline: the only dependency is macula, from the local clone (hex.pm is
+# never asked; REBAR_OFFLINE would refuse even a file:// git fetch).
+export HEX_OFFLINE=1 MIX_ENV=prod
 
 # ---- rebar3: examples/erlang_release ------------------------------------
 t0=$(now)
@@ -93,7 +100,7 @@ if [ -x "$tmp/erl/_build/default/rel/greeter/bin/greeter" ]; then
   check "rebar3: remote_console" "$(remote_shell env NODE_NAME=$B USE_NODETOOL=1 \
     COOKIE=$COOKIE MACULA_DIST_CERT_DIR=$MACULA_DIST_CERT_DIR "$tmp/rel-b/bin/greeter" remote_console)" \
     "REMOTE$B"
-  check "rebar3: stop" "$(ga stop; gb stop)" '^ok'
+  check "rebar3: stop" "$(ga stop && gb stop && echo stopped)" 'stopped'
   sleep 2
   check "rebar3: stopped nodes do not answer" "$(ga ping; gb ping)" 'not (running|responding)'
   unset USE_NODETOOL COOKIE
@@ -132,7 +139,7 @@ if [ -x "$tmp/ex/_build/prod/rel/greeter_ex/bin/greeter_ex" ]; then
   check "mix: GenServer call across" \
     "$(eb rpc "IO.inspect(Greeter.hello(:\"$A\", \"b\"))")" "\{:hello, \"b\", :from, :\"$A\"\}"
   check "mix: :rpc.call across" \
-    "$(eb rpc "IO.inspect(:rpc.call(:\"$A\", Greeter, :count, [node()]))")" '^1$'
+    "$(eb rpc "IO.inspect(:rpc.call(:\"$A\", Greeter, :count, [:\"$A\"]))")" '^1$'
   check "mix: rpc sees the connection" "$(ea rpc 'IO.inspect(Node.list())')" "\"$B\""
   check "mix: remote" "$(remote_shell_ex env RELEASE_NODE=$B \
     MACULA_DIST_CERT_DIR=$MACULA_DIST_CERT_DIR "$tmp/mix-b/bin/greeter_ex" remote)" "REMOTE$B"
