@@ -11,7 +11,7 @@ DEB_PKGS := erlang-nox erlang-dev erlang-src erlang-common-test \
             libngtcp2-dev libngtcp2-crypto-gnutls-dev libgnutls28-dev \
             googletest libgtest-dev cmake g++ make pkg-config \
             iproute2 nftables conntrack openssl tcpdump \
-            rebar3 elixir
+            rebar3 elixir git
 
 all: build
 
