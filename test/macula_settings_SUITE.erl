@@ -12,7 +12,8 @@
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1,
          init_per_testcase/2, end_per_testcase/2]).
 -export([every_setting_bad/1, flag_like_values/1, key_and_certificate_mismatch/1,
-         relay_by_dns_name/1, relay_name_unresolvable/1, dial_only_node/1]).
+         relay_by_dns_name/1, relay_name_unresolvable/1, dial_only_node/1,
+         no_home_no_cert_dir/1]).
 
 -define(FIRST_PORT, 16600).
 -define(STARTED, "MACULA_CT_STARTED").
@@ -23,7 +24,7 @@ suite() ->
 
 all() ->
     [every_setting_bad, flag_like_values, key_and_certificate_mismatch,
-     relay_by_dns_name, relay_name_unresolvable, dial_only_node].
+     relay_by_dns_name, relay_name_unresolvable, dial_only_node, no_home_no_cert_dir].
 
 init_per_suite(Config0) ->
     Config = macula_ct:init_suite(Config0, ?FIRST_PORT),
@@ -210,6 +211,20 @@ dial_only_node(Config) ->
     Status =/= 0 andalso nomatch =/= binary:match(Out, <<"in use">>)
         orelse ct:fail({not_a_port_clash, Status, Out}),
     ct:comment("~s dialled ~s from port ~b", [B, A, Bound]),
+    ok.
+
+%% A service started without $HOME (and $XDG_DATA_HOME) has no default
+%% certificate directory: the node stops, naming the setting to give.
+no_home_no_cert_dir(Config) ->
+    Name = integer_to_list(macula_ct:next_port(Config)) ++ "@127.0.0.1",
+    Args = macula_ct:erl_args(macula, #{}) ++ ["-name", Name, "-noshell", "-eval", "halt(0)."],
+    Env = [{"HOME", false}, {"XDG_DATA_HOME", false}, {"MACULA_DIST_CERT_DIR", false},
+           {"ERL_CRASH_DUMP_SECONDS", "0"}],
+    {Status, Out} = macula_ct:run_erl(Args, Env, 30000),
+    ct:log("exit status ~p, output:~n~ts", [Status, Out]),
+    Status =/= 0 orelse ct:fail({started_without_home, Out}),
+    Line = one_line_names(Out, "macula_dist_cert_dir", "$HOME"),
+    ct:comment("~ts", [string:trim(Line)]),
     ok.
 
 %% A relay given by DNS name (localhost): the node boots at once (it used
