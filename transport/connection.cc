@@ -333,7 +333,7 @@ void Connection::on_acked(int64_t id, uint64_t offset, uint64_t len) {
     router_.acked(index, b.acked_offset());
     if (!unrouted_.empty()) route_unrouted();
   }
-  if (freed && handle_->release(freed) && events_) events_->writable();
+  if (freed && handle_->release(freed)) writable_owed_ = true;
 }
 
 void Connection::on_datagram(const Address& local, const Address& remote,
@@ -375,10 +375,6 @@ void Connection::after_read(uint64_t now) {
   ngtcp2_conn_extend_max_offset(conn_, conn_credit_);
   conn_credit_ = 0;
   apply_credit(handle_->take_credit());
-  if (events_) {
-    for (Bytes& f : pending_control_) events_->control_frame(std::move(f));
-    pending_control_.clear();
-  }
 }
 
 // The data window reopens only while the user keeps up; otherwise bytes
@@ -409,13 +405,10 @@ void Connection::establish(uint64_t now) {
     auth_deadline_ = now + config_.auth_timeout_ns;
   else
     authenticate();
-  if (role_ == Role::kServer) {
+  if (role_ == Role::kServer)
     config_.host->accepted(*this);
-  } else if (events_) {
-    events_->connected();
-  } else {
+  else
     pending_connected_ = true;
-  }
 }
 
 // The shorter of the two keep-alive settings that apply to this role, and
@@ -473,16 +466,8 @@ void Connection::authenticate() {
 
 void Connection::on_inbox(uint64_t now) {
   ConnectionHandle::Inbox in = handle_->take_inbox();
-  if (in.attach && !events_) {
-    events_ = std::move(in.attach);
-    if (pending_connected_) events_->connected();
-    for (Bytes& f : pending_control_) events_->control_frame(std::move(f));
-    pending_control_.clear();
-    if (closed_reported_) {
-      close_owed_ = true;
-      deliver();
-    }
-  }
+  // What arrived meanwhile goes to it with the next deliver().
+  if (in.attach && !events_) events_ = std::move(in.attach);
   queue_sends(in.sends);
   if (in.authenticate) authenticate();
   if (in.credit) apply_credit(in.credit);
@@ -508,10 +493,8 @@ void Connection::queue_sends(std::vector<ConnectionHandle::Send>& sends) {
 bool Connection::send_direct(uint64_t now, size_t max_packets) {
   std::vector<ConnectionHandle::Send> sends = handle_->take_sends();
   queue_sends(sends);
-  quiet_ = true;
   bool more = flush(now, max_packets);
-  quiet_ = false;
-  return more || close_owed_;
+  return more || events_owed();
 }
 
 void Connection::on_expiry(uint64_t now) {
@@ -647,25 +630,33 @@ void Connection::report_closed(const CloseInfo& info) {
   closed_reported_ = true;
   close_info_ = info;
   handle_->set_closed();
-  if (quiet_)
-    close_owed_ = true;
-  else
-    notify_closed();
 }
 
-void Connection::notify_closed() {
-  if (migrating()) finish_migration(MigrationResult::kClosed, Address{});
-  deliver();
-  if (events_) events_->closed(close_info_);
+bool Connection::events_owed() const {
+  if (closed_reported_ && migrating()) return true;
+  if (!events_ || closed_delivered_) return false;
+  return pending_connected_ || !pending_control_.empty() || pending_data_bytes_ != 0 ||
+         !pending_data_.empty() || writable_owed_ || closed_reported_;
 }
 
+// Events are only ever called from here, so that whoever holds the loop
+// lock chooses when: never inside a caller's send().
 void Connection::deliver() {
-  if (close_owed_) {
-    close_owed_ = false;
-    notify_closed();
-    return;
+  if (closed_reported_ && migrating()) finish_migration(MigrationResult::kClosed, Address{});
+  if (!events_ || closed_delivered_) return;
+  if (std::exchange(pending_connected_, false)) events_->connected();
+  for (Bytes& f : pending_control_) events_->control_frame(std::move(f));
+  pending_control_.clear();
+  deliver_data();
+  if (std::exchange(writable_owed_, false)) events_->writable();
+  if (closed_reported_) {
+    closed_delivered_ = true;
+    events_->closed(close_info_);
   }
-  if (!events_ || (pending_data_.empty() && pending_data_bytes_ == 0)) return;
+}
+
+void Connection::deliver_data() {
+  if (pending_data_.empty() && pending_data_bytes_ == 0) return;
   uint64_t credit = pending_data_bytes_;
   unconsumed_ += credit;
   events_->data_frames(pending_data_, credit);
@@ -760,67 +751,99 @@ size_t Connection::send_budget() const {
   return ngtcp2_conn_get_send_quantum(conn_);
 }
 
+// The packets of one flush, gathered for one GSO send: same path, same
+// size except the last.
+class Connection::TxBatch {
+ public:
+  explicit TxBatch(Connection& c) : c_(c), tx_(c.config_.host->tx_buffer()) {}
+  // Where the next packet is to be written.
+  uint8_t* next() { return tx_.data() + off_; }
+  // Takes the `n`-byte packet just written at next(), for path from -> to.
+  void add(size_t n, const Address& from, const Address& to) {
+    if (npkts_ > 0 && (n > seg_ || !(to == to_) || !(from == from_))) {
+      // This packet cannot join the batch: send the batch, keep the packet.
+      c_.send_batch(from_, to_, tx_.data(), off_, seg_);
+      std::memmove(tx_.data(), tx_.data() + off_, n);
+      off_ = npkts_ = 0;
+    }
+    if (npkts_ == 0) {
+      seg_ = n;
+      from_ = from;
+      to_ = to;
+    }
+    off_ += n;
+    ++npkts_;
+    if (npkts_ == kMaxGsoPackets || off_ + seg_ > kMaxGsoBytes || n < seg_) send();
+  }
+  void send() {
+    if (off_) c_.send_batch(from_, to_, tx_.data(), off_, seg_);
+    off_ = npkts_ = 0;
+  }
+
+ private:
+  Connection& c_;
+  std::vector<uint8_t>& tx_;
+  size_t off_ = 0, npkts_ = 0, seg_ = 0;
+  Address from_, to_;
+};
+
 bool Connection::flush(uint64_t now, size_t max_packets) {
   if (state_ != State::kHandshake && state_ != State::kOpen) return false;
+  control_out_.blocked = false;
+  for (StreamOut& d : data_out_) d.blocked = false;
+  TxBatch batch(*this);
+  size_t total = 0;
+  int rv = write_packets(batch, now, max_packets, total);
+  batch.send();
+  if (rv == 0) rv = after_flush(now, total);
+  if (rv != 0) {
+    fail(rv, now);
+    return false;
+  }
+  publish_path(now, false);
+  return total >= max_packets;
+}
+
+// Writes packets into `batch` until ngtcp2 has nothing more to send or the
+// packet count or byte budget is spent; counts them in `total`. 0 or an
+// ngtcp2 error.
+int Connection::write_packets(TxBatch& batch, uint64_t now, size_t max_packets,
+                              size_t& total) {
   ngtcp2_path_storage ps;
   ngtcp2_path_storage_zero(&ps);
   ngtcp2_pkt_info pi{};
   size_t max_udp = ngtcp2_conn_get_max_tx_udp_payload_size(conn_);
-  std::vector<uint8_t>& tx = config_.host->tx_buffer();
-  size_t off = 0, npkts = 0, seg = 0, total = 0;
-  Address batch_from, batch_to;
-  control_out_.blocked = false;
-  for (StreamOut& d : data_out_) d.blocked = false;
   size_t budget = send_budget(), bytes = 0;
-  auto send_pending = [&] {
-    if (off) send_batch(batch_from, batch_to, tx.data(), off, seg);
-    off = npkts = 0;
-  };
   while (total < max_packets && bytes < budget) {
     StreamOut* s = pick_stream();
     ngtcp2_vec vecs[kMaxVecs];
     size_t nvecs = s ? s->buffer.unsent(vecs, kMaxVecs) : 0;
     ngtcp2_ssize datalen = -1;
     uint32_t flags = s ? NGTCP2_WRITE_STREAM_FLAG_MORE : 0;
-    ngtcp2_ssize n = ngtcp2_conn_writev_stream(
-        conn_, &ps.path, &pi, tx.data() + off, max_udp, &datalen, flags,
-        s ? s->id : -1, vecs, nvecs, now);
-    if (n < 0) {
-      if (n == NGTCP2_ERR_WRITE_MORE) {
-        s->buffer.mark_sent(size_t(datalen));
-        continue;
-      }
-      if (n == NGTCP2_ERR_STREAM_DATA_BLOCKED || n == NGTCP2_ERR_STREAM_SHUT_WR ||
-          n == NGTCP2_ERR_STREAM_NOT_FOUND) {
-        s->blocked = true;
-        continue;
-      }
-      send_pending();
-      fail(int(n), now);
-      return false;
+    ngtcp2_ssize n = ngtcp2_conn_writev_stream(conn_, &ps.path, &pi, batch.next(), max_udp,
+                                               &datalen, flags, s ? s->id : -1, vecs, nvecs, now);
+    if (n == NGTCP2_ERR_WRITE_MORE) {
+      s->buffer.mark_sent(size_t(datalen));
+      continue;
     }
+    if (n == NGTCP2_ERR_STREAM_DATA_BLOCKED || n == NGTCP2_ERR_STREAM_SHUT_WR ||
+        n == NGTCP2_ERR_STREAM_NOT_FOUND) {
+      s->blocked = true;
+      continue;
+    }
+    if (n < 0) return int(n);
     if (s && datalen > 0) s->buffer.mark_sent(size_t(datalen));
     if (n == 0) break;
-    Address from = address_of(ps.path.local), to = address_of(ps.path.remote);
-    if (npkts > 0 && (size_t(n) > seg || !(to == batch_to) || !(from == batch_from))) {
-      // This packet cannot join the batch: send the batch, keep the packet.
-      send_batch(batch_from, batch_to, tx.data(), off, seg);
-      std::memmove(tx.data(), tx.data() + off, size_t(n));
-      off = npkts = 0;
-    }
-    if (npkts == 0) {
-      seg = size_t(n);
-      batch_from = from;
-      batch_to = to;
-    }
-    off += size_t(n);
+    batch.add(size_t(n), address_of(ps.path.local), address_of(ps.path.remote));
     bytes += size_t(n);
-    ++npkts;
     ++total;
-    if (npkts == kMaxGsoPackets || off + seg > kMaxGsoBytes || size_t(n) < seg)
-      send_pending();
   }
-  send_pending();
+  return 0;
+}
+
+// Pacing and timers after a flush that wrote `total` packets. 0 or an
+// ngtcp2 error.
+int Connection::after_flush(uint64_t now, size_t total) {
   ngtcp2_conn_stat cstat;
   ngtcp2_conn_get_conn_stat(conn_, &cstat);
   // ngtcp2 0.12 paces with initial_rtt (333 ms) before the first RTT
@@ -829,14 +852,8 @@ bool Connection::flush(uint64_t now, size_t max_packets) {
   // With nothing left to send, the pacing deadline just set would only
   // wake the I/O thread for nothing (ngtcp2 lets a packet leave up to 1
   // ms early anyway); handle_expiry() drops it.
-  if (total > 0 && !has_unsent()) {
-    if (int rv = ngtcp2_conn_handle_expiry(conn_, now); rv != 0) {
-      fail(rv, now);
-      return false;
-    }
-  }
-  publish_path(now, false);
-  return total >= max_packets;
+  if (total > 0 && !has_unsent()) return ngtcp2_conn_handle_expiry(conn_, now);
+  return 0;
 }
 
 bool Connection::is_reset_token(const uint8_t* tail) const {
@@ -913,7 +930,7 @@ bool Connection::finished(uint64_t now) const {
   // Closed before anyone attached: keep it for attach(), as long as
   // someone still holds the handle and so may attach.
   if (closed_reported_ && !events_ && handle_.use_count() > 1) return false;
-  if (close_owed_) return false;
+  if (events_ && closed_reported_ && !closed_delivered_) return false;
   return state_ == State::kClosed ||
          ((state_ == State::kClosing || state_ == State::kDraining) && now >= drain_deadline_);
 }

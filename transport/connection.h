@@ -1,6 +1,10 @@
 // One QUIC connection: an ngtcp2_conn, its GnuTLS session and its streams.
-// Used only with the endpoint's loop lock held (Mailbox::LoopLock): by the
-// I/O thread, or by a caller's thread doing its work at once.
+// Threads: used only by whoever holds the endpoint's loop lock
+// (loop_owner.h): the I/O thread, or a caller's thread that got the lock
+// with a try-lock and does bounded work (send_direct, a read batch).
+// Events are queued as they happen and handed to the ConnectionEvents only
+// by deliver(), which the lock holder calls after its work (never inside
+// a caller's send).
 //
 // Streams: the client opens bidirectional stream 0 as the control channel;
 // each side opens several unidirectional streams for its data, and a
@@ -54,8 +58,8 @@ class ConnectionHost {
   // handshake when the endpoint does not ask for authentication).
   virtual void authenticated(Connection& conn) = 0;
   virtual UdpSocket& socket() = 0;
-  // Scratch space for one GSO batch, shared by all connections (only one
-  // flushes at a time on the I/O thread).
+  // Scratch space for one GSO batch, shared by all connections (only the
+  // loop-lock holder flushes, one connection at a time).
   virtual std::vector<uint8_t>& tx_buffer() = 0;
 };
 
@@ -124,11 +128,12 @@ class Connection {
   bool flush(uint64_t now, size_t max_packets = kMaxPacketsPerFlush);
   // Called by a caller's thread that holds the loop lock while the I/O
   // thread waits (Endpoint::send_now): queues the handle's new sends and
-  // writes up to `max_packets` packets. Events are never called from
-  // here; a close it causes is reported by the next deliver(). True if
-  // the I/O thread has work left (more to write, or a close to report).
+  // writes up to `max_packets` packets. True if the I/O thread has work
+  // left (more to write, or events to deliver, e.g. a close).
   bool send_direct(uint64_t now, size_t max_packets);
-  // Hands data frames gathered since the last call to the events.
+  // Hands the queued events to the events receiver, in order: connected,
+  // control frames, data frames, writable, closed (last, once; nothing
+  // after it). Kept while no receiver is attached.
   void deliver();
 
   // True if `tail` (the last 16 bytes of a datagram for an unknown
@@ -254,6 +259,9 @@ class Connection {
   // minimum round trip is at least this.
   static constexpr uint64_t kBurstRttNs = 1000000;
   size_t send_budget() const;
+  class TxBatch;
+  int write_packets(TxBatch& batch, uint64_t now, size_t max_packets, size_t& total);
+  int after_flush(uint64_t now, size_t total);
   void queue_sends(std::vector<ConnectionHandle::Send>& sends);
   void queue_data(OutChunk chunk, std::vector<OrderKey> routes);
   void route_unrouted();
@@ -266,7 +274,8 @@ class Connection {
                   const CloseInfo& info, uint64_t now);
   void enter_closed(State state, const CloseInfo& info, uint64_t now);
   void report_closed(const CloseInfo& info);
-  void notify_closed();
+  bool events_owed() const;
+  void deliver_data();
   CloseInfo peer_close_info();
 
   const ConnectionConfig config_;
@@ -297,14 +306,14 @@ class Connection {
   uint64_t data_credit_held_ = 0; // data bytes waiting for consumed()
   uint64_t unconsumed_ = 0;       // delivered data bytes not yet consumed
 
-  // Frames waiting for an events receiver or for deliver().
+  // Events waiting for deliver() (and for a receiver to be attached).
+  bool pending_connected_ = false;
   std::vector<Bytes> pending_control_;
   std::vector<Bytes> pending_data_;
   uint64_t pending_data_bytes_ = 0;
-  bool pending_connected_ = false;
-  bool closed_reported_ = false;
-  bool quiet_ = false;       // in send_direct(): no events
-  bool close_owed_ = false;  // closed there: report it in deliver()
+  bool writable_owed_ = false;
+  bool closed_reported_ = false;   // closed; the event waits for deliver()
+  bool closed_delivered_ = false;
   CloseInfo close_info_;
   bool reached_open_ = false;
 

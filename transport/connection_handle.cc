@@ -1,6 +1,6 @@
 #include "connection_handle.h"
 
-#include "mailbox.h"
+#include "loop_owner.h"
 
 namespace macula {
 
@@ -20,17 +20,17 @@ const char* close_kind_name(CloseInfo::Kind kind) {
 }
 
 ConnectionHandle::ConnectionHandle(uint64_t id, Role role,
-                                   std::shared_ptr<Mailbox> mailbox,
+                                   std::shared_ptr<LoopOwner> loop,
                                    uint64_t high_water, uint64_t low_water,
                                    uint64_t credit_wake)
-    : id_(id), role_(role), mailbox_(std::move(mailbox)),
+    : id_(id), role_(role), loop_(std::move(loop)),
       high_water_(high_water), low_water_(low_water), credit_wake_(credit_wake) {}
 
 void ConnectionHandle::wake() {
-  // Called with mu_ held; the I/O thread clears wake_pending_ in take_inbox.
+  // Called with mu_ held; the lock holder clears wake_pending_ in take_inbox.
   if (wake_pending_) return;
   wake_pending_ = true;
-  mailbox_->post(id_);
+  loop_->post(id_);
 }
 
 SendStatus ConnectionHandle::send(Channel channel, OutChunk framed,
@@ -43,9 +43,10 @@ SendStatus ConnectionHandle::send(Channel channel, OutChunk framed,
     inbox_.sends.push_back({channel, std::move(framed), std::move(routes)});
     direct = !wake_pending_;
   }
-  // If the I/O thread waits, write the packets on this thread rather than
-  // wake it: a thread hand-off less per message on a quiet connection.
-  if (!direct || !mailbox_->run_now(id_)) {
+  // If the loop lock is free, write the packets on this thread rather than
+  // wake the I/O thread: a thread hand-off less per message on a quiet
+  // connection.
+  if (!direct || !loop_->try_send(id_)) {
     std::lock_guard lock(mu_);
     wake();
   }

@@ -1,8 +1,10 @@
 // The thread-safe face of one QUIC connection: what callers on any thread
 // (Erlang schedulers, tests) may do with it. The connection itself is
-// worked on under the endpoint's loop lock; the handle queues commands for
-// it, and send() writes them itself when that lock is free. Results come
-// back through ConnectionEvents.
+// worked on only under the endpoint's loop lock (loop_owner.h); the handle
+// queues commands for it, and send() writes them itself when a try-lock
+// gets that lock (bounded work; never waiting for it). Results come back
+// through ConnectionEvents. Methods under "lock holder's side" need the
+// loop lock; the rest may be called from any thread.
 #pragma once
 
 #include <atomic>
@@ -46,9 +48,10 @@ struct CloseInfo {
 
 const char* close_kind_name(CloseInfo::Kind kind);
 
-// Implemented by the user of the core. Called with the endpoint's loop
-// lock held (the I/O thread, or a thread in Endpoint::read_now; never in
-// send()), in order, never after closed().
+// Implemented by the user of the transport. Called by the holder of the
+// endpoint's loop lock (the I/O thread, or a thread in Endpoint::read_now;
+// never inside send()), in order, never after closed(). Keep handlers
+// short: the lock is held. They may call the handle's methods.
 class ConnectionEvents {
  public:
   virtual ~ConnectionEvents() = default;
@@ -67,8 +70,7 @@ class ConnectionEvents {
   virtual void closed(const CloseInfo& info) = 0;
 };
 
-// Wakes the I/O thread for a connection id. Outlives neither side.
-class Mailbox;
+class LoopOwner;
 
 enum class SendStatus { kOk, kBusy, kClosed };
 
@@ -82,7 +84,7 @@ class ConnectionHandle {
  public:
   // `credit_wake`: returned credit wakes the I/O thread once this much
   // has gathered (below it, the next packet in collects it).
-  ConnectionHandle(uint64_t id, Role role, std::shared_ptr<Mailbox> mailbox,
+  ConnectionHandle(uint64_t id, Role role, std::shared_ptr<LoopOwner> loop,
                    uint64_t high_water, uint64_t low_water, uint64_t credit_wake);
 
   uint64_t id() const { return id_; }
@@ -118,7 +120,7 @@ class ConnectionHandle {
   // The latest snapshot of the connection's path and transport figures.
   PathInfo path() const;
 
-  // ---- I/O thread side ----
+  // ---- The lock holder's side (the connection) ----
   struct Send {
     Channel channel;
     OutChunk chunk;
@@ -151,7 +153,7 @@ class ConnectionHandle {
 
   const uint64_t id_;
   const Role role_;
-  const std::shared_ptr<Mailbox> mailbox_;
+  const std::shared_ptr<LoopOwner> loop_;
   const uint64_t high_water_, low_water_, credit_wake_;
   std::atomic<uint64_t> frames_in_{0}, frames_out_{0}, queued_{0};
   std::atomic<bool> want_writable_{false};

@@ -3,8 +3,6 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -61,22 +59,11 @@ std::unique_ptr<Endpoint> Endpoint::open(const EndpointConfig& config,
   gnutls_rnd(GNUTLS_RND_KEY, token_secret, sizeof token_secret);
   ep->admission_ = std::make_unique<Admission>(config.admission, token_secret);
   if (!ep->socket_.open(config.bind_ip, config.port, error)) return nullptr;
-  ep->epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
-  ep->wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  ep->timer_fd_ = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-  if (ep->epoll_fd_ < 0 || ep->wake_fd_ < 0 || ep->timer_fd_ < 0) {
-    error = std::string("cannot create I/O loop: ") + strerror(errno);
-    return nullptr;
-  }
+  ep->loop_ = LoopOwner::create(error);
+  if (!ep->loop_) return nullptr;
   ep->open_address_watch();
-  for (int fd : {ep->socket_.fd(), ep->wake_fd_, ep->timer_fd_, ep->watch_.fd()}) {
-    if (fd < 0) continue;
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.fd = fd;
-    epoll_ctl(ep->epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
-  }
-  ep->mailbox_ = std::make_shared<Mailbox>(ep->wake_fd_);
+  for (int fd : {ep->socket_.fd(), ep->watch_.fd()})
+    if (fd >= 0) ep->loop_->watch(fd);
   ep->thread_ = std::thread([p = ep.get()] { p->run(); });
   return ep;
 }
@@ -84,17 +71,15 @@ std::unique_ptr<Endpoint> Endpoint::open(const EndpointConfig& config,
 Endpoint::~Endpoint() {
   if (thread_.joinable()) {
     stopping_.store(true);
-    wake();
+    loop_->wake();
     thread_.join();
   }
-  if (mailbox_) mailbox_->shut();
-  for (int fd : {epoll_fd_, wake_fd_, timer_fd_})
-    if (fd >= 0) close(fd);
+  if (loop_) loop_->shut();
 }
 
 std::shared_ptr<ConnectionHandle> Endpoint::new_handle(Role role) {
   // Below the unconsumed limit, so the last credit that matters wakes it.
-  return std::make_shared<ConnectionHandle>(next_id_++, role, mailbox_,
+  return std::make_shared<ConnectionHandle>(next_id_++, role, loop_,
                                             config_.send_high_water,
                                             config_.send_low_water,
                                             config_.recv_unconsumed_limit / 4);
@@ -104,7 +89,7 @@ std::shared_ptr<ConnectionHandle> Endpoint::dial(
     const Address& remote, const std::string& host,
     const EventsFactory& make_events) {
   auto handle = new_handle(Role::kClient);
-  mailbox_->post(DialRequest{handle, make_events(handle->id()), remote, host});
+  loop_->post(DialRequest{handle, make_events(handle->id()), remote, host});
   return handle;
 }
 
@@ -160,11 +145,6 @@ void Endpoint::publish_admission() {
   admission_stats_ = s;
 }
 
-void Endpoint::wake() {
-  uint64_t one = 1;
-  [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof one);
-}
-
 // A caller's thread, while the I/O thread waits: writes a connection's new
 // sends at once (a message and its reply each skip a thread hand-off).
 // False (post instead) if the connection is not open or not yet known.
@@ -173,24 +153,16 @@ bool Endpoint::send_now(uint64_t id) {
   if (it == conns_.end() || !it->second->is_open()) return false;
   Connection* c = it->second.get();
   if (c->send_direct(now_ns(), kMaxCallerPackets)) dirty_.insert(c);
-  after_caller_work(c->expiry());
+  loop_->after_caller_work(!dirty_.empty(), c->expiry());
   return true;
 }
 
-void Endpoint::set_caller_reads(bool on) {
-  caller_reads_.store(on);
-  // A socket the caller reads still brings its errors (ICMP) here.
-  epoll_event ev{};
-  ev.events = on ? 0u : uint32_t(EPOLLIN);
-  ev.data.fd = socket_.fd();
-  epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, socket_.fd(), &ev);
-}
+void Endpoint::set_caller_reads(bool on) { loop_->set_caller_reads(socket_.fd(), on); }
 
 Endpoint::ReadResult Endpoint::read_now() {
-  Mailbox::LoopLock loop(*mailbox_, true);
-  if (!loop) {
-    read_requested_.store(true);
-    wake();
+  LoopOwner::Lock lock(*loop_, true);
+  if (!lock) {
+    loop_->request_read();
     return ReadResult::kBusy;
   }
   if (stopping_.load()) return ReadResult::kDone;
@@ -202,72 +174,49 @@ Endpoint::ReadResult Endpoint::read_now() {
   uint64_t deadline = UINT64_MAX;
   for (Connection* c : touched)
     if (uint64_t e = c->expiry(); e != 0) deadline = std::min(deadline, e);
-  after_caller_work(deadline);
+  loop_->after_caller_work(!dirty_.empty(), deadline);
   return more ? ReadResult::kMore : ReadResult::kDone;
 }
 
-void Endpoint::after_caller_work(uint64_t deadline) {
-  if (!dirty_.empty()) {
-    wake();
-  } else if (deadline < sleep_until_) {
-    // A deadline the waiting thread does not know (loss detection, say).
-    itimerspec at{};
-    at.it_value.tv_sec = time_t(deadline / 1000000000ull);
-    at.it_value.tv_nsec = long(deadline % 1000000000ull);
-    timerfd_settime(timer_fd_, TFD_TIMER_ABSTIME, &at, nullptr);
-    sleep_until_ = deadline;
-  }
-}
-
 void Endpoint::run() {
-  epoll_event evs[4];
+  LoopOwner::Lock lock(*loop_, false);
+  loop_->attach(this);
   uint64_t spin_until = 0;
-  const uint64_t spin_ns = config_.busy_poll_us * 1000;
-  Mailbox::LoopLock loop(*mailbox_, false);
-  mailbox_->set_runner([this](uint64_t id) { return send_now(id); });
   while (!stopping_.load()) {
-    // The nearest connection deadline is the wait's timeout: re-arming a
-    // timerfd at almost every packet (ngtcp2's deadlines move) cost more
-    // than the packet's crypto on this VM. The timerfd only brings
-    // deadlines that send_now() set while the thread waited.
     uint64_t now = now_ns();
     uint64_t deadline = !dirty_.empty() || now < spin_until ? now : next_deadline();
-    timespec ts{};
-    if (deadline > now && deadline != UINT64_MAX) {
-      ts.tv_sec = time_t((deadline - now) / 1000000000ull);
-      ts.tv_nsec = long((deadline - now) % 1000000000ull);
-    }
-    sleep_until_ = deadline;
-    loop.unlock();
-    int n = epoll_pwait2(epoll_fd_, evs, 4, deadline == UINT64_MAX ? nullptr : &ts, nullptr);
-    loop.lock();
+    epoll_event evs[4];
+    LoopOwner::Wakeup w = loop_->wait(lock, now, deadline, evs, 4);
     now = now_ns();
     // After activity, poll for a short while instead of sleeping: the
     // answer to what we just delivered or sent often comes within tens of
     // microseconds, and a sleeping thread takes as long again to wake.
-    if (n > 0) spin_until = now + spin_ns;
-    for (int i = 0; i < n; ++i) {
-      int fd = evs[i].data.fd;
-      uint64_t drain;
-      if (fd == socket_.fd()) {
-        if (evs[i].events & EPOLLERR) on_socket_errors(now);
-        if (!caller_reads_.load()) read_socket(now, kMaxReadBatches);
-      } else if (fd == watch_.fd()) {
-        on_address_changes(now);
-      } else {
-        [[maybe_unused]] ssize_t r = read(fd, &drain, sizeof drain);
-      }
-    }
-    if (read_requested_.exchange(false)) read_socket(now, kMaxReadBatches);
-    drain_mailbox(now);
-    run_timers(now_ns());
-    flush_dirty(now_ns());
-    after_send_errors(now_ns());
-    run_path_check(now_ns());
-    reap(now_ns());
+    if (w.woken) spin_until = now + config_.busy_poll_us * 1000;
+    for (int i = 0; i < w.fds; ++i) on_fd_event(evs[i], now);
+    if (loop_->take_read_request()) read_socket(now, kMaxReadBatches);
+    turn(now);
   }
-  mailbox_->set_runner({});
+  loop_->attach(nullptr);
   shutdown_all();
+}
+
+void Endpoint::on_fd_event(const epoll_event& ev, uint64_t now) {
+  if (ev.data.fd == socket_.fd()) {
+    if (ev.events & EPOLLERR) on_socket_errors(now);
+    if (!loop_->caller_reads()) read_socket(now, kMaxReadBatches);
+  } else if (ev.data.fd == watch_.fd()) {
+    on_address_changes(now);
+  }
+}
+
+// One pass over what the I/O thread owes after a wake-up.
+void Endpoint::turn(uint64_t now) {
+  drain_mailbox(now);
+  run_timers(now_ns());
+  flush_dirty(now_ns());
+  after_send_errors(now_ns());
+  run_path_check(now_ns());
+  reap(now_ns());
 }
 
 bool Endpoint::read_socket(uint64_t now, int max_batches) {
@@ -426,21 +375,21 @@ void Endpoint::close_for_exit(uint64_t limit_ms) {
     std::condition_variable cv;
     bool done = false;
   };
-  if (!mailbox_->open()) return;
   auto done = std::make_shared<Done>();
-  mailbox_->post([this, done] {
+  bool posted = loop_->post([this, done] {
     uint64_t now = now_ns();
     for (auto& [id, c] : conns_) c->close_for_exit(now);
     std::lock_guard lock(done->mu);
     done->done = true;
     done->cv.notify_all();
   });
+  if (!posted) return;  // the endpoint stopped: nothing left to close
   std::unique_lock lock(done->mu);
   done->cv.wait_for(lock, std::chrono::milliseconds(limit_ms), [&] { return done->done; });
 }
 
 void Endpoint::drain_mailbox(uint64_t now) {
-  Mailbox::Mail mail = mailbox_->take();
+  Mailbox::Mail mail = loop_->take_mail();
   for (DialRequest& dial : mail.dials) start_dial(dial, now);
   for (uint64_t id : mail.ids) {
     auto it = conns_.find(id);
@@ -525,10 +474,10 @@ uint64_t Endpoint::next_deadline() const {
 }
 
 void Endpoint::shutdown_all() {
-  mailbox_->shut();
+  loop_->shut();
   uint64_t now = now_ns();
   CloseInfo info{CloseInfo::Kind::kEndpointStopped, 0, "endpoint stopped"};
-  Mailbox::Mail mail = mailbox_->take();
+  Mailbox::Mail mail = loop_->take_mail();
   for (DialRequest& dial : mail.dials) {
     dial.handle->set_closed();
     dial.events->closed(info);
@@ -536,7 +485,10 @@ void Endpoint::shutdown_all() {
   for (uint64_t id : mail.ids)
     if (auto it = conns_.find(id); it != conns_.end()) it->second->on_inbox(now);
   for (auto& task : mail.tasks) task();  // their waiters hear "closed" below
-  for (auto& [id, c] : conns_) c->abort(info, now);
+  for (auto& [id, c] : conns_) {
+    c->abort(info, now);
+    c->deliver();
+  }
   conns_.clear();
   by_cid_.clear();
   dirty_.clear();

@@ -1,8 +1,16 @@
-// An endpoint: one UDP socket, one I/O thread, and every QUIC connection
-// that uses them, dialled and accepted alike. This is the core's public
-// entry point. Public methods are thread-safe. Events are delivered with
-// the loop lock held: on the I/O thread, or on the thread inside
-// read_now().
+// An endpoint: one UDP socket, one I/O thread, one loop lock, and every
+// QUIC connection that uses them, dialled and accepted alike. The
+// transport's public entry point.
+//
+// Threads (the rule is loop_owner.h's): whoever holds the endpoint's loop
+// lock may touch its connections: the I/O thread, or a caller's thread
+// (an Erlang scheduler) that got the lock with a try-lock, for a send
+// (ConnectionHandle::send) or a read (read_now), and does bounded work
+// under it. A caller never waits for the lock; if it is busy, the I/O
+// thread gets the job. Public methods may be called from any thread
+// (close_for_exit: any but the I/O thread). Events are delivered by the
+// lock holder: on the I/O thread, or on the thread inside read_now();
+// never inside a send.
 #pragma once
 
 #include <atomic>
@@ -19,7 +27,7 @@
 #include "admission.h"
 #include "connection.h"
 #include "connection_handle.h"
-#include "mailbox.h"
+#include "loop_owner.h"
 #include "tls_context.h"
 #include "udp_socket.h"
 
@@ -115,7 +123,7 @@ struct EndpointStats {
   AdmissionStats admission;
 };
 
-class Endpoint : private ConnectionHost {
+class Endpoint : private ConnectionHost, private LoopOwner::Host {
  public:
   // Binds the socket and starts the I/O thread. On failure returns null and
   // sets `error` (e.g. "cannot bind UDP [::]:4433: Address already in use").
@@ -138,7 +146,7 @@ class Endpoint : private ConnectionHost {
   // Hands reading the socket to the caller (true) or back to the I/O
   // thread (false). While handed over, the caller calls read_now()
   // whenever socket_fd() is readable: the Erlang VM's schedulers poll it
-  // like their own sockets (nif/macula_drv.cc), so a packet and the
+  // like their own sockets (dist/nif/macula_drv.cc), so a packet and the
   // frames it carries reach their process on the thread that was woken.
   // The I/O thread keeps the timers, writes what callers leave it, and
   // reads when read_now() finds it busy.
@@ -165,9 +173,10 @@ class Endpoint : private ConnectionHost {
   // client migrate; accepted connections follow their peer by themselves).
   // `local`: an IP of this host to move to (port ignored), or an
   // unspecified Address{} for "the source address the routing table now
-  // prefers towards each peer". On the I/O thread, `counted(n)` is called
-  // first with the number of client connections, then `done` once for
-  // each of them (see Connection::migrate). Nothing is called if the
+  // prefers towards each peer". `counted(n)` is called first, on the I/O
+  // thread, with the number of client connections, then `done` once for
+  // each of them by the loop-lock holder (see Connection::migrate and
+  // MigrationCallback). Nothing is called if the
   // endpoint stops first. After a move to an explicit `local`, the
   // endpoint's own checks (address and route changes) leave the
   // connection there while that address exists; a request with an
@@ -181,7 +190,7 @@ class Endpoint : private ConnectionHost {
  private:
   Endpoint(const EndpointConfig& config, std::shared_ptr<EndpointEvents> events);
 
-  // ConnectionHost, I/O thread.
+  // ConnectionHost, loop lock held.
   void add_cid(const ngtcp2_cid& cid, Connection* conn) override;
   void remove_cid(const ngtcp2_cid& cid) override;
   void accepted(Connection& conn) override;
@@ -190,13 +199,12 @@ class Endpoint : private ConnectionHost {
   UdpSocket& socket() override { return socket_; }
   std::vector<uint8_t>& tx_buffer() override { return tx_buffer_; }
 
+  // The I/O thread's loop: wait, then one turn over what is owed.
   void run();
-  // A caller's thread with the loop lock (Mailbox::run_now).
-  bool send_now(uint64_t id);
-  // After a caller's work: wakes the waiting I/O thread if it left
-  // something to write, or arms the timer for a deadline it set.
-  void after_caller_work(uint64_t deadline);
-  void wake();
+  void on_fd_event(const epoll_event& ev, uint64_t now);
+  void turn(uint64_t now);
+  // LoopOwner::Host: a caller's thread with the loop lock (try_send).
+  bool send_now(uint64_t id) override;
   // Reads up to `max_batches` batches; true if it stopped with more queued.
   bool read_socket(uint64_t now, int max_batches);
   void dispatch(const Datagram& d, uint64_t now);
@@ -218,7 +226,7 @@ class Endpoint : private ConnectionHost {
   std::shared_ptr<ConnectionHandle> new_handle(Role role);
   ConnectionConfig connection_config();
 
-  // Paths and migration (endpoint_paths.cc), I/O thread.
+  // Paths and migration (endpoint_paths.cc), loop lock held.
   void open_address_watch();
   Address dial_local(const Address& remote) const;
   void on_address_changes(uint64_t now);
@@ -235,22 +243,16 @@ class Endpoint : private ConnectionHost {
   std::unique_ptr<TlsContext> tls_;
   UdpSocket socket_;
   AddressWatch watch_;
-  int epoll_fd_ = -1, wake_fd_ = -1;
-  // Armed by send_now() when a connection's deadline comes before the
-  // I/O thread means to wake (rare enough that re-arming is cheap).
-  int timer_fd_ = -1;
-  std::shared_ptr<Mailbox> mailbox_;
+  std::shared_ptr<LoopOwner> loop_;
   std::thread thread_;
   std::atomic<bool> stopping_{false};
-  std::atomic<bool> caller_reads_{false};
-  std::atomic<bool> read_requested_{false};  // read_now() found it busy
   std::atomic<uint64_t> next_id_{1};
   uint8_t reset_secret_[32];
   std::unique_ptr<Admission> admission_;  // loop lock
   mutable std::mutex admission_stats_mu_;
   AdmissionStats admission_stats_;  // a copy for stats(), any thread
 
-  // I/O thread only.
+  // Loop lock held (the I/O thread, or a caller inside send_now/read_now).
   std::vector<uint8_t> tx_buffer_ = std::vector<uint8_t>(tx_buffer_size());
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns_;
   std::unordered_map<std::string, Connection*> by_cid_;
@@ -258,7 +260,6 @@ class Endpoint : private ConnectionHost {
   uint64_t reset_window_start_ = 0;
   uint32_t resets_in_window_ = 0;
   uint64_t path_check_at_ = UINT64_MAX;  // when to re-check client paths
-  uint64_t sleep_until_ = 0;  // the waiting I/O thread's timeout (loop lock)
 
   std::atomic<uint64_t> n_conns_{0}, n_accepted_{0}, n_dropped_{0}, n_resets_{0};
   std::atomic<uint64_t> n_ignored_unreachable_{0}, n_failed_handshakes_{0};

@@ -96,7 +96,7 @@ void Endpoint::check_paths(uint64_t now) {
 
 void Endpoint::migrate(const Address& local, std::function<void(size_t)> counted,
                        MigrationCallback done) {
-  mailbox_->post([this, local, counted = std::move(counted), done = std::move(done)] {
+  loop_->post([this, local, counted = std::move(counted), done = std::move(done)] {
     start_migration(local, counted, done, now_ns());
   });
 }
