@@ -6,12 +6,12 @@
 .PHONY: all deps build core nif erlang demo test test-core test-erlang bench otp-suite clean
 
 BUILD    ?= build
-APP      := apps/macula
-ERL_SRC  := $(wildcard $(APP)/src/*.erl)
+ERL_SRC  := $(wildcard src/*.erl)
 DEB_PKGS := erlang-nox erlang-dev erlang-src erlang-common-test \
             libngtcp2-dev libngtcp2-crypto-gnutls-dev libgnutls28-dev \
             googletest libgtest-dev cmake g++ make pkg-config \
-            iproute2 nftables conntrack openssl tcpdump
+            iproute2 nftables conntrack openssl tcpdump \
+            rebar3 elixir git
 
 all: build
 
@@ -24,12 +24,12 @@ core:
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(BUILD) -j$$(nproc)
 
-erlang: $(APP)/ebin/macula.app
+erlang: ebin/macula.app
 
-$(APP)/ebin/macula.app: $(ERL_SRC) $(APP)/src/macula.app.src $(APP)/src/*.hrl
-	@mkdir -p $(APP)/ebin
-	@erlc -Wall +debug_info -o $(APP)/ebin -I $(APP)/src $(ERL_SRC)
-	@scripts/make-app-file.sh $(APP)
+ebin/macula.app: $(ERL_SRC) src/macula.app.src src/*.hrl
+	@mkdir -p ebin
+	@erlc -Wall +debug_info -o ebin -I src $(ERL_SRC)
+	@scripts/make-app-file.sh .
 
 demo: build
 	@scripts/demo.sh
@@ -46,4 +46,4 @@ bench: build
 	@scripts/bench-relay.sh
 
 clean:
-	rm -rf $(BUILD) $(APP)/ebin $(APP)/priv logs
+	rm -rf $(BUILD) ebin priv/*.so logs _build

@@ -27,6 +27,12 @@ int sender_element(uint8_t op) {
       return 2;  // {Op, FromPid, ...}
     case 29: case 30: case 35: case 36:
       return 3;  // SPAWN_REQUEST, UNLINK_ID(_ACK): {Op, Id, FromPid, ...}
+    case 37:
+      // ALTACT_SIG_SEND (OTP 28): {37, Flags, SenderPid, To[, Token]}.
+      // It replaces ALIAS_SEND (gen_server replies to aliases) and carries
+      // priority messages and sends to names and aliases: ordered, like
+      // every other signal, only after what its sender sent before.
+      return 3;
     case 31: case 32:
       // SPAWN_REPLY is a signal from the new process: order it with what
       // that process sends next. On failure the result is an atom and the

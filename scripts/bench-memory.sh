@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${BENCH_LEAVES:-50}
-ebin=$(pwd)/apps/macula/ebin
+ebin=$(pwd)/ebin
 tmp=$(mktemp -d)
 export MACULA_DIST_CERT_DIR=$tmp/certs
 pids=()

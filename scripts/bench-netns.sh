@@ -20,8 +20,8 @@ rm -f "$out"
 mkdir -p "$root/build/bench-logs"
 echo "== macula bench over network namespaces (veth MTU 1500, delay/loss bridge)"
 MACULA_NETNS_REPORT="$out" ct_run -noshell -sname macula_bench_ct \
-  -dir apps/macula/test -logdir "$root/build/bench-logs" \
-  -pa "$root/apps/macula/ebin" -include "$root/apps/macula/src" \
+  -dir test -logdir "$root/build/bench-logs" \
+  -pa "$root/ebin" -include "$root/src" \
   -suite macula_netns_SUITE \
   -case mtu1500_basic inet_tcp_basic inet_tls_basic delay_loss hol_under_bulk \
   2>&1 | grep -E "TEST COMPLETE|FAILED" || true

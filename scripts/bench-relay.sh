@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 relay_bin="$root/build/macula-relay"
-if [ ! -x "$relay_bin" ] || [ ! -f "$root/apps/macula/priv/macula_relay_nif.so" ]; then
+if [ ! -x "$relay_bin" ] || [ ! -f "$root/priv/macula_relay_nif.so" ]; then
   echo "bench-relay: not built; run 'make build' first" >&2
   exit 1
 fi
@@ -31,7 +31,7 @@ trap cleanup EXIT INT TERM
 export BENCH_RELAY_PORT=${BENCH_RELAY_PORT:-47434}
 export BENCH_SECONDS=${BENCH_SECONDS:-5}
 export BENCH_SECRET="$tmp/realm.secret"
-export BENCH_TMP="$tmp" BENCH_EBIN="$root/apps/macula/ebin" BENCH_DIR="$tmp"
+export BENCH_TMP="$tmp" BENCH_EBIN="$root/ebin" BENCH_DIR="$tmp"
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$BENCH_SECRET"
 chmod 600 "$BENCH_SECRET"
 

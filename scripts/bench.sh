@@ -27,7 +27,7 @@ export BENCH_ERL_FLAGS=${BENCH_ERL_FLAGS-"+sbwt none +sbwtdcpu none +sbwtdio non
 timeout_s=${BENCH_TIMEOUT:-330}
 out="$root/build/bench.md"
 
-if [ ! -f "$root/apps/macula/ebin/macula.app" ] || [ ! -f "$root/apps/macula/priv/macula_nif.so" ]; then
+if [ ! -f "$root/ebin/macula.app" ] || [ ! -f "$root/priv/macula_nif.so" ]; then
   echo "bench: macula is not built; run 'make build' first" >&2
   exit 1
 fi
@@ -112,7 +112,7 @@ EOF
 mkdir -p "$tmp/ebin"
 erlc -Wall -o "$tmp/ebin" "$root/bench/macula_bench.erl"
 
-export BENCH_MACULA_EBIN="$root/apps/macula/ebin"
+export BENCH_MACULA_EBIN="$root/ebin"
 export BENCH_TLS_OPTFILE="$tmp/ssl_dist.conf"
 export BENCH_TMP="$tmp"
 BENCH_CLK_TCK=$(getconf CLK_TCK)

@@ -3,7 +3,7 @@
 # call and a 10 MB message round trip, then both stop.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ebin=$(pwd)/apps/macula/ebin
+ebin=$(pwd)/ebin
 export MACULA_DIST_CERT_DIR=${MACULA_DIST_CERT_DIR:-$(mktemp -d)/certs}
 A=${DEMO_PORT_A:-14433}@127.0.0.1
 B=${DEMO_PORT_B:-14434}@127.0.0.1

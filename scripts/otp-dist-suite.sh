@@ -113,7 +113,7 @@ EOF
 
 flags_for() {
   case $1 in
-    macula) echo "-pa $root/apps/macula/ebin -proto_dist macula -macula_dist_port 0" ;;
+    macula) echo "-pa $root/ebin -proto_dist macula -macula_dist_port 0" ;;
     inet_tls) echo "-proto_dist inet_tls -ssl_dist_optfile $(tls_optfile)" ;;
     inet_tcp) echo "" ;;
   esac

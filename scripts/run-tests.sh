@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: the C++ core's GoogleTest suite, then the Erlang Common
-# Test suites (real nodes over -proto_dist macula). Prints one summary line.
+# Test suites (real nodes over -proto_dist macula), then the examples built
+# as rebar3 and mix releases (scripts/test-releases.sh). Prints one summary line.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -15,11 +16,11 @@ cxx_passed=$(( cxx_total - cxx_failed ))
 
 echo "== Erlang tests (common_test)"
 mkdir -p logs
-suites=$(ls apps/macula/test/*_SUITE.erl 2>/dev/null | xargs -n1 basename 2>/dev/null | sed 's/\.erl$//' | paste -sd' ' -)
+suites=$(ls test/*_SUITE.erl 2>/dev/null | xargs -n1 basename 2>/dev/null | sed 's/\.erl$//' | paste -sd' ' -)
 erl_passed=0; erl_failed=0; erl_skipped=0
 if [ -n "$suites" ]; then
-  ct_run -noshell -sname "macula_ct_$$" -dir apps/macula/test -logdir logs -pa "$root/apps/macula/ebin" \
-         -include "$root/apps/macula/src" -suite $suites 2>&1 | tee logs/ct.out | \
+  ct_run -noshell -sname "macula_ct_$$" -dir test -logdir logs -pa "$root/ebin" \
+         -include "$root/src" -suite $suites 2>&1 | tee logs/ct.out | \
          grep -E "^(TEST COMPLETE|Testing|%%%|.*FAILED|.*failed)" | tail -n 40
   # ct_run prints one "TEST COMPLETE, N ok, M failed[, K skipped] of T test
   # cases" line per suite: add them up. A suite without that line (it did
@@ -36,9 +37,17 @@ if [ -n "$suites" ]; then
   erl_failed=$((erl_failed + erl_skipped))
 fi
 
-passed=$(( cxx_passed + ${erl_passed:-0} ))
-failed=$(( cxx_failed + ${erl_failed:-0} ))
+echo "== Releases (rebar3 and mix, examples/)"
+scripts/test-releases.sh 2>&1 | tee logs/releases.out
+rel_passed=$(sed -n 's/^releases: \([0-9]*\) passed, [0-9]* failed$/\1/p' logs/releases.out)
+rel_failed=$(sed -n 's/^releases: [0-9]* passed, \([0-9]*\) failed$/\1/p' logs/releases.out)
+rel_passed=${rel_passed:-0}
+# No summary line: the script did not finish, which counts as a failure.
+rel_failed=${rel_failed:-1}
+
+passed=$(( cxx_passed + ${erl_passed:-0} + rel_passed ))
+failed=$(( cxx_failed + ${erl_failed:-0} + rel_failed ))
 echo
-echo "C++: $cxx_passed passed, $cxx_failed failed; Erlang: ${erl_passed:-0} passed, ${erl_failed:-0} failed, ${erl_skipped:-0} skipped"
+echo "C++: $cxx_passed passed, $cxx_failed failed; Erlang: ${erl_passed:-0} passed, ${erl_failed:-0} failed, ${erl_skipped:-0} skipped; releases: $rel_passed passed, $rel_failed failed"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

@@ -220,5 +220,106 @@ TEST(DistRoute, IovecFormReadsTheSameHeadHoweverTheFrameIsCut) {
   EXPECT_EQ(a.size, 4 + b.size());
 }
 
+// Every control message of OTP 25-28 (erts dist.h, the distribution
+// protocol documentation), built in its real shape: the ordering key is
+// its sender's pid, or a barrier when the message names no sending pid.
+struct Element {
+  enum Kind { kPid, kAtom, kRef, kInt, kMfa, kList } kind;
+  uint32_t num = 0;  // the pid's number (serial 1), or the integer
+};
+struct ControlMessage {
+  const char* name;
+  uint8_t op;
+  std::vector<Element> elements;  // after the operation
+  int sender;                     // index of the sending pid in elements, -1: none
+};
+
+void element(Buf& b, const Element& e) {
+  switch (e.kind) {
+    case Element::kPid: pid(b, e.num, 1); break;
+    case Element::kAtom: atom(b, "reason"); break;
+    case Element::kRef: ref(b); break;
+    case Element::kInt: small_int(b, uint8_t(e.num)); break;
+    case Element::kMfa:
+      b.insert(b.end(), {104, 3});
+      atom(b, "m"); atom(b, "f"); small_int(b, 0);
+      break;
+    case Element::kList: b.push_back(106); break;  // NIL_EXT
+  }
+}
+
+Buf control_frame(const ControlMessage& m) {
+  Buf b = header();
+  tuple(b, uint8_t(1 + m.elements.size()), m.op);
+  for (const Element& e : m.elements) element(b, e);
+  return b;
+}
+
+TEST(DistRoute, EveryControlMessageOfOtp25To28) {
+  using E = Element;
+  const E from{E::kPid, 501}, to{E::kPid, 502}, name{E::kAtom}, ref_{E::kRef},
+      token{E::kAtom}, reason{E::kAtom}, unused{E::kAtom}, id{E::kInt, 9};
+  const std::vector<ControlMessage> all = {
+      {"LINK", 1, {from, to}, 0},
+      {"SEND", 2, {unused, to}, -1},
+      {"EXIT", 3, {from, to, reason}, 0},
+      {"UNLINK", 4, {from, to}, 0},
+      {"NODE_LINK", 5, {}, -1},
+      {"REG_SEND", 6, {from, unused, name}, 0},
+      {"GROUP_LEADER", 7, {from, to}, 0},
+      {"EXIT2", 8, {from, to, reason}, 0},
+      {"SEND_TT", 12, {unused, to, token}, -1},
+      {"EXIT_TT", 13, {from, to, token, reason}, 0},
+      {"REG_SEND_TT", 16, {from, unused, name, token}, 0},
+      {"EXIT2_TT", 18, {from, to, token, reason}, 0},
+      {"MONITOR_P", 19, {from, to, ref_}, 0},
+      {"DEMONITOR_P", 20, {from, name, ref_}, 0},
+      {"MONITOR_P_EXIT", 21, {from, to, ref_, reason}, 0},
+      {"SEND_SENDER", 22, {from, to}, 0},
+      {"SEND_SENDER_TT", 23, {from, to, token}, 0},
+      {"PAYLOAD_EXIT", 24, {from, to}, 0},
+      {"PAYLOAD_EXIT_TT", 25, {from, to, token}, 0},
+      {"PAYLOAD_EXIT2", 26, {from, to}, 0},
+      {"PAYLOAD_EXIT2_TT", 27, {from, to, token}, 0},
+      {"PAYLOAD_MONITOR_P_EXIT", 28, {from, to, ref_}, 0},
+      {"SPAWN_REQUEST", 29, {ref_, from, to, {E::kMfa}, {E::kList}}, 1},
+      {"SPAWN_REQUEST_TT", 30, {ref_, from, to, {E::kMfa}, {E::kList}, token}, 1},
+      // The reply is routed by the new process (its fourth element).
+      {"SPAWN_REPLY", 31, {ref_, to, {E::kInt, 0}, from}, 3},
+      {"SPAWN_REPLY_TT", 32, {ref_, to, {E::kInt, 0}, from, token}, 3},
+      {"ALIAS_SEND", 33, {from, ref_}, 0},
+      {"ALIAS_SEND_TT", 34, {from, ref_, token}, 0},
+      {"UNLINK_ID", 35, {id, from, to}, 1},
+      {"UNLINK_ID_ACK", 36, {id, from, to}, 1},
+      // OTP 28, flags: 1 PRIO, 2 TOKEN, 4 ALIAS, 8 NAME, 16 EXIT.
+      {"ALTACT_SIG_SEND to a pid", 37, {{E::kInt, 0}, from, to}, 1},
+      {"ALTACT_SIG_SEND to an alias", 37, {{E::kInt, 4}, from, ref_}, 1},
+      {"ALTACT_SIG_SEND to a name, priority", 37, {{E::kInt, 9}, from, name}, 1},
+      {"ALTACT_SIG_SEND with a token", 37, {{E::kInt, 6}, from, ref_, token}, 1},
+      {"ALTACT_SIG_SEND exit to an alias", 37, {{E::kInt, 20}, from, ref_}, 1},
+  };
+  for (const ControlMessage& m : all) {
+    OrderKey r = route_of(control_frame(m));
+    if (m.sender < 0) {
+      EXPECT_EQ(r.kind, OrderKey::Kind::kBarrier) << m.name;
+    } else {
+      EXPECT_EQ(r.kind, OrderKey::Kind::kFlow) << m.name;
+      EXPECT_EQ(r.key, key(m.elements[size_t(m.sender)].num, 1)) << m.name;
+    }
+    EXPECT_FALSE(r.opens_sequence) << m.name;
+  }
+}
+
+// Operations no OTP release up to 28 defines are barriers.
+TEST(DistRoute, UnknownOperationsAreBarriers) {
+  for (uint8_t op : {0, 9, 10, 11, 14, 15, 17, 38, 127, 255}) {
+    Buf b = header();
+    tuple(b, 3, op);
+    pid(b, 1, 1);
+    pid(b, 2, 1);
+    EXPECT_EQ(route_of(b).kind, OrderKey::Kind::kBarrier) << int(op);
+  }
+}
+
 }  // namespace
 }  // namespace macula

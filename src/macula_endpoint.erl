@@ -12,7 +12,7 @@
 -module(macula_endpoint).
 -behaviour(gen_server).
 
--export([childspec/0, start_link/0, listen/1, get/0, info/0, migrate/2,
+-export([childspec/0, start_link/0, listen/1, dial_only/0, get/0, info/0, migrate/2,
          connected/2, connections/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
@@ -46,6 +46,12 @@ start_link() ->
 -spec listen(inet:port_number()) -> {ok, macula_nif:endpoint()} | {error, string()}.
 listen(Port) ->
     gen_server:call(?SERVER, {open, Port, true}, infinity).
+
+%% @doc Opens the endpoint dial-only on an ephemeral port: a node with
+%% `macula_dist_listen false'. Called from macula_dist:listen.
+-spec dial_only() -> {ok, macula_nif:endpoint()} | {error, string()}.
+dial_only() ->
+    gen_server:call(?SERVER, {open, 0, false}, infinity).
 
 %% @doc The endpoint; a node that never listened gets a dial-only endpoint
 %% on an ephemeral port.

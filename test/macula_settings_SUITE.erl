@@ -12,7 +12,8 @@
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1,
          init_per_testcase/2, end_per_testcase/2]).
 -export([every_setting_bad/1, flag_like_values/1, key_and_certificate_mismatch/1,
-         relay_by_dns_name/1, relay_name_unresolvable/1]).
+         relay_by_dns_name/1, relay_name_unresolvable/1, dial_only_node/1,
+         no_home_no_cert_dir/1]).
 
 -define(FIRST_PORT, 16600).
 -define(STARTED, "MACULA_CT_STARTED").
@@ -23,7 +24,7 @@ suite() ->
 
 all() ->
     [every_setting_bad, flag_like_values, key_and_certificate_mismatch,
-     relay_by_dns_name, relay_name_unresolvable].
+     relay_by_dns_name, relay_name_unresolvable, dial_only_node, no_home_no_cert_dir].
 
 init_per_suite(Config0) ->
     Config = macula_ct:init_suite(Config0, ?FIRST_PORT),
@@ -140,7 +141,9 @@ every_setting_bad(Config) ->
          {"macula_dist_insecure", "maybe", #{args => ["-macula_dist_insecure", "maybe"]}},
          {"macula_dist_cc", "vegas", #{args => ["-macula_dist_cc", "vegas"]}},
          {"macula_dist_busy_poll_us", "10001", #{args => ["-macula_dist_busy_poll_us", "10001"]}},
-         {"macula_dist_busy_poll_us", "-1", #{env => [{"MACULA_DIST_BUSY_POLL_US", "-1"}]}}],
+         {"macula_dist_busy_poll_us", "-1", #{env => [{"MACULA_DIST_BUSY_POLL_US", "-1"}]}},
+         {"macula_dist_listen", "maybe", #{args => ["-macula_dist_listen", "maybe"]}},
+         {"macula_dist_listen", "no", #{env => [{"MACULA_DIST_LISTEN", "no"}]}}],
     Lines = [begin
                  Out = must_fail(Config, Opts),
                  one_line_names(Out, Setting, Value)
@@ -149,7 +152,8 @@ every_setting_bad(Config) ->
     Table = ["macula_dist_port", "macula_dist_bind", "macula_dist_mode",
              "macula_dist_relays", "macula_dist_realm_secret_file", "macula_dist_cert_dir",
              "macula_dist_cacertfile", "macula_dist_certfile", "macula_dist_keyfile",
-             "macula_dist_insecure", "macula_dist_cc", "macula_dist_busy_poll_us"],
+             "macula_dist_insecure", "macula_dist_cc", "macula_dist_busy_poll_us",
+             "macula_dist_listen"],
     [] = Table -- [S || {S, _, _} <- Cases],
     ct:comment("~b bad values refused, one line each", [length(Lines)]).
 
@@ -180,6 +184,47 @@ key_and_certificate_mismatch(Config) ->
     Line = one_line_names(Out, "macula_dist_keyfile", maps:get(other_key, Fs)),
     {_, _} = binary:match(Line, <<"macula_dist_certfile">>),
     {_, _} = binary:match(Line, list_to_binary(maps:get(cert, Fs))),
+    ok.
+
+%% macula_dist_listen false (as a release tool's helper node gets it):
+%% the node binds an ephemeral port, not its configured one, so it starts
+%% even where another node holds that port, and dials that node.
+dial_only_node(Config) ->
+    {_PA, A} = macula_ct:start_node(Config, #{}),
+    [PortA, _] = string:split(atom_to_list(A), "@"),
+    {PB, B} = macula_ct:start_node(Config, #{
+                 name => "helper",
+                 args => ["-macula_dist_port", PortA],
+                 env => [{"MACULA_DIST_LISTEN", "false"}]}),
+    pong = peer:call(PB, net_adm, ping, [A]),
+    Bound = maps:get(port, peer:call(PB, macula, info, [])),
+    Bound =/= list_to_integer(PortA) orelse ct:fail({bound_the_configured_port, Bound}),
+    %% the same node with the setting at true (the vm argument wins over
+    %% the OS environment) takes the port and cannot start
+    Args = macula_ct:erl_args(macula, #{args => ["-macula_dist_port", PortA,
+                                                 "-macula_dist_listen", "true"]})
+        ++ ["-name", "clash@127.0.0.1", "-noshell", "-eval", "halt(0)."],
+    Env = [{"MACULA_DIST_CERT_DIR", ?config(cert_dir, Config)},
+           {"MACULA_DIST_LISTEN", "false"}, {"ERL_CRASH_DUMP_SECONDS", "0"}],
+    {Status, Out} = macula_ct:run_erl(Args, Env, 30000),
+    ct:log("exit status ~p, output:~n~ts", [Status, Out]),
+    Status =/= 0 andalso nomatch =/= binary:match(Out, <<"in use">>)
+        orelse ct:fail({not_a_port_clash, Status, Out}),
+    ct:comment("~s dialled ~s from port ~b", [B, A, Bound]),
+    ok.
+
+%% A service started without $HOME (and $XDG_DATA_HOME) has no default
+%% certificate directory: the node stops, naming the setting to give.
+no_home_no_cert_dir(Config) ->
+    Name = integer_to_list(macula_ct:next_port(Config)) ++ "@127.0.0.1",
+    Args = macula_ct:erl_args(macula, #{}) ++ ["-name", Name, "-noshell", "-eval", "halt(0)."],
+    Env = [{"HOME", false}, {"XDG_DATA_HOME", false}, {"MACULA_DIST_CERT_DIR", false},
+           {"ERL_CRASH_DUMP_SECONDS", "0"}],
+    {Status, Out} = macula_ct:run_erl(Args, Env, 30000),
+    ct:log("exit status ~p, output:~n~ts", [Status, Out]),
+    Status =/= 0 orelse ct:fail({started_without_home, Out}),
+    Line = one_line_names(Out, "macula_dist_cert_dir", "$HOME"),
+    ct:comment("~ts", [string:trim(Line)]),
     ok.
 
 %% A relay given by DNS name (localhost): the node boots at once (it used
@@ -222,7 +267,7 @@ relay_args(Relays, Secret) ->
 
 relay_bin() ->
     Ebin = filename:dirname(code:which(macula_dist)),
-    filename:absname(filename:join([Ebin, "..", "..", "..", "build", "macula-relay"])).
+    filename:absname(filename:join([Ebin, "..", "build", "macula-relay"])).
 
 start_relay(Config, Secret) ->
     Args = ["--realm-secret-file", Secret, "--bind", "127.0.0.1",

@@ -9,7 +9,7 @@
 -module(macula_config).
 
 -export([get/0, default_port/0]).
--export([relay_mode/0]).
+-export([relay_mode/0, listens/0]).
 
 -import(macula_setting, [lookup/1, invalid/3, read_head/2]).
 
@@ -31,7 +31,8 @@
                     trust := cookie | ca | insecure, cert_dir := string(),
                     cacertfile := string(), certfile := string(),
                     keyfile := string(), cc := cubic | reno | bbr | bbr2,
-                    busy_poll_us := 0..10000, keep_alive_ms := 0..600000}.
+                    busy_poll_us := 0..10000, keep_alive_ms := 0..600000,
+                    listen := boolean()}.
 
 %% @doc The validated configuration; read once, then cached. A bad
 %% setting is logged once: the failure is kept too, and raised again
@@ -59,6 +60,12 @@ get() ->
 default_port() ->
     maps:get(port, ?MODULE:get()).
 
+%% @doc False for a dial-only node (`macula_dist_listen false'): its
+%% endpoint takes an ephemeral port and accepts nobody.
+-spec listens() -> boolean().
+listens() ->
+    maps:get(listen, ?MODULE:get()).
+
 %% @doc True in dist_relay and relay mode: peers come through relays.
 -spec relay_mode() -> boolean().
 relay_mode() ->
@@ -83,7 +90,9 @@ read() ->
       keyfile => pem_file(macula_dist_keyfile, string(macula_dist_keyfile, ""), private_key),
       cc => cc(),
       busy_poll_us => integer(macula_dist_busy_poll_us, ?DEFAULT_BUSY_POLL_US, 0, 10000),
-      keep_alive_ms => integer(macula_dist_keep_alive_ms, ?DEFAULT_KEEP_ALIVE_MS, 0, 600000)}).
+      keep_alive_ms => integer(macula_dist_keep_alive_ms, ?DEFAULT_KEEP_ALIVE_MS, 0, 600000),
+      %% The relay modes listen on loopback only, for their shim.
+      listen => Mode =/= direct orelse boolean(macula_dist_listen, true)}).
 
 %% In the relay modes the node's own endpoint only talks to the relay shim,
 %% over loopback: nothing listens on the network.
@@ -111,7 +120,10 @@ is_local(Ip) ->
 
 %% The directory must exist or be creatable, and hold (or take) the key.
 cert_dir() ->
-    Dir = string(macula_dist_cert_dir, default_cert_dir()),
+    Dir = case string(macula_dist_cert_dir, default) of
+              default -> default_cert_dir();
+              Given -> Given
+          end,
     Dir =:= "" andalso invalid(macula_dist_cert_dir, Dir, "expected a directory"),
     %% prim_file: at boot the file server does not run yet.
     {ok, Cwd} = prim_file:get_cwd(),
@@ -170,8 +182,15 @@ cc() ->
             invalid(macula_dist_cc, Other, "expected cubic, reno, bbr or bbr2")
     end.
 
+%% A service user may run without $HOME (a release started by init):
+%% there is no default then, and the error says which setting to give.
 default_cert_dir() ->
-    filename:basedir(user_data, "macula").
+    case os:getenv("XDG_DATA_HOME") =/= false orelse os:getenv("HOME") =/= false of
+        true -> filename:basedir(user_data, "macula");
+        false -> invalid(macula_dist_cert_dir, unset,
+                         "no default without $HOME or $XDG_DATA_HOME: give a directory "
+                         "(-macula_dist_cert_dir /var/lib/NAME/macula)")
+    end.
 
 mode() ->
     case string(macula_dist_mode, "direct") of

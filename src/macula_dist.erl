@@ -29,11 +29,16 @@ listen(Name) ->
           {ok, {macula_nif:endpoint(), #net_address{}, pos_integer()}} | {error, term()}.
 listen(Name, Host) ->
     try listen_port(Name, Host) of
-        Port ->
+        NamePort ->
+            %% A dial-only node takes any free port (0), not its name's.
+            Port = case macula_config:listens() of
+                       true -> NamePort;
+                       false -> 0
+                   end,
             case listen_endpoint(Name, Host, Port) of
                 {ok, Ep} ->
                     Bound = bound_port(Ep, Port),
-                    case macula_dist_epmd:register(Name, Bound) of
+                    case register_port(Name, Bound) of
                         {ok, Creation} ->
                             Address = #net_address{address = {Host, Bound}, host = Host,
                                                    protocol = ?PROTOCOL, family = inet},
@@ -71,6 +76,13 @@ drain(Pid, N) ->
         _ -> drain(Pid, N - 1)
     end.
 
+%% A dial-only node has no port to tell EPMD.
+register_port(Name, Port) ->
+    case macula_config:listens() of
+        true -> macula_dist_epmd:register(Name, Port);
+        false -> {ok, none}
+    end.
+
 %% Port 0 asks for any free port: the one the endpoint got.
 bound_port(Ep, 0) -> maps:get(port, macula_nif:endpoint_info(Ep));
 bound_port(_Ep, Port) -> Port.
@@ -79,11 +91,15 @@ creation(none) -> new_creation();
 creation(Creation) -> Creation.
 
 %% The relay modes (dist_relay, relay): nothing listens on the network;
-%% peers come through the relays (macula_dist_relay).
+%% peers come through the relays (macula_dist_relay). A dial-only node
+%% (`macula_dist_listen false', e.g. a release tool's helper node, which
+%% cannot be given `-dist_listen false') binds an ephemeral port instead
+%% of its name's, so it never collides with the node it talks to.
 listen_endpoint(Name, Host, Port) ->
-    case macula_config:relay_mode() of
-        true -> macula_dist_relay:listen(list_to_atom(atom_to_list(Name) ++ "@" ++ Host));
-        false -> macula_endpoint:listen(Port)
+    case {macula_config:relay_mode(), macula_config:listens()} of
+        {true, _} -> macula_dist_relay:listen(list_to_atom(atom_to_list(Name) ++ "@" ++ Host));
+        {false, true} -> macula_endpoint:listen(Port);
+        {false, false} -> macula_endpoint:dial_only()
     end.
 
 %% The port to listen on: the one of the name (`port@host`), or the

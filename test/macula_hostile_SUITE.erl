@@ -149,11 +149,11 @@ relay_unidentified(Config) ->
 
 hostile_bin() ->
     Test = filename:dirname(code:which(macula_ct)),
-    filename:absname(filename:join([Test, "..", "..", "..", "build", "macula-hostile"])).
+    filename:absname(filename:join([Test, "..", "build", "macula-hostile"])).
 
 relay_bin() ->
     Ebin = filename:dirname(code:which(macula_dist)),
-    filename:absname(filename:join([Ebin, "..", "..", "..", "build", "macula-relay"])).
+    filename:absname(filename:join([Ebin, "..", "build", "macula-relay"])).
 
 target(Node) ->
     [Port, _] = string:split(atom_to_list(Node), "@"),

@@ -16,7 +16,6 @@
 %%
 %% A connection closes when its data pid dies or its resource is garbage.
 -module(macula_nif).
--on_load(init/0).
 
 -export([open_endpoint/1, set_acceptor/2, endpoint_info/1,
          dial/6, attach/3, send/3, tick/1, consumed/2, close/3, authenticated/1, getstat/1,
@@ -51,24 +50,49 @@
           auth_timeout_ms => non_neg_integer()}.
 -export_type([endpoint/0, conn/0, conn_id/0, address/0, close_reason/0, endpoint_opts/0]).
 
-init() ->
+%% The library is loaded by the first call to any of its functions, not
+%% by -on_load: a release boots in embedded mode, where on_load functions
+%% run only once kernel's safe supervisor starts, after the distribution
+%% (-proto_dist macula calls this module while net_kernel starts), and a
+%% module whose on_load is pending cannot be called.
+-define(NIF(Args), load_then_call(?FUNCTION_NAME, Args)).
+-define(CALLING, {?MODULE, calling_after_load}).
+
+load_then_call(Fun, Args) ->
+    case get(?CALLING) of
+        undefined ->
+            case load() of
+                ok ->
+                    put(?CALLING, true),
+                    try apply(?MODULE, Fun, Args) after erase(?CALLING) end;
+                {error, Why} ->
+                    erlang:nif_error({not_loaded, ?MODULE, Why})
+            end;
+        true ->
+            %% Loaded, yet this stub still runs: the library lacks Fun.
+            erlang:nif_error({not_loaded, ?MODULE, Fun})
+    end.
+
+load() ->
     Ebin = filename:dirname(code:which(?MODULE)),
     Lib = filename:join([Ebin, "..", "priv", "macula_nif"]),
-    erlang:load_nif(Lib, 0).
-
--define(NIF, erlang:nif_error({not_loaded, ?MODULE})).
+    case erlang:load_nif(Lib, 0) of
+        ok -> ok;
+        {error, {reload, _}} -> ok;  % another process loaded it first
+        {error, {_, Text}} -> {error, Text}
+    end.
 
 %% @doc Binds the UDP socket (port 0: any free one) and starts the
 %% endpoint's I/O thread; with `accept => 0' it only dials. Keys left out
 %% take the core's defaults. A dirty I/O call: it may create the node's
 %% key and certificate in `cert_dir'. The error text names the cause.
 -spec open_endpoint(endpoint_opts()) -> {ok, endpoint()} | {error, binary()}.
-open_endpoint(_Opts) -> ?NIF.
+open_endpoint(Opts) -> ?NIF([Opts]).
 
 %% @doc `Pid' gets a `{macula_accept, ...}' message for each connection the
 %% endpoint accepts from now on; until an acceptor is set they are closed.
 -spec set_acceptor(endpoint(), pid()) -> ok.
-set_acceptor(_Ep, _Pid) -> ?NIF.
+set_acceptor(Ep, Pid) -> ?NIF([Ep, Pid]).
 
 %% @doc The endpoint's port and counters; `reader_id' names the endpoint
 %% to the driver (`open_port({spawn_driver, "macula_drv <reader_id>"}, [])').
@@ -85,7 +109,7 @@ set_acceptor(_Ep, _Pid) -> ?NIF.
             half_open := non_neg_integer(), retries := non_neg_integer(),
             bad_tokens := non_neg_integer(), evicted_half_open := non_neg_integer(),
             validated := non_neg_integer()}.
-endpoint_info(_Ep) -> ?NIF.
+endpoint_info(Ep) -> ?NIF([Ep]).
 
 %% @doc Starts a connection to Ip:Port; `Host' is what the peer's
 %% certificate must be valid for in CA mode. `{macula_connected, Id}' or
@@ -93,53 +117,53 @@ endpoint_info(_Ep) -> ?NIF.
 %% `DataPid' dies.
 -spec dial(endpoint(), Ip :: text(), inet:port_number(), Host :: text(),
            ControlPid :: pid(), DataPid :: pid()) -> {ok, conn(), conn_id()}.
-dial(_Ep, _Ip, _Port, _Host, _CtlPid, _DataPid) -> ?NIF.
+dial(Ep, Ip, Port, Host, CtlPid, DataPid) -> ?NIF([Ep, Ip, Port, Host, CtlPid, DataPid]).
 
 %% @doc Gives an accepted connection its control and data pids (once);
 %% frames that came before wait for it. It closes when `DataPid' dies.
 -spec attach(conn(), ControlPid :: pid(), DataPid :: pid()) -> conn_id().
-attach(_Conn, _CtlPid, _DataPid) -> ?NIF.
+attach(Conn, CtlPid, DataPid) -> ?NIF([Conn, CtlPid, DataPid]).
 
 %% @doc Queues each element of `Frames' (1..4096 of them) as one frame on
 %% the control stream or the data streams. `busy': queued, but the send
 %% queue is over its high-water mark; the caller gets `{macula_writable,
 %% Id}' once it has drained. `closed': the connection is gone.
 -spec send(conn(), control | data, [iodata(), ...]) -> send_status().
-send(_Conn, _Channel, _Frames) -> ?NIF.
+send(Conn, Channel, Frames) -> ?NIF([Conn, Channel, Frames]).
 
 %% @doc An empty control frame: a tick that never waits behind data.
 -spec tick(conn()) -> send_status().
-tick(_Conn) -> ?NIF.
+tick(Conn) -> ?NIF([Conn]).
 
 %% @doc Returns `Credit' bytes (as given by `{macula_data, ...}') to the
 %% peer's flow-control window once the frames are delivered.
 -spec consumed(conn(), non_neg_integer()) -> ok.
-consumed(_Conn, _Credit) -> ?NIF.
+consumed(Conn, Credit) -> ?NIF([Conn, Credit]).
 
 %% @doc Closes the connection, sending the peer application code `Code'
 %% and `Reason'.
 -spec close(conn(), non_neg_integer(), text()) -> ok.
-close(_Conn, _Code, _Reason) -> ?NIF.
+close(Conn, Code, Reason) -> ?NIF([Conn, Code, Reason]).
 
 %% @doc The peer proved the cookie (and in CA mode its certificate's
 %% host): the transport opens its data streams and full windows. Until
 %% then it may send only what the proof needs.
 -spec authenticated(conn()) -> ok.
-authenticated(_Conn) -> ?NIF.
+authenticated(Conn) -> ?NIF([Conn]).
 
 %% @doc Frames received and sent (dist_util's tick accounting) and bytes
 %% still queued.
 -spec getstat(conn()) -> {ok, In :: non_neg_integer(), Out :: non_neg_integer(),
                           Queued :: non_neg_integer()}.
-getstat(_Conn) -> ?NIF.
+getstat(Conn) -> ?NIF([Conn]).
 
 %% @doc The connection's id, the one its messages carry.
 -spec conn_id(conn()) -> conn_id().
-conn_id(_Conn) -> ?NIF.
+conn_id(Conn) -> ?NIF([Conn]).
 
 %% @doc The peer's current address.
 -spec peer_address(conn()) -> address().
-peer_address(_Conn) -> ?NIF.
+peer_address(Conn) -> ?NIF([Conn]).
 
 %% @doc The connection's path and recovery state (see macula:paths/0);
 %% `local' and `remote' are undefined before the first packet.
@@ -147,41 +171,41 @@ peer_address(_Conn) -> ?NIF.
                              local := address() | undefined,
                              remote := address() | undefined,
                              migrating := boolean(), atom() => non_neg_integer()}.
-conn_info(_Conn) -> ?NIF.
+conn_info(Conn) -> ?NIF([Conn]).
 
 %% @doc Moves the endpoint's client connections to local address `Target'
 %% (one of this host's), or with `auto' to the source address the routing
 %% table prefers for each peer. `Pid' gets `{macula_migrate_count, Ref,
 %% N}', then one `{macula_migrated, Ref, Id, Result, Local}' per connection.
 -spec migrate(endpoint(), auto | text(), pid(), reference()) -> ok.
-migrate(_Ep, _Target, _Pid, _Ref) -> ?NIF.
+migrate(Ep, Target, Pid, Ref) -> ?NIF([Ep, Target, Pid, Ref]).
 
 %% @doc This side's first control frame: "MCP1", its proof (32 bytes)
 %% that it knows `Cookie' (an HMAC of the cookie over this TLS session's
 %% exporter value, the role and the node name), then `Node'. Raises
 %% `{badarg, conn}' before the TLS handshake is done.
 -spec proof_frame(conn(), role(), Node :: text(), Cookie :: text()) -> binary().
-proof_frame(_Conn, _Role, _Node, _Cookie) -> ?NIF.
+proof_frame(Conn, Role, Node, Cookie) -> ?NIF([Conn, Role, Node, Cookie]).
 
 %% @doc The peer's first control frame, from a peer that has proven
 %% nothing yet: its proof and its node name, or `error' unless it has the
 %% tag, a whole proof and a valid node name (dist/cookie_proof.h).
 -spec parse_proof_frame(binary()) -> {ok, Proof :: binary(), Node :: binary()} | error.
-parse_proof_frame(_Frame) -> ?NIF.
+parse_proof_frame(Frame) -> ?NIF([Frame]).
 
 %% @doc Whether `Proof' is the proof the peer in `Role' named `Node' must
 %% send if it knows `Cookie' (compared in constant time).
 -spec check_cookie_proof(conn(), role(), Node :: text(), Cookie :: text(), binary()) ->
           boolean().
-check_cookie_proof(_Conn, _Role, _Node, _Cookie, _Proof) -> ?NIF.
+check_cookie_proof(Conn, Role, Node, Cookie, Proof) -> ?NIF([Conn, Role, Node, Cookie, Proof]).
 
 %% @doc Whether the peer's certificate is valid for `Host' (CA mode).
 -spec peer_cert_matches(conn(), Host :: text()) -> boolean().
-peer_cert_matches(_Conn, _Host) -> ?NIF.
+peer_cert_matches(Conn, Host) -> ?NIF([Conn, Host]).
 
 %% @doc Parses `name@host' or `port@host' (the port used when the name is
 %% not a number is `DefaultPort'); the error text says what is wrong.
 -spec parse_node_name(text(), inet:port_number()) ->
           {ok, {Name :: binary(), Host :: binary(), inet:port_number(), ipv4 | ipv6 | dns}}
         | {error, binary()}.
-parse_node_name(_Name, _DefaultPort) -> ?NIF.
+parse_node_name(Name, DefaultPort) -> ?NIF([Name, DefaultPort]).

@@ -156,7 +156,7 @@ remove_namespaces() ->
 
 relay_bin() ->
     Ebin = filename:dirname(code:which(macula_dist)),
-    filename:absname(filename:join([Ebin, "..", "..", "..", "build", "macula-relay"])).
+    filename:absname(filename:join([Ebin, "..", "build", "macula-relay"])).
 
 %% Starts macula-relay in the public namespace, on the wildcard address
 %% (it answers each node from the address the node dialled); its OS pid

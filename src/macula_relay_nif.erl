@@ -15,7 +15,6 @@
 %%
 %% Names and reasons are binaries. The shim closes when that process dies.
 -module(macula_relay_nif).
--on_load(init/0).
 
 -export([open/1, tunnel/2, close_tunnel/2, close/1, stats/1]).
 
@@ -30,37 +29,62 @@
           certfile => iodata(), keyfile => iodata(), cacertfile => iodata()}.
 -export_type([shim/0, tunnel/0]).
 
-init() ->
+%% The library is loaded by the first call to any of its functions, not
+%% by -on_load: a release boots in embedded mode, where on_load functions
+%% run only once kernel's safe supervisor starts, after the distribution
+%% (-proto_dist macula calls this module while net_kernel starts), and a
+%% module whose on_load is pending cannot be called.
+-define(NIF(Args), load_then_call(?FUNCTION_NAME, Args)).
+-define(CALLING, {?MODULE, calling_after_load}).
+
+load_then_call(Fun, Args) ->
+    case get(?CALLING) of
+        undefined ->
+            case load() of
+                ok ->
+                    put(?CALLING, true),
+                    try apply(?MODULE, Fun, Args) after erase(?CALLING) end;
+                {error, Why} ->
+                    erlang:nif_error({not_loaded, ?MODULE, Why})
+            end;
+        true ->
+            %% Loaded, yet this stub still runs: the library lacks Fun.
+            erlang:nif_error({not_loaded, ?MODULE, Fun})
+    end.
+
+load() ->
     Ebin = filename:dirname(code:which(?MODULE)),
     Lib = filename:join([Ebin, "..", "priv", "macula_relay_nif"]),
-    erlang:load_nif(Lib, 0).
-
--define(NIF, erlang:nif_error({not_loaded, ?MODULE})).
+    case erlang:load_nif(Lib, 0) of
+        ok -> ok;
+        {error, {reload, _}} -> ok;  % another process loaded it first
+        {error, {_, Text}} -> {error, Text}
+    end.
 
 %% @doc Dials the relay at `relay_ip':`relay_port' and identifies as
 %% `node' with the realm `secret'; tunnels lead to 127.0.0.1:`inner_port'.
 %% With a `cacertfile' the relay's certificate must chain to that CA and be
 %% valid for `relay_host'. The error text names the cause.
 -spec open(shim_opts()) -> {ok, shim()} | {error, binary()}.
-open(_Opts) -> ?NIF.
+open(Opts) -> ?NIF([Opts]).
 
 %% @doc Asks the relay for a tunnel to node `Target'; the answer comes as
 %% `tunnel_ready' or `tunnel_failed' with the returned request number.
 -spec tunnel(shim(), Target :: iodata()) -> Request :: pos_integer().
-tunnel(_Shim, _Target) -> ?NIF.
+tunnel(Shim, Target) -> ?NIF([Shim, Target]).
 
 %% @doc Closes our end of a tunnel (the relay tells the other end);
 %% unknown tunnels are ignored.
 -spec close_tunnel(shim(), tunnel()) -> ok.
-close_tunnel(_Shim, _Tunnel) -> ?NIF.
+close_tunnel(Shim, Tunnel) -> ?NIF([Shim, Tunnel]).
 
 %% @doc Ends the relay connection and its tunnels. A dirty call: it waits
 %% for the shim's threads.
 -spec close(shim()) -> ok.
-close(_Shim) -> ?NIF.
+close(Shim) -> ?NIF([Shim]).
 
 %% @doc Packet counters and the number of open tunnels.
 -spec stats(shim()) -> #{packets_out := non_neg_integer(), packets_in := non_neg_integer(),
                          dropped_busy := non_neg_integer(), dropped_other := non_neg_integer(),
                          tunnels := non_neg_integer()}.
-stats(_Shim) -> ?NIF.
+stats(Shim) -> ?NIF([Shim]).
