@@ -5,7 +5,15 @@
 # Targets: relay_protocol cbor dist_route framing cookie_proof node_name
 # relay_config. Each keeps its corpus in build/fuzz/corpus-TARGET (seeded
 # from the ctest seeds) and writes build/fuzz/long-TARGET.log; crashes land
-# in build/fuzz/ as crash-* files. Prints executions and coverage per target.
+# in build/fuzz/ as crash-* files. Prints executions, coverage and CPU
+# seconds per target.
+#   FUZZ_JOBS=N       targets at a time (default 2)
+#   FUZZ_TIMEOUT=S    seconds one input may take before it counts as a hang
+#                     (default 10). At nice 19 on a busy machine a fuzzer
+#                     can get no CPU for longer than that, and libFuzzer
+#                     then reports a "timeout" for an input that runs in
+#                     milliseconds: raise it there, and replay any
+#                     crash-*-timeout-* file alone before believing it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:?usage: scripts/fuzz.sh SECONDS [TARGET...]}
@@ -33,22 +41,26 @@ run() {
   local t=$1 bin=$dir/macula_$1_fuzzer
   [ -x "$bin" ] || { echo "$t: no $bin (clang with libFuzzer needed)"; return 1; }
   mkdir -p "$dir/corpus-$t"
-  (cd "$dir" && ASAN_OPTIONS=detect_leaks=1 nice -n 19 "./macula_${t}_fuzzer" "corpus-$t" \
-       "$OLDPWD/$(seeds_of "$t")" -max_total_time="$secs" -max_len="$(max_len_of "$t")" \
-       -rss_limit_mb=1024 -timeout=10 -print_final_stats=1 -artifact_prefix="crash-$t-" \
-       > "long-$t.log" 2>&1)
-  local rc=$?
-  local execs cov
+  local TIMEFORMAT='%U %S' times rc
+  # bash's `time` reports the CPU the fuzzer got (user, system) on fd 2
+  times=$( { time (cd "$dir" && ASAN_OPTIONS=detect_leaks=1 nice -n 19 "./macula_${t}_fuzzer" \
+       "corpus-$t" "$OLDPWD/$(seeds_of "$t")" -max_total_time="$secs" \
+       -max_len="$(max_len_of "$t")" -rss_limit_mb=1024 -timeout="${FUZZ_TIMEOUT:-10}" \
+       -print_final_stats=1 -artifact_prefix="crash-$t-" > "long-$t.log" 2>&1); } 2>&1 )
+  rc=$?
+  local execs cov cpu
   execs=$(grep -oP 'stat::number_of_executed_units: \K\d+' "$dir/long-$t.log")
   cov=$(grep -E '^#[0-9]+' "$dir/long-$t.log" | tail -1 | grep -oP 'cov: \d+ ft: \d+')
-  echo "$t: exit $rc, ${execs:-?} executions in ${secs}s, $cov"
+  cpu=$(echo "$times" | awk '{printf "%.0f", $1 + $2}')
+  echo "$t: exit $rc, ${execs:-?} executions in ${secs} s (${cpu:-?} s of CPU), $cov"
   return $rc
 }
 
 failed=0
-for ((i = 0; i < ${#targets[@]}; i += 2)); do
-  run "${targets[i]}" & a=$!
-  if ((i + 1 < ${#targets[@]})); then run "${targets[i+1]}" & b=$!; wait $b || failed=1; fi
-  wait $a || failed=1
+jobs_max=${FUZZ_JOBS:-2}
+for t in "${targets[@]}"; do
+  while (( $(jobs -rp | wc -l) >= jobs_max )); do wait -n || failed=1; done
+  run "$t" &
 done
+while (( $(jobs -rp | wc -l) > 0 )); do wait -n || failed=1; done
 exit $failed

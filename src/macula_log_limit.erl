@@ -15,10 +15,11 @@
 -export([init/0, event/3, counts/0, reasons/0]).
 -export_type([reason/0]).
 
--type reason() :: bad_cookie | bad_proof_frame | bad_cert_host | insecure_peer.
+-type reason() :: bad_cookie | bad_proof_frame | bad_cert_host | insecure_peer
+                | failed_handshake.
 
 -define(KEY, {?MODULE, atomics}).
--define(REASONS, [bad_cookie, bad_proof_frame, bad_cert_host, insecure_peer]).
+-define(REASONS, [bad_cookie, bad_proof_frame, bad_cert_host, insecure_peer, failed_handshake]).
 -define(INTERVAL_MS, 10000).
 %% Lines in full per interval, all reasons together.
 -define(BURST, 10).

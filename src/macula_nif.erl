@@ -6,6 +6,9 @@
 %% that come later arrive as messages:
 %%
 %%   {macula_accept, EndpointPort, Conn}       to the acceptor (set_acceptor/2)
+%%   {macula_handshake_failed, EndpointPort, address(), close_reason()}
+%%                                             to the acceptor, for a peer whose
+%%                                             handshake did not complete
 %%   {macula_connected, Id}                    to the control pid
 %%   {macula_ctl, Id, Frame}                   to the control pid
 %%   {macula_data, Id, [Frame], Credit}        to the data pid
@@ -106,6 +109,9 @@ set_acceptor(Ep, Pid) -> ?NIF([Ep, Pid]).
             %% token, half-open connections displaced by a validated
             %% peer, connections accepted with a valid token
             ignored_unreachable := non_neg_integer(),
+            %% peers' connections that ended before their handshake did
+            %% (each also a macula_handshake_failed message to the acceptor)
+            failed_handshakes := non_neg_integer(),
             half_open := non_neg_integer(), retries := non_neg_integer(),
             bad_tokens := non_neg_integer(), evicted_half_open := non_neg_integer(),
             validated := non_neg_integer()}.

@@ -27,8 +27,8 @@ lookup(Key) ->
 %% `{macula_config, Text}' with that text.
 -spec invalid(atom(), term(), string()) -> no_return().
 invalid(Key, Value, Why) ->
-    Text = lists:flatten(io_lib:format("invalid ~s ~p: ~s", [Key, Value, Why])),
-    logger:error("macula: ~s", [Text]),
+    Text = lists:flatten(io_lib:format("invalid ~s ~tp: ~ts", [Key, Value, Why])),
+    logger:error("macula: ~ts", [Text]),
     error({macula_config, Text}).
 
 %% What erl took for a flag after `-Key' (the intended value, most likely).

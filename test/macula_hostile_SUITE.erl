@@ -9,7 +9,7 @@
 
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1,
          init_per_testcase/2, end_per_testcase/2]).
--export([cookieless_push/1, initial_flood/1, relay_unidentified/1]).
+-export([cookieless_push/1, initial_flood/1, relay_unidentified/1, failed_handshakes/1]).
 
 -define(FIRST_PORT, 17000).
 -define(MB, (1024 * 1024)).
@@ -28,7 +28,7 @@ suite() ->
     [{timetrap, {minutes, 4}}].
 
 all() ->
-    [cookieless_push, initial_flood, relay_unidentified].
+    [cookieless_push, initial_flood, relay_unidentified, failed_handshakes].
 
 init_per_suite(Config0) ->
     Config = macula_ct:init_suite(Config0, ?FIRST_PORT),
@@ -47,6 +47,56 @@ end_per_testcase(_Case, _Config) ->
 
 %%% ------------------------------------------------------------------
 %%% Cases
+
+%% Strangers whose handshake fails (here: they offer another ALPN and the
+%% node refuses them with TLS alert 120) are each counted and logged like
+%% refused cookies: the first of each 10 s in full, naming the peer and
+%% the alert, then one summary line with the count.
+failed_handshakes(Config) ->
+    {A, NA} = macula_ct:start_node(Config, #{}),
+    Seconds = 4,
+    Tool = hostile(["push", target(NA), "--alpn", "h3", "--conns", "4",
+                    "--seconds", integer_to_list(Seconds)]),
+    T0 = erlang:monotonic_time(millisecond),
+    Out = hostile_result(Tool),
+    Closed = field(Out, "closed"),
+    Opened = field(Out, "opened"),
+    0 = field(Out, "established"),
+    Closed >= 20 orelse ct:fail({too_few_attempts, Out}),
+    %% each is counted when its connection is reaped, after its closing period
+    Counted = macula_ct:poll(fun() ->
+                                     #{refused := #{failed_handshake := N}} = macula_ct:node_info(A),
+                                     N >= Closed andalso {true, N}
+                             end, 10000, fun() -> {not_counted, macula_ct:node_info(A), Out} end),
+    #{failed_handshakes := Counted} = peer:call(A, macula_nif, endpoint_info,
+                                                [peer:call(A, macula_endpoint, get, [])]),
+    true = Counted =< Opened,
+    %% every failure is logged in full or counted in a summary line (the
+    %% one of the interval it fell in comes at the interval's end)
+    {Full, Summed} =
+        macula_ct:poll(fun() ->
+                               {F, S} = logged_failures(macula_ct:output(NA)),
+                               length(F) + S =:= Counted andalso {true, {F, S}}
+                       end, 25000,
+                       fun() -> {not_all_logged, Counted, logged_failures(macula_ct:output(NA))} end),
+    Secs = (erlang:monotonic_time(millisecond) - T0) / 1000,
+    Intervals = trunc(Secs / 10) + 2,
+    ct:pal("~b failed handshakes (tool: ~s): ~b lines in full, ~b in summaries, "
+           "~b intervals of 10 s", [Counted, Out, length(Full), Summed, Intervals]),
+    [First | _] = Full,
+    nomatch =/= binary:match(First, <<"TLS alert 120 (No supported application protocol">>)
+        orelse ct:fail({alert_not_named, First}),
+    true = length(Full) =< 10 * Intervals,
+    ok.
+
+logged_failures(Log) ->
+    Lines = string:split(Log, "\n", all),
+    Full = [L || L <- Lines, binary:match(L, <<"handshake from 127.0.0.1:">>) =/= nomatch],
+    Summed = lists:sum([binary_to_integer(N)
+                        || L <- Lines,
+                           {match, [N]} <- [re:run(L, <<"failed_handshake ([0-9]+)">>,
+                                                   [{capture, all_but_first, binary}])]]),
+    {Full, Summed}.
 
 %% 8 connections complete TLS with throwaway certificates and push data as
 %% fast as the node lets them, never proving the cookie. They get no data

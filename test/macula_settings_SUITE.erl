@@ -13,7 +13,7 @@
          init_per_testcase/2, end_per_testcase/2]).
 -export([every_setting_bad/1, flag_like_values/1, key_and_certificate_mismatch/1,
          relay_by_dns_name/1, relay_name_unresolvable/1, dial_only_node/1,
-         no_home_no_cert_dir/1]).
+         no_home_no_cert_dir/1, random_values/1]).
 
 -define(FIRST_PORT, 16600).
 -define(STARTED, "MACULA_CT_STARTED").
@@ -24,7 +24,8 @@ suite() ->
 
 all() ->
     [every_setting_bad, flag_like_values, key_and_certificate_mismatch,
-     relay_by_dns_name, relay_name_unresolvable, dial_only_node, no_home_no_cert_dir].
+     relay_by_dns_name, relay_name_unresolvable, dial_only_node, no_home_no_cert_dir,
+     random_values].
 
 init_per_suite(Config0) ->
     Config = macula_ct:init_suite(Config0, ?FIRST_PORT),
@@ -41,6 +42,113 @@ init_per_testcase(_Case, Config) ->
 end_per_testcase(_Case, _Config) ->
     stop_relay(),
     macula_ct:stop_all().
+
+%%% ------------------------------------------------------------------
+%%% The settings parser, fuzzed in this VM: random values (strings built
+%%% from pieces that parsers trip on, and terms of every type, since the
+%%% kernel environment can hold any) for random subsets of the settings.
+%%% Every read either gives a configuration or fails with the one error
+%%% that names a setting that was given; never another exception, never
+%%% a hang. A new seed each run, printed first, so a failure can be
+%%% replayed (MACULA_SETTINGS_SEED="{A,B,C}").
+
+-define(SETTINGS, [macula_dist_port, macula_dist_bind, macula_dist_mode, macula_dist_relays,
+                   macula_dist_realm_secret_file, macula_dist_cert_dir, macula_dist_cacertfile,
+                   macula_dist_certfile, macula_dist_keyfile, macula_dist_insecure, macula_dist_cc,
+                   macula_dist_busy_poll_us, macula_dist_keep_alive_ms]).
+-define(RANDOM_READS, 20000).
+
+random_values(Config) ->
+    Fs = ?config(files, Config),
+    Seed = case os:getenv("MACULA_SETTINGS_SEED") of
+               false -> list_to_tuple([rand:uniform(1 bsl 30) || _ <- [1, 2, 3]]);
+               Text -> {ok, T, _} = erl_scan:string(Text ++ "."),
+                       {ok, S} = erl_parse:parse_term(T),
+                       S
+           end,
+    ct:pal("seed ~p", [Seed]),
+    rand:seed(exsss, Seed),
+    Pieces = pieces(Fs),
+    T0 = erlang:monotonic_time(millisecond),
+    %% each refusal logs its line: not 20,000 of them in the CT log
+    #{level := Level} = logger:get_primary_config(),
+    logger:set_primary_config(level, none),
+    Results = try [random_read(Pieces) || _ <- lists:seq(1, ?RANDOM_READS)]
+              after logger:set_primary_config(level, Level)
+              end,
+    [application:unset_env(kernel, K) || K <- ?SETTINGS],
+    forget_config(),
+    Ok = length([x || ok <- Results]),
+    Named = length(Results) - Ok,
+    ct:pal("~b random reads (seed ~p) in ~b ms: ~b configurations, ~b refusals naming "
+           "their setting", [?RANDOM_READS, Seed, erlang:monotonic_time(millisecond) - T0,
+                             Ok, Named]),
+    %% both outcomes must have been exercised, or the generator is broken
+    true = Ok > 0 andalso Named > 0,
+    ok.
+
+random_read(Pieces) ->
+    [application:unset_env(kernel, K) || K <- ?SETTINGS],
+    Given = [K || K <- ?SETTINGS, rand:uniform(3) =:= 1],
+    Values = [{K, random_value(Pieces)} || K <- Given],
+    [application:set_env(kernel, K, V) || {K, V} <- Values],
+    forget_config(),
+    Self = self(),
+    {Pid, Ref} = spawn_monitor(fun() ->
+                                       Self ! {self(), try macula_config:get() of
+                                                           C when is_map(C) -> ok
+                                                       catch
+                                                           C:R:S -> {C, R, S}
+                                                       end}
+                               end),
+    receive
+        {Pid, Result} ->
+            erlang:demonitor(Ref, [flush]),
+            check_read(Result, Given, Values)
+    after 5000 ->
+            exit(Pid, kill),
+            ct:fail({hung, Values})
+    end.
+
+check_read(ok, _Given, _Values) ->
+    ok;
+check_read({error, {macula_config, Text}, _}, _Given, Values) ->
+    case [K || K <- ?SETTINGS, lists:prefix("invalid " ++ atom_to_list(K) ++ " ", Text)] of
+        [_ | _] -> named;
+        [] -> ct:fail({refusal_names_no_setting, Text, Values})
+    end;
+check_read({C, R, S}, _Given, Values) ->
+    ct:fail({unexpected_exception, {C, R, S}, Values}).
+
+forget_config() ->
+    persistent_term:erase({macula_config, config}),
+    persistent_term:erase({macula_relay_config, config}),
+    ok.
+
+pieces(Fs) ->
+    Files = [maps:get(K, Fs) || K <- [ca, cert, key, garbage, secret, short_secret, plain_file]],
+    ["", "0", "1", "-1", "4433", "65535", "65536", "99999999999999999999", "0x10", "1e3",
+     " ", "\t", "\n", ":", "::", "[", "]", "[::1]", "127.0.0.1", "0.0.0.0", "::1", "999.1.1.1",
+     "localhost", "relay.invalid", ",", ":4434", "127.0.0.1:4434", "a@b", "direct",
+     "dist_relay", "relay", "mesh", "true", "false", "cubic", "reno", "bbr", "bbr2", "/",
+     "/nonexistent", "/proc/self/status", "/dev/null", "..", "~", "%s", "\x00",
+     [16#e9], [16#2603], "-macula_dist_port", lists:duplicate(300, $a)] ++ Files.
+
+random_value(Pieces) ->
+    case rand:uniform(10) of
+        1 -> rand:uniform(1 bsl 40) - (1 bsl 39);
+        2 -> lists:nth(rand:uniform(6), [true, false, undefined, direct, '', 'dist_relay'])
+             ;
+        3 -> unicode:characters_to_binary(random_string(Pieces));
+        4 -> {random_string(Pieces), rand:uniform(70000)};
+        5 -> [random_string(Pieces), random_string(Pieces)];
+        6 -> [rand:uniform(300) - 1 || _ <- lists:seq(1, rand:uniform(8))];
+        _ -> random_string(Pieces)
+    end.
+
+random_string(Pieces) ->
+    N = rand:uniform(3),
+    lists:append([lists:nth(rand:uniform(length(Pieces)), Pieces) || _ <- lists:seq(1, N)]).
 
 %%% ------------------------------------------------------------------
 %%% Files: a good CA, certificate and key (openssl), garbage, a short

@@ -392,6 +392,7 @@ void Connection::apply_credit(uint64_t consumed) {
 
 void Connection::establish(uint64_t now) {
   state_ = State::kOpen;
+  reached_open_ = true;
   set_keep_alive();
   std::vector<uint8_t> exporter(kExporterSize);
   gnutls_prf_rfc5705(session_, sizeof kExporterLabel - 1, kExporterLabel, 0,
@@ -590,7 +591,8 @@ void Connection::fail(int liberr, uint64_t now) {
   uint8_t alert = ngtcp2_conn_get_tls_alert(conn_);
   if (liberr == NGTCP2_ERR_CRYPTO && alert) {
     ngtcp2_connection_close_error_set_transport_error_tls_alert(&ccerr, alert, nullptr, 0);
-    info = {CloseInfo::Kind::kTlsAlert, alert, "TLS alert"};
+    const char* name = gnutls_alert_get_name(static_cast<gnutls_alert_description_t>(alert));
+    info = {CloseInfo::Kind::kTlsAlert, alert, name ? name : "TLS alert"};
   } else {
     ngtcp2_connection_close_error_set_transport_error_liberr(&ccerr, liberr, nullptr, 0);
   }

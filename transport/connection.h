@@ -174,15 +174,26 @@ class Connection {
   // (one of ours, with the endpoint's port) once a PATH_CHALLENGE on the
   // new path is answered; until then, and for good if it is not, the old
   // path carries the traffic (ngtcp2's validated migration: a dead new
-  // path costs nothing). `done`, if set, is called exactly once with the
-  // outcome: at once when the migration cannot start, else when the
-  // validation ends (or the connection closes).
-  void migrate(const Address& local, uint64_t now, MigrationCallback done);
+  // path costs nothing). When the old path is known dead (its local
+  // address is gone), `immediate` moves at once and validates after:
+  // ngtcp2 writes path probes only within the current path's congestion
+  // window, which a dead path's unacknowledged data keeps full, so a
+  // validation from a dead path waits for loss-timer probes (seconds,
+  // or past the validation timeout), on both ends. `done`, if set, is
+  // called exactly once with the outcome: at once when the migration
+  // cannot start, else when the validation ends (or the connection
+  // closes).
+  void migrate(const Address& local, uint64_t now, MigrationCallback done,
+               bool immediate = false);
   // The current path (what packets leave from and go to).
   Address local_address() const;
   Address remote_address() const;
   Role role() const { return role_; }
   bool is_open() const { return state_ == State::kOpen; }
+  // The handshake completed at some point (the connection may be closed now).
+  bool reached_open() const { return reached_open_; }
+  // Why it closed; meaningful once it has.
+  const CloseInfo& close_info() const { return close_info_; }
   bool authenticated() const { return authenticated_; }
   bool migrating() const { return migration_started_ != 0; }
   // True if a migration to `local` failed less than a back-off ago: the
@@ -304,6 +315,7 @@ class Connection {
   bool closed_reported_ = false;   // closed; the event waits for deliver()
   bool closed_delivered_ = false;
   CloseInfo close_info_;
+  bool reached_open_ = false;
 
   std::vector<uint8_t> close_packet_;
   Address close_from_, close_to_;

@@ -57,7 +57,8 @@ Address Connection::remote_address() const {
   return to_address(ngtcp2_conn_get_path(conn_)->remote);
 }
 
-void Connection::migrate(const Address& local, uint64_t now, MigrationCallback done) {
+void Connection::migrate(const Address& local, uint64_t now, MigrationCallback done,
+                         bool immediate) {
   auto refuse = [&](MigrationResult r) {
     if (done) done(handle_->id(), {r, local_address()});
   };
@@ -70,7 +71,8 @@ void Connection::migrate(const Address& local, uint64_t now, MigrationCallback d
   ngtcp2_path path{{const_cast<sockaddr*>(local.sa()), local.len},
                    {const_cast<sockaddr*>(remote.sa()), remote.len},
                    nullptr};
-  int rv = ngtcp2_conn_initiate_migration(conn_, &path, now);
+  int rv = immediate ? ngtcp2_conn_initiate_immediate_migration(conn_, &path, now)
+                     : ngtcp2_conn_initiate_migration(conn_, &path, now);
   if (rv != 0) return refuse(result_of(rv));
   migration_started_ = now;
   if (done) migration_waiters_.push_back(std::move(done));

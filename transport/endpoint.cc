@@ -95,7 +95,7 @@ std::shared_ptr<ConnectionHandle> Endpoint::dial(
 
 EndpointStats Endpoint::stats() const {
   EndpointStats s{n_conns_.load(), n_accepted_.load(), n_dropped_.load(), n_resets_.load(),
-                  n_ignored_unreachable_.load(), {}};
+                  n_ignored_unreachable_.load(), n_failed_handshakes_.load(), {}};
   std::lock_guard lock(admission_stats_mu_);
   s.admission = admission_stats_;
   return s;
@@ -445,6 +445,7 @@ void Endpoint::reap(uint64_t now) {
       ++it;
       continue;
     }
+    if (c->role() == Role::kServer && !c->reached_open()) handshake_failed(*c);
     for (const ngtcp2_cid& cid : c->cids()) remove_cid(cid);
     admission_->settled(it->first);
     publish_admission();
@@ -452,6 +453,15 @@ void Endpoint::reap(uint64_t now) {
     it = conns_.erase(it);
     --n_conns_;
   }
+}
+
+// What a stranger's failed handshake tells the operator (rate-limited by
+// the user of the events: strangers can cause any number of these).
+void Endpoint::handshake_failed(const Connection& c) {
+  const CloseInfo& why = c.close_info();
+  if (why.kind == CloseInfo::Kind::kLocal || why.kind == CloseInfo::Kind::kEndpointStopped) return;
+  ++n_failed_handshakes_;
+  if (events_) events_->handshake_failed(c.remote_address(), why);
 }
 
 uint64_t Endpoint::next_deadline() const {

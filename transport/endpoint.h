@@ -98,6 +98,15 @@ class EndpointEvents {
   // A peer connected and passed the TLS checks. Attach events to the
   // handle to receive its frames (they are held until then).
   virtual void accepted(std::shared_ptr<ConnectionHandle> handle) = 0;
+  // A peer's connection ended before its handshake did: a TLS alert (a
+  // certificate or ALPN we refuse, or the peer refused ours), a peer that
+  // gave up, a protocol error, or the handshake timeout. Not called for
+  // connections this side closed (admission evictions, shutdown). Called
+  // with the loop lock held, when the connection is reaped; must not block.
+  virtual void handshake_failed(const Address& remote, const CloseInfo& why) {
+    (void)remote;
+    (void)why;
+  }
 };
 
 struct EndpointStats {
@@ -108,6 +117,9 @@ struct EndpointStats {
   // ICMP "port unreachable" errors that named no connection of ours (a
   // forgery, or a packet of a connection already gone).
   uint64_t ignored_unreachable = 0;
+  // Peers' connections that ended before their handshake did
+  // (EndpointEvents::handshake_failed).
+  uint64_t failed_handshakes = 0;
   AdmissionStats admission;
 };
 
@@ -182,6 +194,7 @@ class Endpoint : private ConnectionHost, private LoopOwner::Host {
   void add_cid(const ngtcp2_cid& cid, Connection* conn) override;
   void remove_cid(const ngtcp2_cid& cid) override;
   void accepted(Connection& conn) override;
+  void handshake_failed(const Connection& conn);
   void authenticated(Connection& conn) override;
   UdpSocket& socket() override { return socket_; }
   std::vector<uint8_t>& tx_buffer() override { return tx_buffer_; }
@@ -249,7 +262,7 @@ class Endpoint : private ConnectionHost, private LoopOwner::Host {
   uint64_t path_check_at_ = UINT64_MAX;  // when to re-check client paths
 
   std::atomic<uint64_t> n_conns_{0}, n_accepted_{0}, n_dropped_{0}, n_resets_{0};
-  std::atomic<uint64_t> n_ignored_unreachable_{0};
+  std::atomic<uint64_t> n_ignored_unreachable_{0}, n_failed_handshakes_{0};
 };
 
 }  // namespace macula

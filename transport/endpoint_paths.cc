@@ -89,7 +89,7 @@ void Endpoint::check_paths(uint64_t now) {
       schedule_path_check(now + kBackoffCheckNs);
       continue;
     }
-    c->migrate(want, now, nullptr);
+    c->migrate(want, now, nullptr, !is_local_address(c->local_address()));
     dirty_.insert(c.get());
   }
 }
@@ -142,7 +142,7 @@ void Endpoint::start_migration(const Address& local, const std::function<void(si
     // An explicit address is the operator's choice: automatic checks keep
     // the connection there. migrate() to "auto" hands it back to them.
     c->set_pinned_local(automatic ? Address{} : to);
-    c->migrate(to, now, done);
+    c->migrate(to, now, done, !is_local_address(c->local_address()));
     dirty_.insert(c);
   }
 }

@@ -164,6 +164,9 @@ class NifEndpointEvents : public EndpointEvents {
   }
   void set_port(uint16_t port) { port_ = port; }
 
+  // To the acceptor too, which logs it (rate-limited: macula_log_limit).
+  void handshake_failed(const Address& remote, const CloseInfo& why) override;
+
   void accepted(std::shared_ptr<ConnectionHandle> handle) override {
     ErlNifPid pid;
     {
@@ -191,6 +194,23 @@ class NifEndpointEvents : public EndpointEvents {
   bool has_acceptor_ = false;
   uint16_t port_ = 0;
 };
+
+ERL_NIF_TERM address_term(ErlNifEnv* env, const Address& a);
+
+void NifEndpointEvents::handshake_failed(const Address& remote, const CloseInfo& why) {
+  ErlNifPid pid;
+  {
+    std::lock_guard lock(mu_);
+    if (!has_acceptor_) return;
+    pid = acceptor_;
+  }
+  struct Arg { uint16_t port; const Address* remote; const CloseInfo* why; } a{port_, &remote, &why};
+  send_to(pid, [](ErlNifEnv* env, void* p) {
+    auto* a = static_cast<Arg*>(p);
+    return enif_make_tuple4(env, atom(env, "macula_handshake_failed"), enif_make_uint(env, a->port),
+                            address_term(env, *a->remote), close_reason(env, *a->why));
+  }, &a);
+}
 
 struct EndpointResource {
   std::shared_ptr<Endpoint> endpoint;
@@ -313,7 +333,7 @@ ERL_NIF_TERM endpoint_info(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   ERL_NIF_TERM keys[] = {atom(env, "port"), atom(env, "connections"), atom(env, "accepted"),
                          atom(env, "dropped_packets"), atom(env, "stateless_resets"), atom(env, "trust"),
                          atom(env, "follows_address_changes"), atom(env, "reader_id"),
-                         atom(env, "ignored_unreachable"),
+                         atom(env, "ignored_unreachable"), atom(env, "failed_handshakes"),
                          atom(env, "half_open"), atom(env, "retries"), atom(env, "bad_tokens"),
                          atom(env, "evicted_half_open"), atom(env, "validated")};
   ERL_NIF_TERM vals[] = {enif_make_uint(env, ep->endpoint->port()), enif_make_uint64(env, s.connections),
@@ -322,6 +342,7 @@ ERL_NIF_TERM endpoint_info(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
                          atom(env, ep->endpoint->watching_addresses() ? "true" : "false"),
                          enif_make_uint64(env, ep->reader_id),
                          enif_make_uint64(env, s.ignored_unreachable),
+                         enif_make_uint64(env, s.failed_handshakes),
                          enif_make_uint64(env, s.admission.half_open),
                          enif_make_uint64(env, s.admission.retries),
                          enif_make_uint64(env, s.admission.bad_tokens),

@@ -80,6 +80,10 @@ std::string render_prometheus(const RelayMetrics& m, const EndpointStats& e) {
          "UDP datagrams dropped before reaching a connection.", e.dropped_packets);
   metric(out, "macula_relay_stateless_resets_total", "counter",
          "Stateless resets sent for unknown connections.", e.stateless_resets);
+  metric(out, "macula_relay_failed_handshakes_total", "counter",
+         "Peers' connections that ended before their QUIC/TLS handshake completed "
+         "(a refused certificate or ALPN, a timeout, a protocol error).",
+         e.failed_handshakes);
   return out;
 }
 
