@@ -53,37 +53,8 @@
           auth_timeout_ms => non_neg_integer()}.
 -export_type([endpoint/0, conn/0, conn_id/0, address/0, close_reason/0, endpoint_opts/0]).
 
-%% The library is loaded by the first call to any of its functions, not
-%% by -on_load: a release boots in embedded mode, where on_load functions
-%% run only once kernel's safe supervisor starts, after the distribution
-%% (-proto_dist macula calls this module while net_kernel starts), and a
-%% module whose on_load is pending cannot be called.
--define(NIF(Args), load_then_call(?FUNCTION_NAME, Args)).
--define(CALLING, {?MODULE, calling_after_load}).
-
-load_then_call(Fun, Args) ->
-    case get(?CALLING) of
-        undefined ->
-            case load() of
-                ok ->
-                    put(?CALLING, true),
-                    try apply(?MODULE, Fun, Args) after erase(?CALLING) end;
-                {error, Why} ->
-                    erlang:nif_error({not_loaded, ?MODULE, Why})
-            end;
-        true ->
-            %% Loaded, yet this stub still runs: the library lacks Fun.
-            erlang:nif_error({not_loaded, ?MODULE, Fun})
-    end.
-
-load() ->
-    Ebin = filename:dirname(code:which(?MODULE)),
-    Lib = filename:join([Ebin, "..", "priv", "macula_nif"]),
-    case erlang:load_nif(Lib, 0) of
-        ok -> ok;
-        {error, {reload, _}} -> ok;  % another process loaded it first
-        {error, {_, Text}} -> {error, Text}
-    end.
+-define(NIF_LIB, "macula_nif").
+-include("macula_nif_load.hrl").
 
 %% @doc Binds the UDP socket (port 0: any free one) and starts the
 %% endpoint's I/O thread; with `accept => 0' it only dials. Keys left out

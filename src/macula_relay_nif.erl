@@ -29,37 +29,8 @@
           certfile => iodata(), keyfile => iodata(), cacertfile => iodata()}.
 -export_type([shim/0, tunnel/0]).
 
-%% The library is loaded by the first call to any of its functions, not
-%% by -on_load: a release boots in embedded mode, where on_load functions
-%% run only once kernel's safe supervisor starts, after the distribution
-%% (-proto_dist macula calls this module while net_kernel starts), and a
-%% module whose on_load is pending cannot be called.
--define(NIF(Args), load_then_call(?FUNCTION_NAME, Args)).
--define(CALLING, {?MODULE, calling_after_load}).
-
-load_then_call(Fun, Args) ->
-    case get(?CALLING) of
-        undefined ->
-            case load() of
-                ok ->
-                    put(?CALLING, true),
-                    try apply(?MODULE, Fun, Args) after erase(?CALLING) end;
-                {error, Why} ->
-                    erlang:nif_error({not_loaded, ?MODULE, Why})
-            end;
-        true ->
-            %% Loaded, yet this stub still runs: the library lacks Fun.
-            erlang:nif_error({not_loaded, ?MODULE, Fun})
-    end.
-
-load() ->
-    Ebin = filename:dirname(code:which(?MODULE)),
-    Lib = filename:join([Ebin, "..", "priv", "macula_relay_nif"]),
-    case erlang:load_nif(Lib, 0) of
-        ok -> ok;
-        {error, {reload, _}} -> ok;  % another process loaded it first
-        {error, {_, Text}} -> {error, Text}
-    end.
+-define(NIF_LIB, "macula_relay_nif").
+-include("macula_nif_load.hrl").
 
 %% @doc Dials the relay at `relay_ip':`relay_port' and identifies as
 %% `node' with the realm `secret'; tunnels lead to 127.0.0.1:`inner_port'.
