@@ -1,8 +1,9 @@
 #!/bin/sh
-# Builds the two NIF libraries (priv/macula_nif.so, priv/macula_relay_nif.so)
+# Builds the two NIF libraries and the driver (priv/macula_nif.so,
+# priv/macula_relay_nif.so, priv/macula_drv.so)
 # with CMake: the compile step of rebar3 (pre_hooks in rebar.config) and of
 # mix (the macula_nif compiler in mix.exs) when macula is a dependency.
-# Only those two targets are built, not the tests or tools (`make build`).
+# Only those three targets are built, not the tests or tools (`make build`).
 # Build directory: $MACULA_BUILD_DIR, default build/ in this repository.
 set -eu
 cd "$(dirname "$0")/.."
@@ -35,4 +36,4 @@ if [ ! -f "$build/CMakeCache.txt" ]; then
   echo "macula: building the NIF (CMake, $build/)"
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 fi
-cmake --build "$build" -j"$jobs" --target macula_nif macula_relay_nif >/dev/null
+cmake --build "$build" -j"$jobs" --target macula_nif macula_drv macula_relay_nif >/dev/null

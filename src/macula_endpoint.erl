@@ -17,8 +17,8 @@
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -define(SERVER, ?MODULE).
-%% The linked-in driver in the binding's library (dist/nif/macula_drv.cc).
--define(DRIVER, "macula_nif").
+%% The driver beside the binding's library (dist/nif/macula_drv.cc, macula_drv.so).
+-define(DRIVER, "macula_drv").
 %% A stranger has this long after TLS to prove the cookie (the proof is
 %% one round trip; net_setuptime, 7 s by default, bounds the rest).
 -define(AUTH_TIMEOUT_MS, 5000).

@@ -20,12 +20,12 @@
 %% A connection closes when its data pid dies or its resource is garbage.
 -module(macula_nif).
 
--export([open_endpoint/1, close_endpoint/1, set_acceptor/2, endpoint_info/1,
+-export([open_endpoint/1, set_acceptor/2, endpoint_info/1,
          dial/6, attach/3, send/3, tick/1, consumed/2, close/3, authenticated/1, getstat/1,
          conn_id/1, peer_address/1, conn_info/1, migrate/4, proof_frame/4,
          parse_proof_frame/1, check_cookie_proof/5, peer_cert_matches/2, parse_node_name/2]).
 
--nifs([open_endpoint/1, close_endpoint/1, set_acceptor/2, endpoint_info/1,
+-nifs([open_endpoint/1, set_acceptor/2, endpoint_info/1,
        dial/6, attach/3, send/3, tick/1, consumed/2, close/3, authenticated/1, getstat/1,
        conn_id/1, peer_address/1, conn_info/1, migrate/4, proof_frame/4,
        parse_proof_frame/1, check_cookie_proof/5, peer_cert_matches/2, parse_node_name/2]).
@@ -63,18 +63,13 @@
 -spec open_endpoint(endpoint_opts()) -> {ok, endpoint()} | {error, binary()}.
 open_endpoint(Opts) -> ?NIF([Opts]).
 
-%% @doc Drops the binding's hold on the endpoint; later calls on it raise
-%% `{badarg, endpoint}'.
--spec close_endpoint(endpoint()) -> ok.
-close_endpoint(Ep) -> ?NIF([Ep]).
-
 %% @doc `Pid' gets a `{macula_accept, ...}' message for each connection the
 %% endpoint accepts from now on; until an acceptor is set they are closed.
 -spec set_acceptor(endpoint(), pid()) -> ok.
 set_acceptor(Ep, Pid) -> ?NIF([Ep, Pid]).
 
 %% @doc The endpoint's port and counters; `reader_id' names the endpoint
-%% to the driver (`open_port({spawn_driver, "macula_nif <reader_id>"}, [])').
+%% to the driver (`open_port({spawn_driver, "macula_drv <reader_id>"}, [])').
 -spec endpoint_info(endpoint()) ->
           #{port := inet:port_number(), connections := non_neg_integer(),
             accepted := non_neg_integer(), dropped_packets := non_neg_integer(),

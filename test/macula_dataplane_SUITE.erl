@@ -142,7 +142,7 @@ reader_port_lost(Config) ->
     Owners = [peer:call(P, erlang, whereis, [macula_endpoint]) || P <- [A, B]].
 
 reader_ports() ->
-    [P || P <- erlang:ports(), {name, "macula_nif" ++ _} <- [erlang:port_info(P, name)]].
+    [P || P <- erlang:ports(), {name, "macula_drv" ++ _} <- [erlang:port_info(P, name)]].
 
 kill_reader_ports() ->
     length([exit(P, kill) || P <- reader_ports()]).

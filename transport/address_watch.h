@@ -1,7 +1,7 @@
 // Tells the I/O loop when this host's addresses or routes change, from a
 // non-blocking rtnetlink socket (RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE,
 // RTM_DELROUTE) that the loop polls with the rest of its descriptors.
-// Used by one thread only.
+// Used only by the endpoint's I/O thread (it alone polls this socket).
 #pragma once
 
 #include <cstdint>

@@ -105,7 +105,7 @@ class LoopOwner {
   };
   Wakeup wait(Lock& lock, uint64_t now, uint64_t deadline, epoll_event* events, int max);
   Mailbox::Mail take_mail() { return mailbox_.take(); }
-  // Posts are dropped from now on.
+  // Posts are dropped from now on (the endpoint stops; any thread).
   void shut() { mailbox_.shut(); }
 
  private:

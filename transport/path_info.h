@@ -1,4 +1,4 @@
-// What a connection's path looks like from outside the I/O thread, and
+// What a connection's path looks like from outside the loop lock, and
 // the outcome of a migration request. Plain values, no behaviour.
 #pragma once
 
@@ -11,7 +11,7 @@
 namespace macula {
 
 // A snapshot of one connection's path and transport figures, refreshed by
-// the I/O thread at least every 100 ms while it has traffic, and at once
+// the loop-lock holder at least every 100 ms while it has traffic, and at once
 // when the path changes.
 struct PathInfo {
   Address local, remote;         // the current path
@@ -53,7 +53,8 @@ struct MigrationOutcome {
   Address local;  // the path's local address after the attempt
 };
 
-// Called once per connection a request applied to, on the I/O thread.
+// Called once per connection a request applied to, by the holder of the
+// endpoint's loop lock (the I/O thread, or a caller inside read_now).
 using MigrationCallback =
     std::function<void(uint64_t connection_id, const MigrationOutcome&)>;
 

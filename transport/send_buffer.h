@@ -1,6 +1,7 @@
 // The bytes written to one QUIC stream, kept until the peer acknowledges
 // them (ngtcp2 keeps pointers into them for retransmission).
-// Owned and used by the connection's I/O thread only.
+// Owned by one connection: used by whoever holds the endpoint's loop lock
+// (loop_owner.h).
 #pragma once
 
 #include <ngtcp2/ngtcp2.h>

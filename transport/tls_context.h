@@ -1,6 +1,7 @@
 // TLS 1.3 settings shared by every connection of an endpoint: the node's
 // credentials, the trust mode and the cipher priority.
-// Created once; new_session() may be called from the I/O thread only.
+// Created once, read-only afterwards; new_session() is called by whoever
+// holds the endpoint's loop lock (loop_owner.h).
 #pragma once
 
 #include <gnutls/gnutls.h>

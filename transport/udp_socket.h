@@ -1,5 +1,6 @@
 // A non-blocking UDP socket with batched I/O: GSO (UDP_SEGMENT) on send,
-// GRO (UDP_GRO) and recvmmsg on receive. Used by one thread only.
+// GRO (UDP_GRO) and recvmmsg on receive. Used only by whoever holds the
+// endpoint's loop lock (loop_owner.h); its fd may be polled elsewhere.
 #pragma once
 
 #include <netinet/in.h>

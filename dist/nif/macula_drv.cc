@@ -1,5 +1,5 @@
-// A linked-in driver in the NIF's library whose one job is to have the VM
-// poll the endpoint's socket like its own sockets. A driver's fd that stays
+// A driver (macula_drv.so, which links the NIF's library) whose one job is
+// to have the VM poll the endpoint's socket like its own sockets. A driver's fd that stays
 // selected moves to the schedulers' own pollset: the scheduler that sleeps
 // in poll() is the thread the packet wakes, and it reads the socket itself
 // (Endpoint::read_now). The frames go to their input process on that same
@@ -8,9 +8,12 @@
 // enif_select gets no such thing (the VM's poller thread wakes a
 // scheduler), hence a driver.
 //
-// open_port({spawn_driver, "macula_nif ReaderId"}, []) with the endpoint's
-// reader_id (macula_nif:endpoint_info/1). While the port lives it reads;
-// when it closes, reading returns to the endpoint's I/O thread.
+// erl_ddll:load_driver(PrivDir, "macula_drv"), then
+// open_port({spawn_driver, "macula_drv ReaderId"}, []) with the endpoint's
+// reader_id (macula_nif:endpoint_info/1; see endpoint_readers.h). While the
+// port lives it reads; when it closes, reading returns to the endpoint's
+// I/O thread. ready_input runs on a scheduler: it takes the loop lock only
+// with a try-lock and reads a bounded number of batches (Endpoint::read_now).
 #include <erl_driver.h>
 #include <unistd.h>
 
@@ -21,10 +24,9 @@
 #include <new>
 
 #include "endpoint.h"
+#include "endpoint_readers.h"
 
 namespace macula {
-
-std::shared_ptr<Endpoint> endpoint_for_reader(uint64_t id);  // macula_nif.cc
 
 namespace {
 
@@ -43,7 +45,7 @@ ErlDrvEvent event_of(int fd) { return reinterpret_cast<ErlDrvEvent>(intptr_t(fd)
 ErlDrvData start(ErlDrvPort port, char* command) {
   const char* id = command;
   while (*id && *id != ' ') ++id;  // past the driver's name
-  std::shared_ptr<Endpoint> ep = endpoint_for_reader(std::strtoull(id, nullptr, 10));
+  std::shared_ptr<Endpoint> ep = readers::find(std::strtoull(id, nullptr, 10));
   if (!ep) return ERL_DRV_ERROR_BADARG;
   int fd = dup(ep->socket_fd());
   if (fd < 0) return ERL_DRV_ERROR_ERRNO;
@@ -80,7 +82,7 @@ ErlDrvEntry make_entry() {
   e.start = start;
   e.stop = stop;
   e.ready_input = ready_input;
-  e.driver_name = const_cast<char*>("macula_nif");
+  e.driver_name = const_cast<char*>("macula_drv");
   e.extended_marker = int(ERL_DRV_EXTENDED_MARKER);
   e.major_version = ERL_DRV_EXTENDED_MAJOR_VERSION;
   e.minor_version = ERL_DRV_EXTENDED_MINOR_VERSION;
@@ -94,4 +96,4 @@ ErlDrvEntry entry = make_entry();
 }  // namespace
 }  // namespace macula
 
-extern "C" DRIVER_INIT(macula_nif) { return &macula::entry; }
+extern "C" DRIVER_INIT(macula_drv) { return &macula::entry; }

@@ -1,9 +1,10 @@
-// Erlang binding of the macula core: thin by design. Every function
+// Erlang binding of the transport: thin by design. Every function
 // validates its arguments (badarg names the argument), queues work for the
-// endpoint's I/O thread, or does it at once if that thread waits (see
-// Endpoint::send_now), and returns. The core reports back with messages,
-// from the I/O thread or from the scheduler that reads the socket (the
-// driver in macula_drv.cc):
+// endpoint's I/O thread, or does it at once on this scheduler if a
+// try-lock gets the endpoint's loop lock (transport/loop_owner.h), and
+// returns; it never waits for the lock. The transport reports back with
+// messages, sent by the loop-lock holder: the I/O thread, or the scheduler
+// that reads the socket (the driver, macula_drv.cc):
 //   {macula_accept, EndpointPort, Conn}        to the acceptor
 //   {macula_connected, ConnId}                 to the control pid
 //   {macula_ctl, ConnId, Binary}               to the control pid
@@ -24,12 +25,22 @@
 
 #include "cookie_proof.h"
 #include "endpoint.h"
+#include "endpoint_readers.h"
 #include "dist_route.h"
 #include "framing.h"
+#include "nif_terms.h"
 #include "node_name.h"
 
 namespace macula {
 namespace {
+
+using nif::atom;
+using nif::badarg;
+using nif::binary;
+using nif::error_tuple;
+using nif::get_string;
+using nif::map_string;
+using nif::map_uint64;
 
 ErlNifResourceType* g_endpoint_type;
 ErlNifResourceType* g_conn_type;
@@ -40,40 +51,11 @@ constexpr unsigned kMaxFramesPerSend = 4096;
 // only ticks come. More is a peer trying to fill our memory.
 constexpr size_t kDistControlFrames = 64;
 
-ERL_NIF_TERM atom(ErlNifEnv* env, const char* name) {
-  return enif_make_atom(env, name);
-}
-
-ERL_NIF_TERM badarg(ErlNifEnv* env, const char* which) {
-  return enif_raise_exception(env, enif_make_tuple2(env, atom(env, "badarg"), atom(env, which)));
-}
-
-ERL_NIF_TERM error_tuple(ErlNifEnv* env, const std::string& text) {
-  ERL_NIF_TERM bin;
-  unsigned char* p = enif_make_new_binary(env, text.size(), &bin);
-  std::memcpy(p, text.data(), text.size());
-  return enif_make_tuple2(env, atom(env, "error"), bin);
-}
-
-ERL_NIF_TERM make_binary(ErlNifEnv* env, const void* data, size_t size) {
-  ERL_NIF_TERM bin;
-  unsigned char* p = enif_make_new_binary(env, size, &bin);
-  if (size) std::memcpy(p, data, size);
-  return bin;
-}
-
-bool get_string(ErlNifEnv* env, ERL_NIF_TERM t, std::string& out) {
-  ErlNifBinary bin;
-  if (!enif_inspect_iolist_as_binary(env, t, &bin)) return false;
-  out.assign(reinterpret_cast<char*>(bin.data), bin.size);
-  return true;
-}
-
 // Frames are copied into ordinary binaries: the VM's decoder makes
 // sub-binaries that point into the binary given to dist_ctrl_put_data, and
 // those must lie inside its own storage (a resource binary breaks that).
 ERL_NIF_TERM frame_term(ErlNifEnv* env, Bytes& frame) {
-  return make_binary(env, frame.data.get(), frame.size);
+  return binary(env, frame.data.get(), frame.size);
 }
 
 // One process-independent environment per thread for outgoing messages.
@@ -92,16 +74,7 @@ void send_to(const ErlNifPid& pid, ERL_NIF_TERM (*build)(ErlNifEnv*, void*), voi
 }
 
 ERL_NIF_TERM close_reason(ErlNifEnv* env, const CloseInfo& info) {
-  ERL_NIF_TERM kind = atom(env, close_kind_name(info.kind));
-  switch (info.kind) {
-    case CloseInfo::Kind::kPeer:
-    case CloseInfo::Kind::kTlsAlert:
-    case CloseInfo::Kind::kProtocol:
-      return enif_make_tuple3(env, kind, enif_make_uint64(env, info.code),
-                              make_binary(env, info.text.data(), info.text.size()));
-    default:
-      return kind;
-  }
+  return nif::close_reason(env, info, false);
 }
 
 // Routes one connection's events to its Erlang processes.
@@ -245,17 +218,9 @@ struct EndpointResource {
   uint64_t reader_id = 0;
 };
 
-// Endpoints by the id the driver is opened with (macula_drv.cc).
-std::mutex g_readers_mu;
-std::unordered_map<uint64_t, std::weak_ptr<Endpoint>> g_readers;
-uint64_t g_next_reader = 1;
-
 void endpoint_dtor(ErlNifEnv*, void* obj) {
   auto* res = static_cast<EndpointResource*>(obj);
-  {
-    std::lock_guard lock(g_readers_mu);
-    g_readers.erase(res->reader_id);
-  }
+  readers::remove(res->reader_id);
   res->~EndpointResource();
 }
 
@@ -286,21 +251,6 @@ bool get_conn(ErlNifEnv* env, ERL_NIF_TERM t, ConnResource*& out) {
 }
 
 // ---- endpoint ----
-
-bool map_string(ErlNifEnv* env, ERL_NIF_TERM map, const char* key, std::string& out) {
-  ERL_NIF_TERM v;
-  if (!enif_get_map_value(env, map, atom(env, key), &v)) return true;
-  return get_string(env, v, out);
-}
-
-bool map_uint64(ErlNifEnv* env, ERL_NIF_TERM map, const char* key, uint64_t& out) {
-  ERL_NIF_TERM v;
-  if (!enif_get_map_value(env, map, atom(env, key), &v)) return true;
-  ErlNifUInt64 n;
-  if (!enif_get_uint64(env, v, &n)) return false;
-  out = n;
-  return true;
-}
 
 bool parse_cc(ErlNifEnv* env, ERL_NIF_TERM map, ngtcp2_cc_algo& cc) {
   ERL_NIF_TERM v;
@@ -359,21 +309,10 @@ ERL_NIF_TERM open_endpoint(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   events->set_port(ep->port());
   auto* res = static_cast<EndpointResource*>(enif_alloc_resource(g_endpoint_type, sizeof(EndpointResource)));
   new (res) EndpointResource{std::move(ep), events};
-  {
-    std::lock_guard lock(g_readers_mu);
-    res->reader_id = g_next_reader++;
-    g_readers[res->reader_id] = res->endpoint;
-  }
+  res->reader_id = readers::add(res->endpoint);
   ERL_NIF_TERM t = enif_make_resource(env, res);
   enif_release_resource(res);
   return enif_make_tuple2(env, atom(env, "ok"), t);
-}
-
-ERL_NIF_TERM close_endpoint(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
-  EndpointResource* ep;
-  if (!get_endpoint(env, argv[0], ep)) return badarg(env, "endpoint");
-  ep->endpoint.reset();
-  return atom(env, "ok");
 }
 
 ERL_NIF_TERM set_acceptor(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
@@ -468,6 +407,31 @@ ERL_NIF_TERM send_status(ErlNifEnv* env, SendStatus s) {
   return atom(env, s == SendStatus::kOk ? "ok" : s == SendStatus::kBusy ? "busy" : "closed");
 }
 
+// The frames are referenced, not copied: `owner` (a private environment)
+// holds the binaries until the peer acknowledges them. Distribution data
+// comes as lists of binaries; handshake frames are arbitrary iolists,
+// which are flattened into a new binary in that environment (`flat`
+// holds their spans). False if an element is not iodata.
+bool pin_frames(ErlNifEnv* env, ERL_NIF_TERM list, ErlNifEnv* owner,
+                std::vector<iovec>& flat, std::vector<std::span<const iovec>>& frames) {
+  ERL_NIF_TERM head;
+  for (size_t i = 0; enif_get_list_cell(env, list, &head, &list); ++i) {
+    ERL_NIF_TERM term = enif_make_copy(owner, head), tail;
+    ErlNifIOVec* iov = nullptr;
+    ErlNifBinary bin;
+    if (enif_inspect_iovec(owner, ~size_t(0) >> 1, term, &tail, &iov) &&
+        enif_is_empty_list(owner, tail)) {
+      frames[i] = {reinterpret_cast<const iovec*>(iov->iov), size_t(iov->iovcnt)};
+    } else if (enif_inspect_iolist_as_binary(owner, term, &bin)) {
+      flat[i] = {bin.data, bin.size};
+      frames[i] = {&flat[i], 1};
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
 // send(Conn, control | data, [IoData]) -> ok | busy | closed. Each list
 // element becomes one frame. After `busy`, the caller gets
 // {macula_writable, Id} when the queue has drained.
@@ -481,29 +445,11 @@ ERL_NIF_TERM send(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   unsigned n;
   if (!enif_get_list_length(env, argv[2], &n) || n == 0 || n > kMaxFramesPerSend)
     return badarg(env, "frames");
-  // The frames are referenced, not copied: a private environment holds
-  // the binaries until the peer acknowledges them. Distribution data comes
-  // as lists of binaries; handshake frames are arbitrary iolists, which
-  // are flattened into a new binary in that environment.
   std::shared_ptr<ErlNifEnv> owner(enif_alloc_env(), enif_free_env);
-  std::vector<iovec> flat(n);  // spans of flattened frames point here
+  std::vector<iovec> flat(n);
   std::vector<std::span<const iovec>> frames(n);
-  ERL_NIF_TERM list = argv[2], head;
-  for (unsigned i = 0; enif_get_list_cell(env, list, &head, &list); ++i) {
-    ERL_NIF_TERM term = enif_make_copy(owner.get(), head), tail;
-    ErlNifIOVec* iov = nullptr;
-    ErlNifBinary bin;
-    if (enif_inspect_iovec(owner.get(), ~size_t(0) >> 1, term, &tail, &iov) &&
-        enif_is_empty_list(owner.get(), tail)) {
-      frames[i] = {reinterpret_cast<const iovec*>(iov->iov), size_t(iov->iovcnt)};
-    } else if (enif_inspect_iolist_as_binary(owner.get(), term, &bin)) {
-      flat[i] = {bin.data, bin.size};
-      frames[i] = {&flat[i], 1};
-    } else {
-      return badarg(env, "frames");
-    }
-  }
-  // Data frames are routed by sending process (see dist_route.h); the
+  if (!pin_frames(env, argv[2], owner.get(), flat, frames)) return badarg(env, "frames");
+  // Data frames are ordered by sending process (see dist_route.h); the
   // header is parsed here, on the scheduler, to keep the I/O thread free.
   std::vector<OrderKey> routes;
   if (ch == Channel::kData) {
@@ -521,9 +467,7 @@ ERL_NIF_TERM send(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
 ERL_NIF_TERM tick(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   ConnResource* c;
   if (!get_conn(env, argv[0], c) || !c->handle) return badarg(env, "conn");
-  Bytes frame(kFrameHeaderSize);
-  std::memset(frame.data.get(), 0, kFrameHeaderSize);
-  return send_status(env, c->handle->send(Channel::kControl, std::move(frame), 1));
+  return send_status(env, c->handle->send(Channel::kControl, tick_frame(), 1));
 }
 
 ERL_NIF_TERM consumed(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
@@ -574,7 +518,7 @@ ERL_NIF_TERM conn_id(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
 ERL_NIF_TERM address_term(ErlNifEnv* env, const Address& a) {
   if (a.len == 0) return atom(env, "undefined");
   std::string ip = a.ip_string();
-  return enif_make_tuple2(env, make_binary(env, ip.data(), ip.size()),
+  return enif_make_tuple2(env, binary(env, ip.data(), ip.size()),
                           enif_make_uint(env, a.port()));
 }
 
@@ -662,7 +606,7 @@ ERL_NIF_TERM peer_address(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   size_t colon = s.rfind(':');
   std::string ip = s.substr(0, colon);
   if (!ip.empty() && ip.front() == '[') ip = ip.substr(1, ip.size() - 2);
-  return enif_make_tuple2(env, make_binary(env, ip.data(), ip.size()),
+  return enif_make_tuple2(env, binary(env, ip.data(), ip.size()),
                           enif_make_uint(env, c->handle->remote().port()));
 }
 
@@ -686,7 +630,7 @@ ERL_NIF_TERM proof_frame(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   std::vector<uint8_t> exporter = c->handle->exporter();
   if (exporter.empty()) return badarg(env, "conn");
   std::vector<uint8_t> f = encode_proof_frame(make_cookie_proof(exporter, role, node, cookie), node);
-  return make_binary(env, f.data(), f.size());
+  return binary(env, f.data(), f.size());
 }
 
 // parse_proof_frame(Frame) -> {ok, Proof, NodeName} | error: the peer's
@@ -696,8 +640,8 @@ ERL_NIF_TERM parse_proof_frame(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   if (!enif_inspect_binary(env, argv[0], &bin)) return badarg(env, "frame");
   ProofFrame f;
   if (!parse_proof_frame({bin.data, bin.size}, f)) return atom(env, "error");
-  return enif_make_tuple3(env, atom(env, "ok"), make_binary(env, f.proof.data(), f.proof.size()),
-                          make_binary(env, f.node.data(), f.node.size()));
+  return enif_make_tuple3(env, atom(env, "ok"), binary(env, f.proof.data(), f.proof.size()),
+                          binary(env, f.node.data(), f.node.size()));
 }
 
 // check_cookie_proof(Conn, Role, NodeName, Cookie, Proof) -> boolean()
@@ -743,8 +687,8 @@ ERL_NIF_TERM parse_node_name(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
                    : n.host_kind == HostKind::kIpv6 ? "ipv6" : "dns";
   return enif_make_tuple2(
       env, atom(env, "ok"),
-      enif_make_tuple4(env, make_binary(env, n.name.data(), n.name.size()),
-                       make_binary(env, n.host.data(), n.host.size()),
+      enif_make_tuple4(env, binary(env, n.name.data(), n.name.size()),
+                       binary(env, n.host.data(), n.host.size()),
                        enif_make_uint(env, n.port), atom(env, kind)));
 }
 
@@ -754,13 +698,7 @@ ERL_NIF_TERM parse_node_name(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
 constexpr uint64_t kExitCloseLimitMs = 200;
 
 void close_endpoints_at_exit() {
-  std::vector<std::shared_ptr<Endpoint>> endpoints;
-  {
-    std::lock_guard lock(g_readers_mu);
-    for (auto& [id, weak] : g_readers)
-      if (auto ep = weak.lock()) endpoints.push_back(std::move(ep));
-  }
-  for (auto& ep : endpoints) ep->close_for_exit(kExitCloseLimitMs);
+  for (auto& ep : readers::all()) ep->close_for_exit(kExitCloseLimitMs);
 }
 
 int load(ErlNifEnv* env, void**, ERL_NIF_TERM) {
@@ -778,7 +716,6 @@ int load(ErlNifEnv* env, void**, ERL_NIF_TERM) {
 
 ErlNifFunc nif_funcs[] = {
     {"open_endpoint", 1, open_endpoint, ERL_NIF_DIRTY_JOB_IO_BOUND},
-    {"close_endpoint", 1, close_endpoint, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"set_acceptor", 2, set_acceptor, 0},
     {"endpoint_info", 1, endpoint_info, 0},
     {"dial", 6, dial, 0},
@@ -801,12 +738,6 @@ ErlNifFunc nif_funcs[] = {
 };
 
 }  // namespace
-
-std::shared_ptr<Endpoint> endpoint_for_reader(uint64_t id) {
-  std::lock_guard lock(g_readers_mu);
-  auto it = g_readers.find(id);
-  return it == g_readers.end() ? nullptr : it->second.lock();
-}
 
 }  // namespace macula
 

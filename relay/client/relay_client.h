@@ -4,7 +4,9 @@
 // opaque packets over them.
 //
 // Threads: the public methods may be called from any thread. Events arrive
-// on the endpoint's I/O thread, in order, and none after closed(). A
+// from the holder of the endpoint's loop lock (loop_owner.h: the I/O
+// thread, as nothing reads a relay endpoint with read_now), in order, and
+// none after closed(). A
 // RelayClient does not own its endpoint; keep the endpoint alive longer.
 #pragma once
 
@@ -94,7 +96,7 @@ class RelayClient : public std::enable_shared_from_this<RelayClient> {
   RelayClient(const RelayClientConfig& config, std::shared_ptr<RelayClientEvents> events)
       : config_(config), events_(std::move(events)) {}
 
-  // From the Bridge, I/O thread.
+  // From the Bridge, loop lock held.
   void on_connected();
   void on_control(Bytes frame);
   void on_data(std::vector<Bytes>& frames, uint64_t credit);

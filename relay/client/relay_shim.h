@@ -15,10 +15,12 @@
 // inner QUIC recovers), so a slow relay path costs loss, never memory.
 //
 // Threads: public methods may be called from any thread. Events arrive on
-// the relay connection's I/O thread or on the shim's own pump thread (the
-// one reading the tunnel sockets), never at the same time, and none after
-// closed() or after the destructor returned. The destructor closes the
-// relay connection (the relay tells the other ends) and joins both threads.
+// the relay connection's I/O thread (the holder of its endpoint's loop
+// lock: nothing reads a relay endpoint with read_now) or on the shim's
+// own pump thread (the one reading the tunnel sockets), never at the same
+// time, and none after closed() or after the destructor returned. The
+// destructor closes the relay connection (the relay tells the other ends)
+// and joins both threads.
 #pragma once
 
 #include <cstdint>

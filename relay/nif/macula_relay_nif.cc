@@ -1,4 +1,4 @@
-// Erlang binding of the relay shim (core/relay_shim.h) for dist_relay
+// Erlang binding of the relay shim (relay/client/relay_shim.h) for dist_relay
 // mode. A library of its own, beside macula_nif: it shares no state with
 // the inner endpoint, only its loopback port number.
 //
@@ -18,41 +18,20 @@
 #include <mutex>
 #include <string>
 
+#include "nif_terms.h"
 #include "relay_shim.h"
 
 namespace macula {
 namespace {
 
+using nif::atom;
+using nif::badarg;
+using nif::binary;
+using nif::get_string;
+using nif::map_string;
 using relay::RelayShim;
 
 ErlNifResourceType* g_shim_type;
-
-ERL_NIF_TERM atom(ErlNifEnv* env, const char* name) { return enif_make_atom(env, name); }
-
-ERL_NIF_TERM badarg(ErlNifEnv* env, const char* which) {
-  return enif_raise_exception(env, enif_make_tuple2(env, atom(env, "badarg"), atom(env, which)));
-}
-
-ERL_NIF_TERM binary(ErlNifEnv* env, const std::string& s) {
-  ERL_NIF_TERM bin;
-  unsigned char* p = enif_make_new_binary(env, s.size(), &bin);
-  if (!s.empty()) std::memcpy(p, s.data(), s.size());
-  return bin;
-}
-
-bool get_string(ErlNifEnv* env, ERL_NIF_TERM t, std::string& out) {
-  ErlNifBinary bin;
-  if (!enif_inspect_iolist_as_binary(env, t, &bin)) return false;
-  out.assign(reinterpret_cast<char*>(bin.data), bin.size);
-  return true;
-}
-
-bool map_string(ErlNifEnv* env, ERL_NIF_TERM map, const char* key, std::string& out,
-                bool required) {
-  ERL_NIF_TERM v;
-  if (!enif_get_map_value(env, map, atom(env, key), &v)) return !required;
-  return get_string(env, v, out);
-}
 
 bool map_port(ErlNifEnv* env, ERL_NIF_TERM map, const char* key, uint16_t& out) {
   ERL_NIF_TERM v;
@@ -65,16 +44,7 @@ bool map_port(ErlNifEnv* env, ERL_NIF_TERM map, const char* key, uint16_t& out) 
 }
 
 ERL_NIF_TERM close_reason(ErlNifEnv* env, const CloseInfo& info) {
-  ERL_NIF_TERM kind = atom(env, close_kind_name(info.kind));
-  switch (info.kind) {
-    case CloseInfo::Kind::kPeer:
-    case CloseInfo::Kind::kTlsAlert:
-    case CloseInfo::Kind::kProtocol:
-    case CloseInfo::Kind::kLocal:
-      return enif_make_tuple3(env, kind, enif_make_uint64(env, info.code), binary(env, info.text));
-    default:
-      return kind;
-  }
+  return nif::close_reason(env, info, true);
 }
 
 // Sends {macula_relay, Tag, Event} from the shim's threads.
@@ -201,7 +171,7 @@ ERL_NIF_TERM open(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   std::string error;
   auto shim = RelayShim::open(c, std::make_shared<NifShimEvents>(self, tag), error);
   if (!shim)
-    return enif_make_tuple2(env, atom(env, "error"), binary(env, error));
+    return nif::error_tuple(env, error);
   auto* res = static_cast<ShimResource*>(enif_alloc_resource(g_shim_type, sizeof(ShimResource)));
   new (res) ShimResource();
   res->shim = std::move(shim);

@@ -3,7 +3,8 @@
 // it is handed accepted connections (it is the endpoint's EndpointEvents)
 // and talks to them only through their ConnectionHandles.
 //
-// Threads: connection events arrive on the endpoint's I/O thread; tick(),
+// Threads: connection events arrive on the endpoint's I/O thread (the
+// loop-lock holder: the daemon never reads with read_now); tick(),
 // shutdown() and metrics() may be called from any thread. One mutex guards
 // the state (the I/O thread is the only busy caller, so it is uncontended).
 //
