@@ -49,8 +49,8 @@ run() {
        -print_final_stats=1 -artifact_prefix="crash-$t-" > "long-$t.log" 2>&1); } 2>&1 )
   rc=$?
   local execs cov cpu
-  execs=$(grep -oP 'stat::number_of_executed_units: \K\d+' "$dir/long-$t.log")
-  cov=$(grep -E '^#[0-9]+' "$dir/long-$t.log" | tail -1 | grep -oP 'cov: \d+ ft: \d+')
+  execs=$(grep -a -oP 'stat::number_of_executed_units: \K\d+' "$dir/long-$t.log")
+  cov=$(grep -a -E '^#[0-9]+' "$dir/long-$t.log" | tail -1 | grep -a -oP 'cov: \d+ ft: \d+')
   cpu=$(echo "$times" | awk '{printf "%.0f", $1 + $2}')
   echo "$t: exit $rc, ${execs:-?} executions in ${secs} s (${cpu:-?} s of CPU), $cov"
   return $rc
