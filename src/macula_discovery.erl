@@ -110,7 +110,9 @@ handle_call(_Request, _From, St) ->
 
 -spec handle_cast(term(), #st{}) -> {noreply, #st{}}.
 handle_cast({seen, Source, Node, Ip, Port, TtlMs}, St) ->
-    {noreply, insert(Source, Node, Ip, Port, now_ms() + TtlMs, St)};
+    New = not ets:member(?TABLE, {Source, Node}),
+    St1 = insert(Source, Node, Ip, Port, now_ms() + TtlMs, St),
+    {noreply, case New of true -> form_cluster(St1); false -> St1 end};
 handle_cast({gone, Source, Node}, St) ->
     ets:delete(?TABLE, {Source, Node}),
     {noreply, St};

@@ -187,9 +187,10 @@ childspecs() ->
 
 %% The discovery table (and mDNS) only when a source is set.
 discovery(Config) ->
-    case macula_discovery:enabled(Config) of
-        true -> [macula_discovery:childspec()];
-        false -> []
+    case {macula_discovery:enabled(Config), Config} of
+        {true, #{mdns := true}} -> [macula_discovery:childspec(), macula_mdns:childspec()];
+        {true, _} -> [macula_discovery:childspec()];
+        {false, _} -> []
     end.
 
 -spec setopts(macula_nif:endpoint(), [inet:socket_setopt()]) -> ok | {error, enotsup}.
