@@ -1,7 +1,8 @@
 %% @doc Operator API of macula.
 -module(macula).
 
--export([info/0, paths/0, migrate/0, migrate/1, join_dist_relay/1, join_mesh/1, relays/0]).
+-export([info/0, paths/0, migrate/0, migrate/1, join_dist_relay/1, join_mesh/1, relays/0,
+         discovered/0]).
 
 -define(MIGRATE_TIMEOUT, 30000).
 
@@ -125,3 +126,11 @@ join_mesh(Relays) ->
 -spec relays() -> [map()].
 relays() ->
     macula_dist_relay:info().
+
+%% @doc What the discovery sources know (static list, hosts file, DNS
+%% SRV, mDNS), one map per node and source: `node' (binary), `source'
+%% (`static', `dns', `mdns'), `address', `port', `age_ms' (time since the
+%% source last confirmed it). Empty when no source is set.
+-spec discovered() -> [map()].
+discovered() ->
+    macula_discovery:discovered().
