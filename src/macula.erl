@@ -2,7 +2,7 @@
 -module(macula).
 
 -export([info/0, paths/0, migrate/0, migrate/1, join_dist_relay/1, join_mesh/1, relays/0,
-         relay_nodes/0]).
+         relay_nodes/0, discovered/0]).
 
 -define(MIGRATE_TIMEOUT, 30000).
 
@@ -134,3 +134,11 @@ relays() ->
 -spec relay_nodes() -> [#{node := binary(), relays := [binary()]}].
 relay_nodes() ->
     macula_dist_relay:online_nodes().
+
+%% @doc What the discovery sources know (static list, hosts file, DNS
+%% SRV, mDNS), one map per node and source: `node' (binary), `source'
+%% (`static', `dns', `mdns'), `address', `port', `age_ms' (time since the
+%% source last confirmed it). Empty when no source is set.
+-spec discovered() -> [map()].
+discovered() ->
+    macula_discovery:discovered().

@@ -32,7 +32,7 @@
                     cacertfile := string(), certfile := string(),
                     keyfile := string(), cc := cubic | reno | bbr | bbr2,
                     busy_poll_us := 0..10000, keep_alive_ms := 0..600000,
-                    listen := boolean()}.
+                    listen := boolean(), atom() => term()}.
 
 %% @doc The validated configuration; read once, then cached. A bad
 %% setting is logged once: the failure is kept too, and raised again
@@ -79,7 +79,8 @@ read() ->
                true -> cookie
             end,
     Mode = mode(),
-    maps:merge(macula_relay_config:read(Mode), #{
+    Discovery = macula_discovery_config:read(Mode),
+    maps:merge(maps:merge(macula_relay_config:read(Mode), Discovery), #{
       port => port(Mode),
       bind => bind(Mode),
       mode => Mode,
