@@ -260,6 +260,10 @@ ping_rpc_big(Config) ->
     {1, _} = cmd(ip(), ["netns", "exec", ?NS_A, "ping", "-c1", "-W1", ?IP_B]),
     [] = [L || L <- udp_sockets(?NS_A), not lists:prefix("127.0.0.1:", L),
                not lists:prefix("0.0.0.0:", L)],
+    %% the relay registry: both nodes, at this relay, before any tunnel
+    Online = [#{node => atom_to_binary(N), relays => [<<"mclr-relay">>]} || N <- lists:sort([NA, NB])],
+    Online = peer:call(A, macula, relay_nodes, []),
+    Online = peer:call(B, macula, relay_nodes, []),
     ping_rpc_big(A, NA, B, NB, "through the relay"),
     [#{state := identified, stats := #{tunnels := 1}}] = peer:call(A, macula, relays, []),
     ok.
@@ -555,6 +559,12 @@ mesh(Config) ->
 mesh_ping_rpc_big(Config) ->
     need_netns(Config),
     {_R1, _R2, A, NA, B, NB} = mesh(Config),
+    %% each node's home relay, as a registered node at either relay sees it
+    Online = lists:sort([#{node => atom_to_binary(NA), relays => [<<"mclr-mesh-1">>]},
+                         #{node => atom_to_binary(NB), relays => [<<"mclr-mesh-2">>]}]),
+    ok = macula_ct:poll(fun() -> peer:call(A, macula, relay_nodes, []) =:= Online end, 10000,
+                        relay_registry_incomplete),
+    Online = peer:call(B, macula, relay_nodes, []),
     ping_rpc_big(A, NA, B, NB, "across two relays"),
     [#{state := identified, name := <<"mclr-mesh-1">>, stats := #{tunnels := 1}},
      #{state := standby}] =

@@ -9,6 +9,8 @@
 //   {macula_relay, Tag, {tunnel_failed, Request, Reason}}
 //   {macula_relay, Tag, {tunnel_incoming, Tunnel, SourceNode, Port}}
 //   {macula_relay, Tag, {tunnel_closed, Tunnel, Reason}}
+//   {macula_relay, Tag, {node_list, Request, [{Node, Relay}], More}}
+//   {macula_relay, Tag, {request_failed, Request, Reason}}
 //   {macula_relay, Tag, {closed, Why}}      Why as macula_nif's close reasons
 // Names and reasons are binaries; Tag is the integer given to open/1.
 #include <erl_nif.h>
@@ -76,6 +78,23 @@ class NifShimEvents : public relay::RelayShimEvents {
   void tunnel_closed(uint32_t tunnel, const std::string& reason) override {
     emit([&](ErlNifEnv* e) {
       return enif_make_tuple3(e, atom(e, "tunnel_closed"), enif_make_uint(e, tunnel),
+                              binary(e, reason));
+    });
+  }
+  void node_list(uint64_t request, const std::vector<relay::NodeEntry>& nodes,
+                 bool more) override {
+    emit([&](ErlNifEnv* e) {
+      ERL_NIF_TERM list = enif_make_list(e, 0);
+      for (auto it = nodes.rbegin(); it != nodes.rend(); ++it)
+        list = enif_make_list_cell(
+            e, enif_make_tuple2(e, binary(e, it->node), binary(e, it->relay)), list);
+      return enif_make_tuple4(e, atom(e, "node_list"), enif_make_uint64(e, request), list,
+                              atom(e, more ? "true" : "false"));
+    });
+  }
+  void request_failed(uint64_t request, const std::string& reason) override {
+    emit([&](ErlNifEnv* e) {
+      return enif_make_tuple3(e, atom(e, "request_failed"), enif_make_uint64(e, request),
                               binary(e, reason));
     });
   }
@@ -190,6 +209,17 @@ ERL_NIF_TERM tunnel(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   return enif_make_uint64(env, shim->request_tunnel(target));
 }
 
+// list_nodes(Shim, After) -> Request (0: the relay connection is gone).
+// After: a binary, <<>> for the first page.
+ERL_NIF_TERM list_nodes(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  auto shim = get_shim(env, argv[0]);
+  std::string after;
+  if (!shim) return badarg(env, "shim");
+  if (!get_string(env, argv[1], after) || after.size() > relay::kMaxNameSize)
+    return badarg(env, "after");
+  return enif_make_uint64(env, shim->list_nodes(after));
+}
+
 // close_tunnel(Shim, Tunnel) -> ok
 ERL_NIF_TERM close_tunnel(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   auto shim = get_shim(env, argv[0]);
@@ -239,6 +269,7 @@ ErlNifFunc nif_funcs[] = {
     {"open", 1, open, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"tunnel", 2, tunnel, 0},
     {"close_tunnel", 2, close_tunnel, 0},
+    {"list_nodes", 2, list_nodes, 0},
     {"close", 1, close, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"stats", 1, stats, 0},
 };
