@@ -33,7 +33,7 @@
          join_at_runtime/1, ca_mode/1, relay_stopped/1, two_relays/1,
          relays_setting_syntax/1, mesh_ping_rpc_big/1, mesh_name_hijack/1,
          mesh_relay_killed/1, mesh_wrong_cookie/1, mesh_sees_no_plaintext/1,
-         restart_after_kill/1, ca_mode_relay_certificate/1]).
+         restart_after_kill/1, ca_mode_relay_certificate/1, peer_halts/1]).
 %% run on the nodes
 -export([plaintext_sink/1, udp_probe/3]).
 
@@ -61,7 +61,7 @@ all() ->
      unknown_target, wrong_realm_secret, relay_unreachable,
      bad_relays_setting, relays_setting_syntax, join_at_runtime, ca_mode,
      ca_mode_relay_certificate,
-     two_relays, relay_stopped, relay_killed, restart_after_kill, mesh_ping_rpc_big,
+     two_relays, relay_stopped, relay_killed, peer_halts, restart_after_kill, mesh_ping_rpc_big,
      mesh_sees_no_plaintext, mesh_wrong_cookie, mesh_name_hijack,
      mesh_relay_killed].
 
@@ -518,6 +518,27 @@ relay_stopped(Config) ->
     ct:pal("relay stopped: nodedown after ~p ms (a) and ~p ms (b)", [DA - T0, DB - T0]),
     true = DA - T0 < 3000 andalso DB - T0 < 3000,
     macula_ct:wait_output(NA, "relay_shutdown", 5000),
+    ok.
+
+%% A node halts (erlang:halt/0): its relay connection is closed on the
+%% way out, so the peer sees nodedown at once and the relay frees its
+%% name at once (a node started again under it registers without waiting
+%% for the relay's idle timeout, 8 s).
+peer_halts(Config) ->
+    need_netns(Config),
+    {A, NA, B, NB} = pair(Config),
+    {_WA, WB, _} = connected_and_watched(A, NA, B, NB),
+    T0 = erlang:system_time(millisecond),
+    peer:cast(A, erlang, halt, []),
+    {down, DB} = peer:call(B, macula_ct, wait_down, [WB, 10000], 15000),
+    ct:pal("a halted: b saw nodedown after ~p ms", [DB - T0]),
+    true = DB - T0 < 1000,
+    T1 = erlang:monotonic_time(millisecond),
+    {_A2, NA2} = node_a(Config),
+    wait_registered(NA2),
+    Ms = erlang:monotonic_time(millisecond) - T1,
+    ct:pal("a started again under its name: registered after ~p ms", [Ms]),
+    true = Ms < 3000,
     ok.
 
 %% The relay dies: both nodes see nodedown within the relay connection's

@@ -351,6 +351,8 @@ void RelayShim::close() {
   if (auto c = state_->client()) c->close();
 }
 
+void RelayShim::close_for_exit(uint64_t limit_ms) { endpoint_->close_for_exit(limit_ms); }
+
 RelayShimStats RelayShim::stats() const { return state_->stats(); }
 
 }  // namespace macula::relay

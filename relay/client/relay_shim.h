@@ -113,6 +113,11 @@ class RelayShim {
   // threads end with the destructor.
   void close();
   RelayShimStats stats() const;
+  // The process is exiting (an atexit handler; not the relay connection's
+  // I/O thread): the relay connection is closed now, so the relay frees
+  // our name and tells the other ends of our tunnels at once, rather than
+  // after its idle timeout. Waits at most `limit_ms`; no events follow.
+  void close_for_exit(uint64_t limit_ms);
 
   class State;
 

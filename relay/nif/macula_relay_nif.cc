@@ -15,10 +15,12 @@
 // Names and reasons are binaries; Tag is the integer given to open/1.
 #include <erl_nif.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "nif_terms.h"
 #include "relay_shim.h"
@@ -34,6 +36,38 @@ using nif::map_string;
 using relay::RelayShim;
 
 ErlNifResourceType* g_shim_type;
+
+// Every shim opened and not yet destroyed, for the atexit handler. Never
+// destroyed itself: static destructors may run before that handler.
+struct LiveShims {
+  std::mutex mu;
+  std::vector<std::weak_ptr<RelayShim>> shims;
+
+  void add(const std::shared_ptr<RelayShim>& shim) {
+    std::lock_guard lock(mu);
+    std::erase_if(shims, [](const auto& w) { return w.expired(); });
+    shims.push_back(shim);
+  }
+  std::vector<std::shared_ptr<RelayShim>> all() {
+    std::lock_guard lock(mu);
+    std::vector<std::shared_ptr<RelayShim>> out;
+    for (auto& w : shims)
+      if (auto s = w.lock()) out.push_back(std::move(s));
+    return out;
+  }
+};
+LiveShims& live_shims() {
+  static auto* live = new LiveShims;
+  return *live;
+}
+
+// erlang:halt() and init:stop() end in exit(), which runs this (see
+// macula_nif's handler, which closes the node's own connections).
+constexpr uint64_t kExitCloseLimitMs = 200;
+
+void close_shims_at_exit() {
+  for (auto& shim : live_shims().all()) shim->close_for_exit(kExitCloseLimitMs);
+}
 
 bool map_port(ErlNifEnv* env, ERL_NIF_TERM map, const char* key, uint16_t& out) {
   ERL_NIF_TERM v;
@@ -194,6 +228,7 @@ ERL_NIF_TERM open(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   auto* res = static_cast<ShimResource*>(enif_alloc_resource(g_shim_type, sizeof(ShimResource)));
   new (res) ShimResource();
   res->shim = std::move(shim);
+  live_shims().add(res->shim);
   enif_monitor_process(env, res, &self, nullptr);
   ERL_NIF_TERM t = enif_make_resource(env, res);
   enif_release_resource(res);
@@ -257,6 +292,7 @@ ERL_NIF_TERM stats(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
 }
 
 int load(ErlNifEnv* env, void**, ERL_NIF_TERM) {
+  if (std::atexit(close_shims_at_exit) != 0) return 1;
   auto flags = ErlNifResourceFlags(ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER);
   ErlNifResourceTypeInit init{};
   init.dtor = shim_dtor;
