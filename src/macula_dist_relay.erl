@@ -182,10 +182,7 @@ handle_call({route, Node}, {Pid, _} = From, St) ->
 handle_call({accepted, Port, Pid}, _From, St) ->
     {reply, ok, claim(Port, Pid, St)};
 handle_call(online_nodes, From, St) ->
-    case macula_relay_listing:cached(St#st.listing, now_ms()) of
-        {ok, Answer} -> {reply, Answer, St};
-        none -> {noreply, start_listing(From, St)}
-    end;
+    {noreply, start_listing(From, St)};
 handle_call(info, _From, St) ->
     {reply, [relay_info(Tag, R) || {Tag, R} <- maps:to_list(St#st.relays)], St};
 handle_call(_Other, _From, St) ->
@@ -445,7 +442,7 @@ maybe_done(St = #st{listing = L}) ->
 %% Answers every caller of the run, with what came (at the timeout:
 %% without the relays still paging).
 end_listing(St = #st{listing = L}) ->
-    {L1, Froms, Answer} = macula_relay_listing:answer(L, now_ms()),
+    {L1, Froms, Answer} = macula_relay_listing:answer(L),
     [gen_server:reply(From, Answer) || From <- Froms],
     St#st{listing = L1, list_ref = undefined}.
 

@@ -1,26 +1,26 @@
 %% @doc The bookkeeping of macula_dist_relay:online_nodes/0, as plain
 %% data: one listing at a time (callers that come while it runs share its
-%% answer, and an answer is reused for ?CACHE_MS), each relay asked page
-%% after page, and the page requests paced per relay by a token bucket.
+%% answer), each relay asked page after page, and the page requests paced
+%% per relay by a token bucket.
 %%
 %% Why the pacing: a relay counts every control message of a node against
 %% a rate (50/s, bursts of 200 by default) and closes the connection of a
 %% node that goes over, which would drop every relayed connection of the
 %% node. A listing spends at most ?BURST page requests at once and
 %% ?RATE per second after that, which leaves the rest of the relay's
-%% allowance to tunnel requests.
+%% allowance to tunnel requests. Callers more frequent than that are
+%% slowed down by the bucket, not answered from a stale copy.
 %%
 %% No process, no side effects: the owner sends the requests this module
 %% asks for (`{send, Tag, After}') and waits the delays it names
 %% (`{wait, Tag, After, Ms}').
 -module(macula_relay_listing).
 
--export([new/0, cached/2, join/3, page/5, gone/2, paced/3, sent/3, done/1, answer/2]).
+-export([new/0, join/3, page/5, gone/2, paced/3, sent/3, done/1, answer/1]).
 -export_type([t/0, action/0]).
 
 -define(BURST, 50).
 -define(RATE, 20).        % page requests per second and relay, after the burst
--define(CACHE_MS, 2000).
 -define(MAX_PAGES, 200).  % per relay and listing (11 names each)
 
 -record(run, {froms = [] :: [gen_server:from()],
@@ -29,7 +29,6 @@
               waiting = #{} :: #{integer() => non_neg_integer() | paced},
               pages = #{} :: #{integer() => non_neg_integer()}}).
 -record(listing, {run :: #run{} | undefined,
-                  cache :: {integer(), [map()]} | undefined,
                   buckets = #{} :: #{integer() => {float(), integer()}}}).
 
 -opaque t() :: #listing{}.
@@ -38,13 +37,6 @@
 -spec new() -> t().
 new() ->
     #listing{}.
-
-%% @doc A recent answer, if there is one (at monotonic time Now, ms).
--spec cached(t(), integer()) -> {ok, [map()]} | none.
-cached(#listing{run = undefined, cache = {At, Answer}}, Now) when Now - At < ?CACHE_MS ->
-    {ok, Answer};
-cached(_, _) ->
-    none.
 
 %% @doc Adds caller From; a new run asks each relay in Tags for its first
 %% page. Returns whether a run started (the owner then arms its timeout).
@@ -118,11 +110,11 @@ done(_) -> false.
 
 %% @doc Ends the run (complete, or at its timeout with what came): the
 %% callers to answer and the answer, one map per node with its relays.
--spec answer(t(), integer()) -> {t(), [gen_server:from()], [map()]}.
-answer(L = #listing{run = #run{froms = Fs, nodes = Nodes}}, Now) ->
+-spec answer(t()) -> {t(), [gen_server:from()], [map()]}.
+answer(L = #listing{run = #run{froms = Fs, nodes = Nodes}}) ->
     Answer = [#{node => N, relays => Hs} || {N, Hs} <- lists:sort(maps:to_list(Nodes))],
-    {L#listing{run = undefined, cache = {Now, Answer}}, Fs, Answer};
-answer(L, _) ->
+    {L#listing{run = undefined}, Fs, Answer};
+answer(L) ->
     {L, [], []}.
 
 %%% ------------------------------------------------------------------
