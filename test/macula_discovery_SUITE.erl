@@ -85,7 +85,14 @@ stale_and_foreign_entries(Config) ->
                    20000, still_connected),
     {ok, Names1} = peer:call(B, net_adm, names, []),
     undefined = proplists:get_value("st", Names1),
+    %% a killed node of another name: its entry goes when a node registers
+    {K, _} = start(Config, "killed", []),
+    macula_ct:kill9(K),
+    [NsDir0] = filelib:wildcard(filename:join(?config(registry, Config), "net*")),
+    Killed = filename:join([NsDir0, "u0", "killed"]),
+    true = filelib:is_regular(Killed),
     {A2, NA} = start(Config, "st", []),
+    false = filelib:is_regular(Killed),
     pong = peer:call(B, net_adm, ping, [NA], 30000),
     true = is_integer(PortA),
     %% entries of another user (65534) for B's port, which that user does
