@@ -85,7 +85,14 @@ stale_and_foreign_entries(Config) ->
                    20000, still_connected),
     {ok, Names1} = peer:call(B, net_adm, names, []),
     undefined = proplists:get_value("st", Names1),
+    %% a killed node of another name: its entry goes when a node registers
+    {K, _} = start(Config, "killed", []),
+    macula_ct:kill9(K),
+    [NsDir0] = filelib:wildcard(filename:join(?config(registry, Config), "net*")),
+    Killed = filename:join([NsDir0, "u0", "killed"]),
+    true = filelib:is_regular(Killed),
     {A2, NA} = start(Config, "st", []),
+    false = filelib:is_regular(Killed),
     pong = peer:call(B, net_adm, ping, [NA], 30000),
     true = is_integer(PortA),
     %% entries of another user (65534) for B's port, which that user does
@@ -123,8 +130,9 @@ custom_epmd_module(Config) ->
     pong = peer:call(A, net_adm, ping, [NB], 30000),
     ok.
 
-%% The static list and a hosts file: a node named with a DNS name that
-%% does not resolve is found through them.
+%% The static list and a hosts file tell a node where its peers listen
+%% (free ports, which its own registry does not know), and cluster
+%% formation joins them.
 static_sources(Config) ->
     {A, _} = start(Config, "sa", []),
     PortA = maps:get(port, macula_ct:node_info(A)),
@@ -135,11 +143,15 @@ static_sources(Config) ->
     List = lists:flatten(io_lib:format("sa@127.0.0.1=127.0.0.1:~p", [PortA])),
     {C, _} = start(Config, "sc", ["-macula_dist_nodes", List,
                                   "-macula_dist_hosts_file", Hosts,
+                                  "-macula_dist_cluster", "true",
+                                  "-macula_dist_discovery_interval_ms", "500",
                                   "-macula_dist_registry_dir",
                                   ?config(registry, Config) ++ "-other"]),
-    %% C has a registry of its own: only the sources can tell it the ports
-    pong = peer:call(C, net_adm, ping, ['sa@127.0.0.1'], 30000),
-    pong = peer:call(C, net_adm, ping, ['sb@127.0.0.1'], 30000),
+    %% C has a registry of its own: only the sources can tell it the
+    %% ports; cluster formation connects it to both without a ping
+    macula_ct:poll(fun() -> lists:sort(peer:call(C, erlang, nodes, [])) =:=
+                                ['sa@127.0.0.1', 'sb@127.0.0.1'] end,
+                   20000, fun() -> {not_joined, peer:call(C, erlang, nodes, [])} end),
     Found = peer:call(C, macula, discovered, []),
     [static] = lists:usort([S || #{source := S} <- Found]),
     [<<"sa@127.0.0.1">>, <<"sb@127.0.0.1">>] = lists:sort([N || #{node := N} <- Found]),
