@@ -19,7 +19,8 @@
 
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1,
          init_per_testcase/2, end_per_testcase/2]).
--export([dns_srv_cluster/1, mdns_cluster_of_five/1, mdns_rogue_announcer/1]).
+-export([dns_srv_cluster/1, mdns_cluster_of_five/1, mdns_rogue_announcer/1,
+         mdns_rogue_ca_mode/1]).
 %% run on the rogue's node
 -export([rogue/4]).
 
@@ -36,7 +37,7 @@ suite() ->
     [{timetrap, {minutes, 3}}].
 
 all() ->
-    [dns_srv_cluster, mdns_cluster_of_five, mdns_rogue_announcer].
+    [dns_srv_cluster, mdns_cluster_of_five, mdns_rogue_announcer, mdns_rogue_ca_mode].
 
 %%% ------------------------------------------------------------------
 %%% Set-up
@@ -262,6 +263,36 @@ mdns_rogue_announcer(Config) ->
     Counts = peer:call(O, macula_mdns, info, []),
     ct:pal("observer's mDNS counters: ~p", [Counts]),
     true = maps:get(malformed, Counts, 0) > 0,
+    ok.
+
+%% The same rogue in CA mode, with an impostor that has everything but
+%% the victim's certificate: the cookie, and the victim's very node name
+%% (`v@10.77.0.12', run at 10.77.0.66), and a certificate of the cluster
+%% CA for its own address. The observer dials it for the victim, and only
+%% the certificate check (the host of the name dialled) refuses it.
+mdns_rogue_ca_mode(Config) ->
+    Dir = filename:join(?config(priv_dir, Config), "ca"),
+    ok = macula_netns:test_ca(Dir, "macula discovery"),
+    Ca = fun(Name, Ip) ->
+                 Cert = macula_netns:test_cert(Dir, Name, ["IP:" ++ Ip]),
+                 ["-macula_dist_cacertfile", filename:join(Dir, "ca.pem"),
+                  "-macula_dist_certfile", Cert,
+                  "-macula_dist_keyfile", filename:join(Dir, "node.key")]
+         end,
+    {I, NI} = macula_ct:start_node(Config, #{proto => inet_tcp, name => "v",
+                                             host => "10.77.0.12", netns => "mcd_6",
+                                             args => Ca("imp", ?ROGUE_IP) ++
+                                                 plain_args(Config, "mcd_6", "4667")}),
+    'v@10.77.0.12' = NI,
+    {O, _} = start_mdns_node(Config, "mcd_1", "obs", Ca("obs", "10.77.0.11")),
+    _ = peer:call(I, erlang, spawn, [?MODULE, rogue, ["v@10.77.0.12", 4667, 300, 100]]),
+    macula_ct:poll(fun() ->
+                           maps:get(failed_handshake,
+                                    maps:get(refused, macula_ct:node_info(I)), 0) > 0
+                   end, 20000, fun() -> {impostor_not_dialled, macula_ct:node_info(I)} end),
+    pang = peer:call(O, net_adm, ping, [NI], 30000),
+    [] = peer:call(O, erlang, nodes, [[visible, hidden]]),
+    [] = peer:call(I, erlang, nodes, [[visible, hidden]]),
     ok.
 
 plain_args(Config, NS, Port) ->
