@@ -251,7 +251,13 @@ every_setting_bad(Config) ->
          {"macula_dist_busy_poll_us", "10001", #{args => ["-macula_dist_busy_poll_us", "10001"]}},
          {"macula_dist_busy_poll_us", "-1", #{env => [{"MACULA_DIST_BUSY_POLL_US", "-1"}]}},
          {"macula_dist_listen", "maybe", #{args => ["-macula_dist_listen", "maybe"]}},
-         {"macula_dist_listen", "no", #{env => [{"MACULA_DIST_LISTEN", "no"}]}}],
+         {"macula_dist_listen", "no", #{env => [{"MACULA_DIST_LISTEN", "no"}]}},
+         {"macula_metrics_port", "0", #{args => ["-macula_metrics_port", "0"]}},
+         {"macula_metrics_port", "http", #{env => [{"MACULA_METRICS_PORT", "http"}]}},
+         {"macula_metrics_bind", "192.0.2.77",
+          #{args => ["-macula_metrics_port", "9568", "-macula_metrics_bind", "192.0.2.77"]}},
+         {"macula_metrics_bind", "localhost",
+          #{args => ["-macula_metrics_port", "9568", "-macula_metrics_bind", "localhost"]}}],
     Lines = [begin
                  Out = must_fail(Config, Opts),
                  one_line_names(Out, Setting, Value)
@@ -261,7 +267,7 @@ every_setting_bad(Config) ->
              "macula_dist_relays", "macula_dist_realm_secret_file", "macula_dist_cert_dir",
              "macula_dist_cacertfile", "macula_dist_certfile", "macula_dist_keyfile",
              "macula_dist_insecure", "macula_dist_cc", "macula_dist_busy_poll_us",
-             "macula_dist_listen"],
+             "macula_dist_listen", "macula_metrics_port", "macula_metrics_bind"],
     [] = Table -- [S || {S, _, _} <- Cases],
     ct:comment("~b bad values refused, one line each", [length(Lines)]).
 
