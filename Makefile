@@ -10,7 +10,7 @@ ERL_SRC  := $(wildcard src/*.erl)
 DEB_PKGS := erlang-nox erlang-dev erlang-src erlang-common-test \
             libngtcp2-dev libngtcp2-crypto-gnutls-dev libgnutls28-dev \
             googletest libgtest-dev cmake g++ make pkg-config \
-            iproute2 nftables conntrack openssl tcpdump \
+            iproute2 nftables conntrack openssl tcpdump dnsmasq-base \
             rebar3 elixir git
 
 all: build

@@ -2,7 +2,7 @@
 -module(macula).
 
 -export([info/0, paths/0, migrate/0, migrate/1, join_dist_relay/1, join_mesh/1, relays/0,
-         set_priority/2, priority/1, metrics/0]).
+         relay_nodes/0, discovered/0, set_priority/2, priority/1, metrics/0]).
 
 -define(MIGRATE_TIMEOUT, 30000).
 
@@ -126,6 +126,22 @@ join_mesh(Relays) ->
 -spec relays() -> [map()].
 relays() ->
     macula_dist_relay:info().
+
+%% @doc The relay modes: the nodes of the realm online at this node's
+%% relays (and at the relays linked to them), each with the relays that
+%% hold it, asked now over the authenticated relay connections (at most
+%% 5 s). Names are binaries: they come from the realm, not from this node.
+-spec relay_nodes() -> [#{node := binary(), relays := [binary()]}].
+relay_nodes() ->
+    macula_dist_relay:online_nodes().
+
+%% @doc What the discovery sources know (static list, hosts file, DNS
+%% SRV, mDNS), one map per node and source: `node' (binary), `source'
+%% (`static', `dns', `mdns'), `address', `port', `age_ms' (time since the
+%% source last confirmed it). Empty when no source is set.
+-spec discovered() -> [map()].
+discovered() ->
+    macula_discovery:discovered().
 
 %% @doc Marks a local process high priority, or back to normal: the
 %% distribution signals it sends (messages, links, monitors, exits...) go

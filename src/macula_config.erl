@@ -32,7 +32,7 @@
                     cacertfile := string(), certfile := string(),
                     keyfile := string(), cc := cubic | reno | bbr | bbr2,
                     busy_poll_us := 0..10000, keep_alive_ms := 0..600000,
-                    listen := boolean(), metrics := metrics()}.
+                    listen := boolean(), metrics := metrics(), atom() => term()}.
 %% Where the Prometheus endpoint listens (macula_metrics_http), or off.
 -type metrics() :: off | {inet:ip_address(), 1..65535}.
 -export_type([metrics/0]).
@@ -96,7 +96,8 @@ read() ->
                true -> cookie
             end,
     Mode = mode(),
-    maps:merge(macula_relay_config:read(Mode), #{
+    Discovery = macula_discovery_config:read(Mode),
+    maps:merge(maps:merge(macula_relay_config:read(Mode), Discovery), #{
       port => port(Mode),
       bind => bind(Mode),
       mode => Mode,

@@ -175,14 +175,22 @@ address() ->
     #net_address{host = Host, protocol = ?PROTOCOL, family = inet}.
 
 %% The endpoint's owner and, in the relay modes, the relay connections
-%% live under net_sup, started before net_kernel calls listen. A
+%% (in direct mode, the discovery sources) live under net_sup, started before net_kernel calls listen. A
 %% configuration error shows at listen, with its message.
 -spec childspecs() -> {ok, [supervisor:child_spec()]}.
 childspecs() ->
-    case catch macula_config:relay_mode() of
-        true -> {ok, [macula_endpoint:childspec(), macula_dist_relay:childspec()]};
-        false -> {ok, [macula_endpoint:childspec()]};
+    case catch macula_config:get() of
+        #{mode := direct} = Config -> {ok, [macula_endpoint:childspec() | discovery(Config)]};
+        #{} -> {ok, [macula_endpoint:childspec(), macula_dist_relay:childspec()]};
         _ -> {ok, []}
+    end.
+
+%% The discovery table (and mDNS) only when a source is set.
+discovery(Config) ->
+    case {macula_discovery:enabled(Config), Config} of
+        {true, #{mdns := true}} -> [macula_discovery:childspec(), macula_mdns:childspec()];
+        {true, _} -> [macula_discovery:childspec()];
+        {false, _} -> []
     end.
 
 -spec setopts(macula_nif:endpoint(), [inet:socket_setopt()]) -> ok | {error, enotsup}.

@@ -37,6 +37,10 @@ listen_port(Name, Host, {default, Port}) ->
             Mod = net_kernel:epmd_module(),
             case optional(Mod, listen_port_please, [Name, Host]) of
                 {ok, P} when is_integer(P), P > 0 -> P;
+                %% erl_epmd's 0 means "not set": the default port stays.
+                %% Another module's 0 asks for any free port, which it
+                %% then tells peers (macula_epmd does).
+                {ok, 0} when Mod =/= erl_epmd -> 0;
                 _ -> Port
             end
     end.
@@ -52,7 +56,7 @@ register(Name, Port) ->
         true ->
             Mod = net_kernel:epmd_module(),
             case Mod:register_node(Name, Port, inet_tcp) of
-                {ok, Creation} when is_integer(Creation) -> {ok, Creation};
+                {ok, Creation} when is_integer(Creation), Creation > 0 -> {ok, Creation};
                 {ok, _} -> {ok, none};
                 Error -> {error, lists:flatten(io_lib:format(
                                                   "cannot register ~s with ~s: ~p",

@@ -23,7 +23,7 @@
 -behaviour(gen_server).
 
 -export([childspec/0, start_link/0, listen/1, route/1, accepted/1, join/2,
-         info/0]).
+         info/0, online_nodes/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -include_lib("kernel/include/dist_util.hrl").
@@ -37,6 +37,10 @@
 -define(UNCLAIMED_MS, 30000).
 %% A relay's host name not resolved by then counts as unreachable.
 -define(RESOLVE_MS, 10000).
+%% online_nodes/0: relays that have not sent every page by then are left
+%% out, and a relay is asked at most this many pages (11 names each).
+-define(LIST_MS, 5000).
+-define(LIST_MAX_PAGES, 1000).
 
 -record(relay, {host :: string(), port :: 1..65535, shim,
                 state = down :: standby | connecting | identified | down,
@@ -46,6 +50,8 @@
 -record(req, {from, node :: node(), mref :: reference(), tried = [] :: [integer()]}).
 -record(tunnel, {port :: 1..65535, owner :: pid() | undefined,
                  mref :: reference() | undefined, peer :: binary()}).
+-record(listing, {from, nodes = #{} :: #{binary() => [binary()]},
+                  pages = 0 :: non_neg_integer()}).
 -record(st, {node :: node() | undefined, inner :: 1..65535 | undefined,
              mode = dist_relay :: dist_relay | relay,
              config = #{} :: map(),
@@ -53,7 +59,11 @@
              next_tag = 1 :: integer(),
              pending = #{} :: #{{integer(), integer()} => #req{}},
              waiting = [] :: [#req{}],
-             tunnels = #{} :: #{{integer(), integer()} => #tunnel{}}}).
+             tunnels = #{} :: #{{integer(), integer()} => #tunnel{}},
+             %% online_nodes/0 calls in progress, and the page requests
+             %% ({Tag, Request}) each one waits for
+             listings = #{} :: #{reference() => #listing{}},
+             pages = #{} :: #{{integer(), integer()} => reference()}}).
 
 %%% ------------------------------------------------------------------
 %%% API
@@ -132,6 +142,18 @@ info() ->
         _ -> gen_server:call(?SERVER, info)
     end.
 
+%% @doc The nodes of the realm online at the relays this node is
+%% registered at and at the relays linked to them, each with the relays
+%% that hold it (its home relays), asked now over the authenticated relay
+%% connections. A relay that has not answered within 5 s is left out;
+%% [] outside the relay modes or before a relay identified us.
+-spec online_nodes() -> [#{node := binary(), relays := [binary()]}].
+online_nodes() ->
+    case whereis(?SERVER) of
+        undefined -> [];
+        _ -> gen_server:call(?SERVER, online_nodes, ?LIST_MS + 2000)
+    end.
+
 %%% ------------------------------------------------------------------
 %%% gen_server
 %%% Under net_sup (one_for_all, no restarts) a crash here would take
@@ -164,6 +186,8 @@ handle_call({route, Node}, {Pid, _} = From, St) ->
     {noreply, dispatch(Req, St)};
 handle_call({accepted, Port, Pid}, _From, St) ->
     {reply, ok, claim(Port, Pid, St)};
+handle_call(online_nodes, From, St) ->
+    {noreply, start_listing(From, St)};
 handle_call(info, _From, St) ->
     {reply, [relay_info(Tag, R) || {Tag, R} <- maps:to_list(St#st.relays)], St};
 handle_call(_Other, _From, St) ->
@@ -188,6 +212,8 @@ handle_info({reopen, Tag}, St) ->
     {noreply, open_relay(Tag, St)};
 handle_info({resolved, Tag, Ref, Result}, St) ->
     {noreply, resolved(Tag, Ref, Result, St)};
+handle_info({listed, Ref}, St) ->
+    {noreply, end_listing(Ref, St)};
 handle_info({unclaimed, Key}, St) ->
     {noreply, unclaimed(Key, St)};
 handle_info({'DOWN', MRef, process, _, _}, St) ->
@@ -331,8 +357,12 @@ relay_event(Tag, _R, {tunnel_closed, Tunnel, Why}, St) ->
         {T, Tunnels} -> drop_owner(T, Why), St#st{tunnels = Tunnels};
         error -> St
     end;
+relay_event(Tag, R, {node_list, Id, Nodes, More}, St) ->
+    listed_page(Tag, R, Id, Nodes, More, St);
+relay_event(Tag, R, {request_failed, Id, _Why}, St) ->
+    listed_page(Tag, R, Id, [], false, St);
 relay_event(Tag, R, {closed, Why}, St) ->
-    relay_closed(Tag, R, Why, St).
+    relay_closed(Tag, R, Why, drop_pages(Tag, St)).
 
 %% Every tunnel through this relay is gone: their connections go down now.
 relay_closed(Tag, R = #relay{host = Host, port = Port, shim = Shim}, Why, St) ->
@@ -365,6 +395,72 @@ log_closed(_Node, Host, Port, Why) ->
 
 hint(<<"name_taken">>) -> " (another live node uses this name)";
 hint(<<"bad_proof">>) -> " (wrong realm secret: macula_dist_realm_secret_file)".
+
+%%% ------------------------------------------------------------------
+%%% Listing the realm's online nodes
+
+%% Asks every identified relay for its first page.
+start_listing(From, St = #st{relays = Rs}) ->
+    Ref = make_ref(),
+    Asked = [{Tag, Req} || {Tag, #relay{state = identified, shim = Shim}} <- maps:to_list(Rs),
+                           Req <- [list_page(Shim, <<>>)], Req > 0],
+    erlang:send_after(?LIST_MS, self(), {listed, Ref}),
+    St1 = St#st{listings = (St#st.listings)#{Ref => #listing{from = From}},
+                pages = maps:merge(St#st.pages, maps:from_list([{K, Ref} || K <- Asked]))},
+    maybe_done(Ref, St1).
+
+list_page(Shim, After) ->
+    try macula_relay_nif:list_nodes(Shim, After)
+    catch error:_ -> 0
+    end.
+
+%% A page (or a refusal: no nodes, no more) from relay Tag: merged, and
+%% the next page asked for while the relay says there is more.
+listed_page(Tag, #relay{shim = Shim}, Id, Nodes, More, St) ->
+    case maps:take({Tag, Id}, St#st.pages) of
+        error ->
+            St;
+        {Ref, Pages} ->
+            L = #listing{nodes = Acc, pages = N} = maps:get(Ref, St#st.listings),
+            Acc1 = lists:foldl(fun({Node, Home}, A) -> add_home(Node, Home, A) end, Acc, Nodes),
+            L1 = L#listing{nodes = Acc1, pages = N + 1},
+            Next = case More andalso Nodes =/= [] andalso N + 1 < ?LIST_MAX_PAGES of
+                       true -> list_page(Shim, element(1, lists:last(Nodes)));
+                       false -> 0
+                   end,
+            Pages1 = if Next > 0 -> Pages#{{Tag, Next} => Ref}; true -> Pages end,
+            maybe_done(Ref, St#st{pages = Pages1, listings = (St#st.listings)#{Ref := L1}})
+    end.
+
+add_home(Node, Home, Acc) ->
+    maps:update_with(Node, fun(Hs) -> lists:usort([Home | Hs]) end, [Home], Acc).
+
+%% The listing is answered once no page of it is outstanding.
+maybe_done(Ref, St = #st{pages = Pages}) ->
+    case lists:member(Ref, maps:values(Pages)) of
+        true -> St;
+        false -> end_listing(Ref, St)
+    end.
+
+%% Answers with what came so far (at the timeout: relays still paging are
+%% left out).
+end_listing(Ref, St = #st{listings = Ls}) ->
+    case maps:take(Ref, Ls) of
+        error ->
+            St;
+        {#listing{from = From, nodes = Nodes}, Ls1} ->
+            gen_server:reply(From, [#{node => N, relays => Hs}
+                                    || {N, Hs} <- lists:sort(maps:to_list(Nodes))]),
+            St#st{listings = Ls1, pages = maps:filter(fun(_, R) -> R =/= Ref end, St#st.pages)}
+    end.
+
+%% A relay connection closed: its outstanding pages will not come.
+drop_pages(Tag, St = #st{pages = Pages}) ->
+    {Gone, Kept} = maps:fold(fun({T, _} = K, Ref, {G, P}) when T =:= Tag ->
+                                     {[Ref | G], maps:remove(K, P)};
+                                (_, _, Acc) -> Acc
+                             end, {[], Pages}, Pages),
+    lists:foldl(fun maybe_done/2, St#st{pages = Kept}, lists:usort(Gone)).
 
 %%% ------------------------------------------------------------------
 %%% Tunnels

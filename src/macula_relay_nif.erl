@@ -11,14 +11,16 @@
 %%   {macula_relay, Tag, {tunnel_failed, Request, Reason}}
 %%   {macula_relay, Tag, {tunnel_incoming, Tunnel, SourceNode, Port}}
 %%   {macula_relay, Tag, {tunnel_closed, Tunnel, Reason}}
+%%   {macula_relay, Tag, {node_list, Request, [{Node, Relay}], More}}
+%%   {macula_relay, Tag, {request_failed, Request, Reason}}
 %%   {macula_relay, Tag, {closed, macula_nif:close_reason()}}
 %%
 %% Names and reasons are binaries. The shim closes when that process dies.
 -module(macula_relay_nif).
 
--export([open/1, tunnel/2, close_tunnel/2, close/1, stats/1]).
+-export([open/1, tunnel/2, list_nodes/2, close_tunnel/2, close/1, stats/1]).
 
--nifs([open/1, tunnel/2, close_tunnel/2, close/1, stats/1]).
+-nifs([open/1, tunnel/2, list_nodes/2, close_tunnel/2, close/1, stats/1]).
 
 -type shim() :: reference().
 -type tunnel() :: non_neg_integer().
@@ -43,6 +45,14 @@ open(Opts) -> ?NIF([Opts]).
 %% `tunnel_ready' or `tunnel_failed' with the returned request number.
 -spec tunnel(shim(), Target :: iodata()) -> Request :: pos_integer().
 tunnel(Shim, Target) -> ?NIF([Shim, Target]).
+
+%% @doc Asks the relay which nodes of the realm are online there and at
+%% its linked relays: one page of names after `After' (`<<>>' first), as
+%% `node_list' (More = true: ask again after its last name) or
+%% `request_failed' with the returned request number (0: the relay
+%% connection is gone, nothing will come).
+-spec list_nodes(shim(), After :: binary()) -> Request :: non_neg_integer().
+list_nodes(Shim, After) -> ?NIF([Shim, After]).
 
 %% @doc Closes our end of a tunnel (the relay tells the other end);
 %% unknown tunnels are ignored.

@@ -33,7 +33,7 @@
          join_at_runtime/1, ca_mode/1, relay_stopped/1, two_relays/1,
          relays_setting_syntax/1, mesh_ping_rpc_big/1, mesh_name_hijack/1,
          mesh_relay_killed/1, mesh_wrong_cookie/1, mesh_sees_no_plaintext/1,
-         restart_after_kill/1, ca_mode_relay_certificate/1]).
+         restart_after_kill/1, ca_mode_relay_certificate/1, peer_halts/1]).
 %% run on the nodes
 -export([plaintext_sink/1, udp_probe/3]).
 
@@ -61,7 +61,7 @@ all() ->
      unknown_target, wrong_realm_secret, relay_unreachable,
      bad_relays_setting, relays_setting_syntax, join_at_runtime, ca_mode,
      ca_mode_relay_certificate,
-     two_relays, relay_stopped, relay_killed, restart_after_kill, mesh_ping_rpc_big,
+     two_relays, relay_stopped, relay_killed, peer_halts, restart_after_kill, mesh_ping_rpc_big,
      mesh_sees_no_plaintext, mesh_wrong_cookie, mesh_name_hijack,
      mesh_relay_killed].
 
@@ -260,6 +260,10 @@ ping_rpc_big(Config) ->
     {1, _} = cmd(ip(), ["netns", "exec", ?NS_A, "ping", "-c1", "-W1", ?IP_B]),
     [] = [L || L <- udp_sockets(?NS_A), not lists:prefix("127.0.0.1:", L),
                not lists:prefix("0.0.0.0:", L)],
+    %% the relay registry: both nodes, at this relay, before any tunnel
+    Online = [#{node => atom_to_binary(N), relays => [<<"mclr-relay">>]} || N <- lists:sort([NA, NB])],
+    Online = peer:call(A, macula, relay_nodes, []),
+    Online = peer:call(B, macula, relay_nodes, []),
     ping_rpc_big(A, NA, B, NB, "through the relay"),
     [#{state := identified, stats := #{tunnels := 1}}] = peer:call(A, macula, relays, []),
     ok.
@@ -516,6 +520,27 @@ relay_stopped(Config) ->
     macula_ct:wait_output(NA, "relay_shutdown", 5000),
     ok.
 
+%% A node halts (erlang:halt/0): its relay connection is closed on the
+%% way out, so the peer sees nodedown at once and the relay frees its
+%% name at once (a node started again under it registers without waiting
+%% for the relay's idle timeout, 8 s).
+peer_halts(Config) ->
+    need_netns(Config),
+    {A, NA, B, NB} = pair(Config),
+    {_WA, WB, _} = connected_and_watched(A, NA, B, NB),
+    T0 = erlang:system_time(millisecond),
+    peer:cast(A, erlang, halt, []),
+    {down, DB} = peer:call(B, macula_ct, wait_down, [WB, 10000], 15000),
+    ct:pal("a halted: b saw nodedown after ~p ms", [DB - T0]),
+    true = DB - T0 < 1000,
+    T1 = erlang:monotonic_time(millisecond),
+    {_A2, NA2} = node_a(Config),
+    wait_registered(NA2),
+    Ms = erlang:monotonic_time(millisecond) - T1,
+    ct:pal("a started again under its name: registered after ~p ms", [Ms]),
+    true = Ms < 3000,
+    ok.
+
 %% The relay dies: both nodes see nodedown within the relay connection's
 %% idle timeout (8 s), before the tick timeout (60 s); a new relay on the
 %% same address brings them back.
@@ -555,6 +580,12 @@ mesh(Config) ->
 mesh_ping_rpc_big(Config) ->
     need_netns(Config),
     {_R1, _R2, A, NA, B, NB} = mesh(Config),
+    %% each node's home relay, as a registered node at either relay sees it
+    Online = lists:sort([#{node => atom_to_binary(NA), relays => [<<"mclr-mesh-1">>]},
+                         #{node => atom_to_binary(NB), relays => [<<"mclr-mesh-2">>]}]),
+    ok = macula_ct:poll(fun() -> peer:call(A, macula, relay_nodes, []) =:= Online end, 10000,
+                        relay_registry_incomplete),
+    Online = peer:call(B, macula, relay_nodes, []),
     ping_rpc_big(A, NA, B, NB, "across two relays"),
     [#{state := identified, name := <<"mclr-mesh-1">>, stats := #{tunnels := 1}},
      #{state := standby}] =

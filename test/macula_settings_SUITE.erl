@@ -55,7 +55,11 @@ end_per_testcase(_Case, _Config) ->
 -define(SETTINGS, [macula_dist_port, macula_dist_bind, macula_dist_mode, macula_dist_relays,
                    macula_dist_realm_secret_file, macula_dist_cert_dir, macula_dist_cacertfile,
                    macula_dist_certfile, macula_dist_keyfile, macula_dist_insecure, macula_dist_cc,
-                   macula_dist_busy_poll_us, macula_dist_keep_alive_ms]).
+                   macula_dist_busy_poll_us, macula_dist_keep_alive_ms,
+                   macula_dist_registry_dir, macula_dist_nodes, macula_dist_hosts_file,
+                   macula_dist_dns_domain, macula_dist_dns_servers, macula_dist_dns_basename,
+                   macula_dist_mdns, macula_dist_mdns_realm, macula_dist_discovery_interval_ms,
+                   macula_dist_cluster]).
 -define(RANDOM_READS, 20000).
 
 random_values(Config) ->
@@ -252,6 +256,20 @@ every_setting_bad(Config) ->
          {"macula_dist_busy_poll_us", "-1", #{env => [{"MACULA_DIST_BUSY_POLL_US", "-1"}]}},
          {"macula_dist_listen", "maybe", #{args => ["-macula_dist_listen", "maybe"]}},
          {"macula_dist_listen", "no", #{env => [{"MACULA_DIST_LISTEN", "no"}]}},
+         {"macula_dist_registry_dir", "rel/dir", #{args => ["-macula_dist_registry_dir", "rel/dir"]}},
+         {"macula_dist_nodes", "a@h=10.0.0.1", #{args => ["-macula_dist_nodes", "a@h=10.0.0.1"]}},
+         {"macula_dist_hosts_file", "/nonexistent/hosts",
+          #{env => [{"MACULA_DIST_HOSTS_FILE", "/nonexistent/hosts"}]}},
+         {"macula_dist_dns_domain", "a..b", #{args => ["-macula_dist_dns_domain", "a..b"]}},
+         {"macula_dist_dns_servers", "ns.example", #{args => ["-macula_dist_dns_servers", "ns.example"]}},
+         {"macula_dist_dns_basename", "a b", #{env => [{"MACULA_DIST_DNS_BASENAME", "a b"}]}},
+         {"macula_dist_mdns", "on", #{args => ["-macula_dist_mdns", "on"]}},
+         {"macula_dist_mdns_realm", "x/y", #{args => ["-macula_dist_mdns_realm", "x/y"]}},
+         {"macula_dist_discovery_interval_ms", "50",
+          #{args => ["-macula_dist_discovery_interval_ms", "50"]}},
+         {"macula_dist_cluster", "yes", #{args => ["-macula_dist_cluster", "yes"]}},
+         %% a source needs macula_epmd (these nodes run with -no_epmd)
+         {"macula_dist_cluster", "true", #{args => ["-macula_dist_cluster", "true"]}},
          {"macula_metrics_port", "0", #{args => ["-macula_metrics_port", "0"]}},
          {"macula_metrics_port", "http", #{env => [{"MACULA_METRICS_PORT", "http"}]}},
          {"macula_metrics_bind", "192.0.2.77",
@@ -267,7 +285,11 @@ every_setting_bad(Config) ->
              "macula_dist_relays", "macula_dist_realm_secret_file", "macula_dist_cert_dir",
              "macula_dist_cacertfile", "macula_dist_certfile", "macula_dist_keyfile",
              "macula_dist_insecure", "macula_dist_cc", "macula_dist_busy_poll_us",
-             "macula_dist_listen", "macula_metrics_port", "macula_metrics_bind"],
+             "macula_dist_listen", "macula_dist_registry_dir", "macula_dist_nodes",
+             "macula_dist_hosts_file", "macula_dist_dns_domain", "macula_dist_dns_servers",
+             "macula_dist_dns_basename", "macula_dist_mdns", "macula_dist_mdns_realm",
+             "macula_dist_discovery_interval_ms", "macula_dist_cluster",
+             "macula_metrics_port", "macula_metrics_bind"],
     [] = Table -- [S || {S, _, _} <- Cases],
     ct:comment("~b bad values refused, one line each", [length(Lines)]).
 

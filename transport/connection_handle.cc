@@ -37,6 +37,10 @@ SendStatus ConnectionHandle::send(Channel channel, OutChunk framed,
                                   uint32_t nframes, std::vector<OrderKey> routes) {
   if (closed_.load()) return SendStatus::kClosed;
   uint64_t size = framed.size;
+  // Counted before the send is visible to the loop: otherwise it could be
+  // written, acknowledged and release()d first, and the count would wrap
+  // below zero for a moment (a wrong stats() and a lost writable()).
+  bool over = queued_.fetch_add(size) + size > high_water_;
   bool direct;
   {
     std::lock_guard lock(mu_);
@@ -51,7 +55,7 @@ SendStatus ConnectionHandle::send(Channel channel, OutChunk framed,
     wake();
   }
   frames_out_ += nframes;
-  if (queued_.fetch_add(size) + size <= high_water_) return SendStatus::kOk;
+  if (!over) return SendStatus::kOk;
   // Dekker-style with release(): whoever clears want_writable_ owns the
   // wake-up, so it is neither lost nor sent twice.
   want_writable_.store(true);

@@ -50,11 +50,22 @@ std::shared_ptr<RelayClient> RelayClient::connect(
 }
 
 uint64_t RelayClient::request_tunnel(const std::string& target) {
+  return request(TunnelRequest{0, target});
+}
+
+uint64_t RelayClient::list_nodes(const std::string& after) {
+  return request(ListNodes{0, after});
+}
+
+// Gives `m` the next request id, and sends it or holds it until identified.
+uint64_t RelayClient::request(Message m) {
   std::lock_guard lock(mu_);
   uint64_t id = next_id_++;
-  TunnelRequest req{id, target};
-  if (identified_) handle_->send(Channel::kControl, encode_frame(req), 1);
-  else held_.push_back(std::move(req));
+  std::visit([id](auto& x) {
+    if constexpr (requires { x.id; }) x.id = id;
+  }, m);
+  if (identified_) handle_->send(Channel::kControl, encode_frame(m), 1);
+  else held_.push_back(std::move(m));
   return id;
 }
 
@@ -101,7 +112,7 @@ void RelayClient::on_identified(const Identified& m) {
       return;
     }
     identified_ = true;
-    for (const TunnelRequest& r : held_) handle_->send(Channel::kControl, encode_frame(r), 1);
+    for (const Message& r : held_) handle_->send(Channel::kControl, encode_frame(r), 1);
     held_.clear();
   }
   events_->identified(m);
@@ -119,6 +130,7 @@ void RelayClient::on_control(Bytes frame) {
   if (auto* x = std::get_if<TunnelOk>(&m)) return events_->tunnel_ok(x->id, x->tunnel);
   if (auto* x = std::get_if<TunnelError>(&m)) return events_->tunnel_error(x->id, x->reason);
   if (auto* x = std::get_if<RequestError>(&m)) return events_->request_error(x->id, x->reason);
+  if (auto* x = std::get_if<NodeList>(&m)) return events_->node_list(*x);
   if (auto* x = std::get_if<TunnelNotify>(&m))
     return events_->tunnel_incoming(x->tunnel, x->source);
   if (auto* x = std::get_if<TunnelClose>(&m)) return events_->tunnel_closed(x->tunnel, x->reason);

@@ -48,6 +48,9 @@ class RelayClientEvents {
     (void)request;
     (void)reason;
   }
+  // A reply to list_nodes(), matched by request id (refusals arrive as
+  // request_error).
+  virtual void node_list(const NodeList& page) { (void)page; }
   // Node `source` opened `tunnel` to us.
   virtual void tunnel_incoming(uint32_t tunnel, const std::string& source) = 0;
   // The relay closed `tunnel` (the other end closed it or went away).
@@ -73,6 +76,10 @@ class RelayClient : public std::enable_shared_from_this<RelayClient> {
   // tunnel_ok/tunnel_error will carry. Before identified() the request is
   // held and sent right after identification.
   uint64_t request_tunnel(const std::string& target);
+  // Asks which nodes of the realm are online (one page, names after
+  // `after`); returns the request id node_list/request_error will carry.
+  // Held until identified, like request_tunnel().
+  uint64_t list_nodes(const std::string& after);
   // Sends one packet (1..kMaxPacketSize bytes, copied) on `tunnel`.
   // kBusy: sent, but the connection's queue is above its high-water mark.
   SendStatus send_packet(uint32_t tunnel, std::span<const uint8_t> packet);
@@ -102,6 +109,7 @@ class RelayClient : public std::enable_shared_from_this<RelayClient> {
   void on_data(std::vector<Bytes>& frames, uint64_t credit);
   void on_identified(const Identified& m);
   void fail(CloseCode code, const std::string& why);
+  uint64_t request(Message m);
 
   const RelayClientConfig config_;
   const std::shared_ptr<RelayClientEvents> events_;
@@ -111,7 +119,7 @@ class RelayClient : public std::enable_shared_from_this<RelayClient> {
   uint64_t next_id_ = 1;
   uint64_t identify_id_ = 0;
   bool identified_ = false;
-  std::vector<TunnelRequest> held_;  // requested before identification
+  std::vector<Message> held_;  // requested before identification
 };
 
 }  // namespace macula::relay

@@ -92,6 +92,12 @@ class RelayShim::State : public RelayClientEvents,
   void tunnel_error(uint64_t request, const std::string& reason) override {
     events_->tunnel_failed(request, reason);
   }
+  void request_error(uint64_t request, const std::string& reason) override {
+    events_->request_failed(request, reason);
+  }
+  void node_list(const NodeList& page) override {
+    events_->node_list(page.id, page.nodes, page.more);
+  }
   void tunnel_incoming(uint32_t tunnel, const std::string& source) override;
   void tunnel_closed(uint32_t tunnel, const std::string& reason) override;
   void packet(uint32_t tunnel, std::span<const uint8_t> packet) override;
@@ -334,11 +340,18 @@ uint64_t RelayShim::request_tunnel(const std::string& target) {
   return c ? c->request_tunnel(target) : 0;
 }
 
+uint64_t RelayShim::list_nodes(const std::string& after) {
+  auto c = state_->client();
+  return c ? c->list_nodes(after) : 0;
+}
+
 void RelayShim::close_tunnel(uint32_t tunnel) { state_->close_tunnel(tunnel); }
 
 void RelayShim::close() {
   if (auto c = state_->client()) c->close();
 }
+
+void RelayShim::close_for_exit(uint64_t limit_ms) { endpoint_->close_for_exit(limit_ms); }
 
 RelayShimStats RelayShim::stats() const { return state_->stats(); }
 

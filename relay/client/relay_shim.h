@@ -71,6 +71,15 @@ class RelayShimEvents {
   // endpoint from 127.0.0.1:`port`.
   virtual void tunnel_incoming(uint32_t tunnel, const std::string& source,
                                uint16_t port) = 0;
+  // A page of list_nodes(): nodes of the realm online at the relay and its
+  // linked relays, in name order; `more`: ask again after the last name.
+  virtual void node_list(uint64_t request, const std::vector<NodeEntry>& nodes, bool more) {
+    (void)request, (void)nodes, (void)more;
+  }
+  // A request other than a tunnel (list_nodes) was refused with `reason`.
+  virtual void request_failed(uint64_t request, const std::string& reason) {
+    (void)request, (void)reason;
+  }
   // The other end or the relay closed `tunnel`; its socket is gone.
   virtual void tunnel_closed(uint32_t tunnel, const std::string& reason) = 0;
   // The relay connection ended (see RelayClientEvents::closed for how a
@@ -93,6 +102,10 @@ class RelayShim {
   // Asks the relay for a tunnel to node `target`; the returned request id
   // comes back with tunnel_ready or tunnel_failed.
   uint64_t request_tunnel(const std::string& target);
+  // Asks the relay which nodes are online (one page after `after`); the
+  // returned request id comes back with node_list or request_failed.
+  // 0 if the relay connection is already gone.
+  uint64_t list_nodes(const std::string& after);
   // Closes our end of `tunnel` (the relay tells the other end); unknown
   // tunnels are ignored.
   void close_tunnel(uint32_t tunnel);
@@ -100,6 +113,11 @@ class RelayShim {
   // threads end with the destructor.
   void close();
   RelayShimStats stats() const;
+  // The process is exiting (an atexit handler; not the relay connection's
+  // I/O thread): the relay connection is closed now, so the relay frees
+  // our name and tells the other ends of our tunnels at once, rather than
+  // after its idle timeout. Waits at most `limit_ms`; no events follow.
+  void close_for_exit(uint64_t limit_ms);
 
   class State;
 

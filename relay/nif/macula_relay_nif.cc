@@ -9,14 +9,18 @@
 //   {macula_relay, Tag, {tunnel_failed, Request, Reason}}
 //   {macula_relay, Tag, {tunnel_incoming, Tunnel, SourceNode, Port}}
 //   {macula_relay, Tag, {tunnel_closed, Tunnel, Reason}}
+//   {macula_relay, Tag, {node_list, Request, [{Node, Relay}], More}}
+//   {macula_relay, Tag, {request_failed, Request, Reason}}
 //   {macula_relay, Tag, {closed, Why}}      Why as macula_nif's close reasons
 // Names and reasons are binaries; Tag is the integer given to open/1.
 #include <erl_nif.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "nif_terms.h"
 #include "relay_shim.h"
@@ -32,6 +36,38 @@ using nif::map_string;
 using relay::RelayShim;
 
 ErlNifResourceType* g_shim_type;
+
+// Every shim opened and not yet destroyed, for the atexit handler. Never
+// destroyed itself: static destructors may run before that handler.
+struct LiveShims {
+  std::mutex mu;
+  std::vector<std::weak_ptr<RelayShim>> shims;
+
+  void add(const std::shared_ptr<RelayShim>& shim) {
+    std::lock_guard lock(mu);
+    std::erase_if(shims, [](const auto& w) { return w.expired(); });
+    shims.push_back(shim);
+  }
+  std::vector<std::shared_ptr<RelayShim>> all() {
+    std::lock_guard lock(mu);
+    std::vector<std::shared_ptr<RelayShim>> out;
+    for (auto& w : shims)
+      if (auto s = w.lock()) out.push_back(std::move(s));
+    return out;
+  }
+};
+LiveShims& live_shims() {
+  static auto* live = new LiveShims;
+  return *live;
+}
+
+// erlang:halt() and init:stop() end in exit(), which runs this (see
+// macula_nif's handler, which closes the node's own connections).
+constexpr uint64_t kExitCloseLimitMs = 200;
+
+void close_shims_at_exit() {
+  for (auto& shim : live_shims().all()) shim->close_for_exit(kExitCloseLimitMs);
+}
 
 bool map_port(ErlNifEnv* env, ERL_NIF_TERM map, const char* key, uint16_t& out) {
   ERL_NIF_TERM v;
@@ -76,6 +112,23 @@ class NifShimEvents : public relay::RelayShimEvents {
   void tunnel_closed(uint32_t tunnel, const std::string& reason) override {
     emit([&](ErlNifEnv* e) {
       return enif_make_tuple3(e, atom(e, "tunnel_closed"), enif_make_uint(e, tunnel),
+                              binary(e, reason));
+    });
+  }
+  void node_list(uint64_t request, const std::vector<relay::NodeEntry>& nodes,
+                 bool more) override {
+    emit([&](ErlNifEnv* e) {
+      ERL_NIF_TERM list = enif_make_list(e, 0);
+      for (auto it = nodes.rbegin(); it != nodes.rend(); ++it)
+        list = enif_make_list_cell(
+            e, enif_make_tuple2(e, binary(e, it->node), binary(e, it->relay)), list);
+      return enif_make_tuple4(e, atom(e, "node_list"), enif_make_uint64(e, request), list,
+                              atom(e, more ? "true" : "false"));
+    });
+  }
+  void request_failed(uint64_t request, const std::string& reason) override {
+    emit([&](ErlNifEnv* e) {
+      return enif_make_tuple3(e, atom(e, "request_failed"), enif_make_uint64(e, request),
                               binary(e, reason));
     });
   }
@@ -175,6 +228,7 @@ ERL_NIF_TERM open(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   auto* res = static_cast<ShimResource*>(enif_alloc_resource(g_shim_type, sizeof(ShimResource)));
   new (res) ShimResource();
   res->shim = std::move(shim);
+  live_shims().add(res->shim);
   enif_monitor_process(env, res, &self, nullptr);
   ERL_NIF_TERM t = enif_make_resource(env, res);
   enif_release_resource(res);
@@ -188,6 +242,17 @@ ERL_NIF_TERM tunnel(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   if (!shim) return badarg(env, "shim");
   if (!get_string(env, argv[1], target) || !relay::valid_name(target)) return badarg(env, "target");
   return enif_make_uint64(env, shim->request_tunnel(target));
+}
+
+// list_nodes(Shim, After) -> Request (0: the relay connection is gone).
+// After: a binary, <<>> for the first page.
+ERL_NIF_TERM list_nodes(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  auto shim = get_shim(env, argv[0]);
+  std::string after;
+  if (!shim) return badarg(env, "shim");
+  if (!get_string(env, argv[1], after) || after.size() > relay::kMaxNameSize)
+    return badarg(env, "after");
+  return enif_make_uint64(env, shim->list_nodes(after));
 }
 
 // close_tunnel(Shim, Tunnel) -> ok
@@ -227,6 +292,7 @@ ERL_NIF_TERM stats(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
 }
 
 int load(ErlNifEnv* env, void**, ERL_NIF_TERM) {
+  if (std::atexit(close_shims_at_exit) != 0) return 1;
   auto flags = ErlNifResourceFlags(ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER);
   ErlNifResourceTypeInit init{};
   init.dtor = shim_dtor;
@@ -239,6 +305,7 @@ ErlNifFunc nif_funcs[] = {
     {"open", 1, open, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"tunnel", 2, tunnel, 0},
     {"close_tunnel", 2, close_tunnel, 0},
+    {"list_nodes", 2, list_nodes, 0},
     {"close", 1, close, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"stats", 1, stats, 0},
 };

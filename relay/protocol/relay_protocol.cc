@@ -27,6 +27,13 @@ class MapBuilder {
     return add(key, string_value(Value::Type::kBytes,
                                  {reinterpret_cast<const char*>(b.data()), b.size()}));
   }
+  // A map of text to text, entries in the given order.
+  MapBuilder& text_map(const char* key, const std::vector<NodeEntry>& entries) {
+    Value m{Value::Type::kMap, 0, {}, {}};
+    for (const NodeEntry& e : entries)
+      m.map.push_back({e.node, string_value(Value::Type::kText, e.relay)});
+    return add(key, std::move(m));
+  }
   // Optional text: absent when empty.
   MapBuilder& maybe_text(const char* key, std::string_view s) {
     return s.empty() ? *this : text(key, s);
@@ -108,6 +115,13 @@ std::vector<uint8_t> encode_one(const PeerTunnelError& m) {
   return MapBuilder("peer_tunnel_error").uint("tunnel", m.tunnel).text("reason", m.reason)
       .maybe_text("detail", m.detail).encode();
 }
+std::vector<uint8_t> encode_one(const ListNodes& m) {
+  return MapBuilder("list_nodes").uint("id", m.id).maybe_text("after", m.after).encode();
+}
+std::vector<uint8_t> encode_one(const NodeList& m) {
+  return MapBuilder("node_list").uint("id", m.id).uint("more", m.more ? 1 : 0)
+      .text_map("nodes", m.nodes).encode();
+}
 
 // Typed access to a decoded map; the first failure sticks, so a parser
 // reads every field and checks once at the end.
@@ -144,6 +158,19 @@ class Fields {
     if (v && v->str.size() != p.size()) bad(ParseError::kBadField, key);
     else if (v) std::memcpy(p.data(), v->str.data(), p.size());
     return p;
+  }
+  // A map of node names to relay names (both valid_name()).
+  std::vector<NodeEntry> node_entries(const char* key) {
+    std::vector<NodeEntry> out;
+    const Value* v = get(key, Value::Type::kMap, true);
+    if (!v) return out;
+    if (v->map.size() > kMaxListEntries) bad(ParseError::kBadField, key);
+    for (const Value::Entry& e : v->map) {
+      if (e.value.type != Value::Type::kText || !valid_name(e.key) || !valid_name(e.value.str))
+        bad(ParseError::kBadField, key);
+      out.push_back({e.key, e.value.str});
+    }
+    return out;
   }
   uint64_t request_id() { return uint("id", 1, UINT64_MAX); }
   uint32_t tunnel(const char* key = "tunnel") { return uint32_t(uint(key, 1, UINT32_MAX)); }
@@ -271,6 +298,19 @@ Message parse_peer_tunnel_error(Fields& f) {
   m.detail = f.text("detail", kMaxDetailSize, false);
   return m;
 }
+Message parse_list_nodes(Fields& f) {
+  ListNodes m;
+  m.id = f.request_id();
+  m.after = f.text("after", kMaxNameSize, false);
+  return m;
+}
+Message parse_node_list(Fields& f) {
+  NodeList m;
+  m.id = f.request_id();
+  m.more = f.uint("more", 0, 1) == 1;
+  m.nodes = f.node_entries("nodes");
+  return m;
+}
 
 struct Parser {
   const char* type;
@@ -292,6 +332,8 @@ constexpr Parser kParsers[] = {
     {"peer_tunnel", parse_peer_tunnel},
     {"peer_tunnel_ok", parse_peer_tunnel_ok},
     {"peer_tunnel_error", parse_peer_tunnel_error},
+    {"list_nodes", parse_list_nodes},
+    {"node_list", parse_node_list},
 };
 
 static_assert(std::size(kParsers) == std::variant_size_v<Message>);
@@ -356,6 +398,12 @@ ParseResult parse(std::span<const uint8_t> payload) {
     return r;
   }
   return failed(ParseError::kUnknownType, t->str.substr(0, kMaxReasonSize));
+}
+
+// A CBOR text string's head is 1, 2 or 3 bytes for names this short.
+size_t node_entry_size(const NodeEntry& e) {
+  auto text = [](size_t n) { return n + (n < 24 ? 1 : n < 256 ? 2 : 3); };
+  return text(e.node.size()) + text(e.relay.size());
 }
 
 bool valid_name(std::string_view name) {

@@ -140,6 +140,35 @@ struct TunnelClose {
   std::string reason;
 };
 
+// node -> relay: which nodes of the realm are online at this relay and at
+// the relays linked to it. One page: names after `after` in byte order
+// (empty: from the start). Only an identified node may ask.
+struct ListNodes {
+  uint64_t id = 0;
+  std::string after;
+};
+// One online node and the relay that holds it (its home relay).
+struct NodeEntry {
+  std::string node;
+  std::string relay;
+  bool operator==(const NodeEntry&) const = default;
+};
+// relay -> node: the reply to list_nodes, in byte order of name, at most
+// kMaxListEntries and kMaxMessageSize bytes. `more`: ask again with
+// `after` = the last name of this page.
+struct NodeList {
+  uint64_t id = 0;
+  std::vector<NodeEntry> nodes;
+  bool more = false;
+};
+// Entries of one node_list: what kControlLimits' 32 items leave beside the
+// message's own fields (t, id, more, nodes).
+inline constexpr size_t kMaxListEntries = 11;
+// Encoded bytes of a node_list with no entries beyond this bound, and
+// what one entry adds, so a relay can fill a page up to kMaxMessageSize.
+inline constexpr size_t kNodeListOverhead = 64;
+size_t node_entry_size(const NodeEntry& e);
+
 // ---- Between the relays of a mesh (docs/relay-protocol.md, "Mesh") ----
 
 // Dialling relay -> dialled relay. `proof` = make_realm_proof(exporter,
@@ -185,7 +214,8 @@ struct PeerTunnelError {
 using Message = std::variant<Identify, Identified, RequestError, TunnelRequest,
                              TunnelOk, TunnelError, TunnelNotify, TunnelClose,
                              PeerIdentify, PeerIdentified, NodeUp, NodeDown,
-                             PeerTunnel, PeerTunnelOk, PeerTunnelError>;
+                             PeerTunnel, PeerTunnelOk, PeerTunnelError, ListNodes,
+                             NodeList>;
 
 // The wire name of a message ("identify", "tunnel_ok"...).
 const char* message_name(const Message& m);

@@ -221,6 +221,7 @@ void RelayServer::handle_message(Node& node, uint64_t conn, Message& m) {
     if (auto* x = std::get_if<Identify>(&m)) return identify(node, conn, *x);
     if (auto* x = std::get_if<TunnelRequest>(&m)) return tunnel_request(node, conn, *x);
     if (auto* x = std::get_if<TunnelClose>(&m)) return tunnel_close(conn, *x);
+    if (auto* x = std::get_if<ListNodes>(&m)) return list_nodes(node, *x);
     if (auto* x = std::get_if<PeerIdentify>(&m); x && fresh) return peer_identify(node, conn, *x);
   } else if (auto* x = std::get_if<PeerIdentified>(&m); x && fresh) {
     return peer_identified(node, conn, *x);
@@ -348,6 +349,39 @@ void RelayServer::settle_claims(uint64_t now) {
     }
     register_node(*node, c.conn, c.request);
   }
+}
+
+// Who is online in the realm: the nodes held here and those the linked
+// relays announced, merged in name order from after `m.after`, one page
+// per request. Each page costs two map look-ups and at most
+// kMaxListEntries steps; the control rate bounds how many a node asks.
+void RelayServer::list_nodes(Node& node, const ListNodes& m) {
+  if (node.name.empty()) {
+    ++m_.rejections[reason::kNotIdentified];
+    return send(node, RequestError{m.id, reason::kNotIdentified, ""});
+  }
+  NodeList page{m.id, {}, false};
+  auto local = names_.upper_bound(m.after);
+  auto remote = remote_.upper_bound(m.after);
+  size_t bytes = kNodeListOverhead;
+  while (local != names_.end() || remote != remote_.end()) {
+    // A name held here and announced by a link (a race the mesh settles)
+    // is listed once, as ours: a page's map may not repeat a key.
+    bool take_local =
+        remote == remote_.end() || (local != names_.end() && local->first <= remote->first);
+    NodeEntry e = take_local ? NodeEntry{local->first, config_.name}
+                             : NodeEntry{remote->first, remote->second};
+    bytes += node_entry_size(e);
+    if (page.nodes.size() == kMaxListEntries || bytes > kMaxMessageSize) {
+      page.more = true;
+      break;
+    }
+    if (take_local && remote != remote_.end() && remote->first == local->first) ++remote;
+    page.nodes.push_back(std::move(e));
+    if (take_local) ++local;
+    else ++remote;
+  }
+  send(node, page);
 }
 
 void RelayServer::tunnel_request(Node& node, uint64_t conn, const TunnelRequest& m) {

@@ -216,6 +216,7 @@ class RelayServer : public EndpointEvents,
   void register_node(Node& node, uint64_t conn, const Identify& m);
   void tunnel_request(Node& node, uint64_t conn, const TunnelRequest& m);
   void tunnel_close(uint64_t conn, const TunnelClose& m);
+  void list_nodes(Node& node, const ListNodes& m);
   void open_tunnel(Node& node, uint64_t conn, const TunnelRequest& m, uint64_t target);
   // Mesh.
   void peer_message(Node& link, uint64_t conn, Message& m);
@@ -248,9 +249,10 @@ class RelayServer : public EndpointEvents,
   mutable std::mutex mu_;
   bool stopping_ = false;
   std::unordered_map<uint64_t, Node> nodes_;  // by connection id
-  std::unordered_map<std::string, uint64_t> names_;   // local node -> conn
+  // Sorted, so that list_nodes pages through both in name order.
+  std::map<std::string, uint64_t> names_;             // local node -> conn
   std::unordered_map<std::string, uint64_t> links_;   // peer relay -> conn
-  std::unordered_map<std::string, std::string> remote_;  // node at a peer -> that relay
+  std::map<std::string, std::string> remote_;         // node at a peer -> that relay
   std::unordered_map<uint32_t, Tunnel> tunnels_;
   std::vector<Claim> claims_;
   std::unordered_map<std::string, uint32_t> per_ip_;  // accepted, proven connections

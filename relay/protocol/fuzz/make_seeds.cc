@@ -26,7 +26,9 @@ int main(int argc, char** argv) {
                          NodeDown{"alice@host"},
                          PeerTunnel{78, "alice@host", "bob@host"},
                          PeerTunnelOk{78, 79},
-                         PeerTunnelError{78, "unknown_target", "bob@host"}};
+                         PeerTunnelError{78, "unknown_target", "bob@host"},
+                         ListNodes{5, "alice@host"},
+                         NodeList{5, {{"bob@host", "relay-1"}, {"carol@host", "relay-2"}}, true}};
   for (const Message& m : all) {
     std::vector<uint8_t> b = encode(m);
     std::ofstream(dir + "/" + message_name(m), std::ios::binary)

@@ -180,6 +180,54 @@ TEST(RelayProtocol, MalformedMessagesNameTheirFault) {
                ParseError::kBadField, "reason");
 }
 
+TEST(RelayProtocol, NodeListsRoundTripAndAreBounded) {
+  ListNodes ln = round_trip<ListNodes>(ListNodes{3, "bob@h"});
+  EXPECT_EQ(ln.id, 3u);
+  EXPECT_EQ(ln.after, "bob@h");
+  EXPECT_EQ(round_trip<ListNodes>(ListNodes{4, ""}).after, "");
+
+  NodeList page{5, {{"a@h", "r1"}, {"b@h", "r2"}}, true};
+  NodeList back = round_trip<NodeList>(page);
+  EXPECT_EQ(back.id, 5u);
+  EXPECT_TRUE(back.more);
+  EXPECT_EQ(back.nodes, page.nodes);
+  EXPECT_TRUE(round_trip<NodeList>(NodeList{6, {}, false}).nodes.empty());
+
+  // A full page of the longest names still fits the message limits, when
+  // filled by size as a relay does.
+  NodeList full{7, {}, true};
+  size_t bytes = kNodeListOverhead;
+  for (char c = 'a'; full.nodes.size() < kMaxListEntries; ++c) {
+    NodeEntry e{std::string(kMaxNameSize - 1, c) + "@", std::string(kMaxNameSize, 'r')};
+    if ((bytes += node_entry_size(e)) > kMaxMessageSize) break;
+    full.nodes.push_back(e);
+  }
+  EXPECT_EQ(round_trip<NodeList>(full).nodes.size(), full.nodes.size());
+  NodeList many{8, {}, false};
+  for (size_t i = 0; i < kMaxListEntries; ++i) many.nodes.push_back({"n" + std::to_string(i) + "@h", "r"});
+  EXPECT_EQ(round_trip<NodeList>(many).nodes.size(), kMaxListEntries);
+
+  // One entry too many, a name that is not one, a value that is not text.
+  many.nodes.push_back({"x@h", "r"});
+  EXPECT_FALSE(parse(encode(many)).ok());
+  cbor::Value bad_nodes;
+  bad_nodes.type = cbor::Value::Type::kMap;
+  bad_nodes.map.push_back({"no spaces@h", text("r")});
+  expect_error(map_of({{"t", text("node_list")}, {"id", num(1)}, {"more", num(0)},
+                       {"nodes", bad_nodes}}),
+               ParseError::kBadField, "nodes");
+  bad_nodes.map = {{"a@h", num(1)}};
+  expect_error(map_of({{"t", text("node_list")}, {"id", num(1)}, {"more", num(0)},
+                       {"nodes", bad_nodes}}),
+               ParseError::kBadField, "nodes");
+  expect_error(map_of({{"t", text("node_list")}, {"id", num(1)}, {"more", num(2)},
+                       {"nodes", cbor::Value{cbor::Value::Type::kMap, 0, {}, {}}}}),
+               ParseError::kBadField, "more");
+  expect_error(map_of({{"t", text("list_nodes")}, {"id", num(1)},
+                       {"after", text(std::string(kMaxNameSize + 1, 'a'))}}),
+               ParseError::kBadField, "after");
+}
+
 TEST(RelayProtocol, SizeLimits) {
   std::string max_name(kMaxNameSize, 'n');
   EXPECT_TRUE(valid_name(max_name));

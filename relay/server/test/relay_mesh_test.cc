@@ -116,6 +116,18 @@ TEST_F(RelayMeshTest, NodesAtTwoRelaysReachEachOtherByteExact) {
   EXPECT_EQ(r2.server->metrics().tunnels, 1u);
 }
 
+// A node lists the nodes of both relays, each with its home relay.
+TEST_F(RelayMeshTest, NodeListsCoverTheLinkedRelaysWithHomeRelays) {
+  auto [r1, r2, alice, bob] = alice_and_bob();
+  ASSERT_TRUE(eventually([&] { return linked(r1, 1, 1) && linked(r2, 1, 1); }));
+  Node carol = identified_at(r2.addr, "carol@c");
+  ASSERT_TRUE(eventually([&] { return r1.server->metrics().remote_nodes == 2; }));
+  std::vector<NodeEntry> all = alice.events->list_all(*alice.client);
+  std::vector<NodeEntry> expected{{"alice@a", "r1"}, {"bob@b", "r2"}, {"carol@c", "r2"}};
+  EXPECT_EQ(all, expected);
+  EXPECT_EQ(carol.events->list_all(*carol.client), expected);
+}
+
 TEST_F(RelayMeshTest, RelaysThatDialEachOtherKeepOneLink) {
   Relay& r1 = open_relay("r1");
   Relay& r2 = open_relay("r2");

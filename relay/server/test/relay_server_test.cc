@@ -242,6 +242,39 @@ TEST_F(RelayServerTest, NotIdentifiedAndSecondIdentifyAreRefused) {
   EXPECT_EQ(std::get<RequestError>(*m).reason, "already_identified");
 }
 
+// Nodes ask who is online: every identified node, once, in name order,
+// page by page; a connection that has not identified learns nothing.
+TEST_F(RelayServerTest, IdentifiedNodesListTheOnlineNodesPageByPage) {
+  start_relay();
+  auto raw = raw_node();
+  raw->handle->send(Channel::kControl, encode_frame(ListNodes{9, ""}), 1);
+  auto m = raw->wait_message();
+  ASSERT_TRUE(m && std::holds_alternative<RequestError>(*m));
+  EXPECT_EQ(std::get<RequestError>(*m).id, 9u);
+  EXPECT_EQ(std::get<RequestError>(*m).reason, "not_identified");
+
+  std::vector<Node> nodes;
+  std::vector<std::string> names;
+  for (int i = 0; i < 25; ++i) {
+    names.push_back("n" + std::to_string(100 + i) + "@host");
+    nodes.push_back(identified_node(names.back()));
+  }
+  std::vector<NodeEntry> all = nodes[3].events->list_all(*nodes[3].client);
+  ASSERT_EQ(all.size(), names.size());
+  for (size_t i = 0; i < all.size(); ++i) {
+    EXPECT_EQ(all[i].node, names[i]);  // created in name order
+    EXPECT_EQ(all[i].relay, "relay-test");
+  }
+  EXPECT_GE(nodes[3].events->pages_.size(), 3u);  // 11 per page at most
+
+  // A node that leaves is no longer listed.
+  nodes[0].client->close();
+  ASSERT_TRUE(eventually([&] { return server_->metrics().nodes == 24; }));
+  all = nodes[5].events->list_all(*nodes[5].client);
+  ASSERT_EQ(all.size(), 24u);
+  EXPECT_EQ(all.front().node, names[1]);
+}
+
 TEST_F(RelayServerTest, PacketsAreForwardedBothWaysByteExact) {
   start_relay();
   Node alice = identified_node("alice@host");

@@ -70,6 +70,11 @@ class Recorder : public RelayClientEvents {
     errors_.push_back({request, 0, reason});
     cv_.notify_all();
   }
+  void node_list(const NodeList& page) override {
+    std::lock_guard l(mu_);
+    pages_.push_back(page);
+    cv_.notify_all();
+  }
   void tunnel_incoming(uint32_t tunnel, const std::string& source) override {
     std::lock_guard l(mu_);
     incoming_.emplace_back(tunnel, source);
@@ -108,6 +113,26 @@ class Recorder : public RelayClientEvents {
     return close_;
   }
   // The reply to `request`, once it came.
+  std::optional<NodeList> wait_page(uint64_t request) {
+    std::optional<NodeList> out;
+    wait([&](Recorder& r) {
+      for (const NodeList& p : r.pages_)
+        if (p.id == request) out = p;
+      return out.has_value();
+    });
+    return out;
+  }
+  // Every page of list_nodes() from the start, as the client pages.
+  std::vector<NodeEntry> list_all(RelayClient& client) {
+    std::vector<NodeEntry> all;
+    for (int i = 0; i < 1000; ++i) {
+      auto page = wait_page(client.list_nodes(all.empty() ? "" : all.back().node));
+      if (!page) return {};
+      all.insert(all.end(), page->nodes.begin(), page->nodes.end());
+      if (!page->more) break;
+    }
+    return all;
+  }
   std::optional<Reply> wait_reply(uint64_t request) {
     std::optional<Reply> out;
     wait([&](Recorder& r) {
@@ -126,6 +151,7 @@ class Recorder : public RelayClientEvents {
   std::string relay_;
   uint64_t max_tunnels_ = 0, max_packet_ = 0;
   std::vector<Reply> replies_, errors_;
+  std::vector<NodeList> pages_;
   std::vector<std::pair<uint32_t, std::string>> incoming_, closed_tunnels_;
   std::vector<std::pair<uint32_t, std::vector<uint8_t>>> packets_;
   std::optional<CloseInfo> close_;
