@@ -6,8 +6,10 @@
 %% owns an ETS table that macula_epmd reads without calling it (lookups
 %% run in net_kernel's and the dialling processes' calls). Every
 %% `macula_dist_discovery_interval_ms' a worker re-reads the static list
-%% and hosts file and asks DNS (macula_discovery_dns); mDNS
-%% (macula_mdns) reports what it hears as it hears it.
+%% and hosts file and asks DNS (macula_discovery_dns), or in the relay
+%% modes asks the relays which nodes of the realm are online
+%% (macula_dist_relay:online_nodes/0); mDNS (macula_mdns) reports what it
+%% hears as it hears it.
 %%
 %% Bounds: at most ?MAX_ENTRIES entries (new ones beyond are dropped and
 %% counted); node names become atoms only to connect to them, at most
@@ -25,7 +27,7 @@
 -define(MAX_ATOMS, 4096).
 -define(MAX_DIALS, 8).
 
--type source() :: static | dns | mdns.
+-type source() :: static | dns | mdns | relay.
 
 -record(st, {interval :: pos_integer(),
              refreshing = false :: boolean(),
@@ -75,7 +77,8 @@ names(Ips) ->
     lists:usort([{N, Port} || {_, N, _H, Ip, Port, _} <- entries(), lists:member(Ip, Ips)]).
 
 %% @doc One map per node a source knows: `node' (binary), `source',
-%% `address', `port', `age_ms' (since the source last confirmed it).
+%% `address', `port', `age_ms' (since the source last confirmed it). A
+%% node the relays list has address `relay' and port 0.
 -spec discovered() -> [map()].
 discovered() ->
     Now = now_ms(),
@@ -184,6 +187,10 @@ refresh(St) ->
                end),
     St#st{refreshing = true}.
 
+refresh_sources(Owner, #{mode := Mode}) when Mode =/= direct ->
+    Me = atom_to_binary(node()),
+    Online = [N || #{node := N} <- macula_dist_relay:online_nodes(), N =/= Me],
+    Owner ! {refreshed, relay, [{N, relay, 0} || N <- Online]};
 refresh_sources(Owner, Config = #{nodes := Nodes, hosts_file := File, dns_domain := Domain}) ->
     case Nodes =/= [] orelse File =/= "" of
         true -> Owner ! {refreshed, static, resolve(Nodes ++ hosts_file(File))};

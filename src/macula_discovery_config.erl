@@ -44,15 +44,22 @@ read(Mode) ->
     Config.
 
 %% Sources answer through macula_epmd; without it they would be ignored.
-check_epmd_module(Mode, Config) ->
+%% In the relay modes the relays are the only source (their registry):
+%% cluster formation alone applies there.
+check_epmd_module(direct, Config) ->
     case [K || {K, V} <- used(Config), V] of
         [] -> ok;
         [Key | _] ->
-            Value = lookup(Key),
-            Mode =:= direct orelse invalid(Key, Value, "discovery works in direct mode only"),
             Ok = init:get_argument(no_epmd) =:= error andalso
                 init:get_argument(epmd_module) =:= {ok, [["macula_epmd"]]},
-            Ok orelse invalid(Key, Value, "needs -epmd_module macula_epmd (and no -no_epmd)")
+            Ok orelse invalid(Key, lookup(Key),
+                              "needs -epmd_module macula_epmd (and no -no_epmd)")
+    end;
+check_epmd_module(_RelayMode, Config) ->
+    case [K || {K, V} <- used(Config), V, K =/= macula_dist_cluster] of
+        [] -> ok;
+        [Key | _] -> invalid(Key, lookup(Key), "the relay modes find nodes through their "
+                             "relays: only macula_dist_cluster applies there")
     end.
 
 used(#{nodes := Nodes, hosts_file := File, dns_domain := Domain, mdns := Mdns,

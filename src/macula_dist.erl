@@ -181,11 +181,13 @@ address() ->
 childspecs() ->
     case catch macula_config:get() of
         #{mode := direct} = Config -> {ok, [macula_endpoint:childspec() | discovery(Config)]};
-        #{} -> {ok, [macula_endpoint:childspec(), macula_dist_relay:childspec()]};
+        #{} = Config -> {ok, [macula_endpoint:childspec(), macula_dist_relay:childspec()
+                              | discovery(Config)]};
         _ -> {ok, []}
     end.
 
-%% The discovery table (and mDNS) only when a source is set.
+%% The discovery table (and mDNS) only when a source is set; in the relay
+%% modes, when cluster formation is on (the relays are the source).
 discovery(Config) ->
     case {macula_discovery:enabled(Config), Config} of
         {true, #{mdns := true}} -> [macula_discovery:childspec(), macula_mdns:childspec()];

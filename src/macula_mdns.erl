@@ -159,7 +159,14 @@ send(#st{socket = S}, Packet) ->
 %%% ------------------------------------------------------------------
 %%% Receiving
 
+%% Whatever a packet holds, this process goes on: a packet that would
+%% make the handling raise is dropped and counted like a malformed one.
 packet(Ip, Packet, St) ->
+    try handle_packet(Ip, Packet, St)
+    catch _:_ -> count(unhandled, count(malformed, St))
+    end.
+
+handle_packet(Ip, Packet, St) ->
     case macula_mdns_codec:decode(Packet) of
         {ok, #{response := false, questions := Qs}} -> answer(Qs, St);
         {ok, #{response := true, records := Records}} -> heard(Ip, Records, St);

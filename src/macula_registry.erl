@@ -53,9 +53,22 @@ claim_in(Dir, UserDir, Name, Port) ->
             {error, lists:flatten(io_lib:format("the name ~s is registered on port ~p by a "
                                                 "running node", [Name, Held]))};
         error ->
-            File = filename:join(UserDir, Name),
-            _ = prim_file:delete(File),
-            create(UserDir, File, Port)
+            prune(UserDir),
+            create(UserDir, filename:join(UserDir, Name), Port)
+    end.
+
+%% Entries of this user's nodes that are gone (killed, crashed) are
+%% removed when a node registers, so they do not pile up.
+prune(UserDir) ->
+    Uid = my_uid(),
+    Owners = udp_owners(),
+    case prim_file:list_dir(UserDir) of
+        {ok, Files} ->
+            [prim_file:delete(F) || N <- lists:sublist(Files, ?MAX_ENTRIES), valid_name(N),
+                                    F <- [filename:join(UserDir, N)],
+                                    entry(F, Uid, Owners) =:= error],
+            ok;
+        {error, _} -> ok
     end.
 
 %% Written aside, then linked into place: link fails if the name was

@@ -14,7 +14,8 @@
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1,
          init_per_testcase/2, end_per_testcase/2]).
 -export([free_ports_and_names/1, duplicate_name_refused/1, stale_and_foreign_entries/1,
-         custom_epmd_module/1, static_sources/1, bad_settings/1]).
+         custom_epmd_module/1, static_sources/1, bad_settings/1, mdns_codec/1,
+         mdns_decoder_garbage/1]).
 
 -define(FIRST_PORT, 17100).
 -define(HOST, "127.0.0.1").
@@ -24,7 +25,7 @@ suite() ->
 
 all() ->
     [free_ports_and_names, duplicate_name_refused, stale_and_foreign_entries,
-     custom_epmd_module, static_sources, bad_settings].
+     custom_epmd_module, static_sources, bad_settings, mdns_codec, mdns_decoder_garbage].
 
 init_per_suite(Config) ->
     macula_ct:init_suite(Config, ?FIRST_PORT).
@@ -84,7 +85,14 @@ stale_and_foreign_entries(Config) ->
                    20000, still_connected),
     {ok, Names1} = peer:call(B, net_adm, names, []),
     undefined = proplists:get_value("st", Names1),
+    %% a killed node of another name: its entry goes when a node registers
+    {K, _} = start(Config, "killed", []),
+    macula_ct:kill9(K),
+    [NsDir0] = filelib:wildcard(filename:join(?config(registry, Config), "net*")),
+    Killed = filename:join([NsDir0, "u0", "killed"]),
+    true = filelib:is_regular(Killed),
     {A2, NA} = start(Config, "st", []),
+    false = filelib:is_regular(Killed),
     pong = peer:call(B, net_adm, ping, [NA], 30000),
     true = is_integer(PortA),
     %% entries of another user (65534) for B's port, which that user does
@@ -122,8 +130,9 @@ custom_epmd_module(Config) ->
     pong = peer:call(A, net_adm, ping, [NB], 30000),
     ok.
 
-%% The static list and a hosts file: a node named with a DNS name that
-%% does not resolve is found through them.
+%% The static list and a hosts file tell a node where its peers listen
+%% (free ports, which its own registry does not know), and cluster
+%% formation joins them.
 static_sources(Config) ->
     {A, _} = start(Config, "sa", []),
     PortA = maps:get(port, macula_ct:node_info(A)),
@@ -134,11 +143,15 @@ static_sources(Config) ->
     List = lists:flatten(io_lib:format("sa@127.0.0.1=127.0.0.1:~p", [PortA])),
     {C, _} = start(Config, "sc", ["-macula_dist_nodes", List,
                                   "-macula_dist_hosts_file", Hosts,
+                                  "-macula_dist_cluster", "true",
+                                  "-macula_dist_discovery_interval_ms", "500",
                                   "-macula_dist_registry_dir",
                                   ?config(registry, Config) ++ "-other"]),
-    %% C has a registry of its own: only the sources can tell it the ports
-    pong = peer:call(C, net_adm, ping, ['sa@127.0.0.1'], 30000),
-    pong = peer:call(C, net_adm, ping, ['sb@127.0.0.1'], 30000),
+    %% C has a registry of its own: only the sources can tell it the
+    %% ports; cluster formation connects it to both without a ping
+    macula_ct:poll(fun() -> lists:sort(peer:call(C, erlang, nodes, [])) =:=
+                                ['sa@127.0.0.1', 'sb@127.0.0.1'] end,
+                   20000, fun() -> {not_joined, peer:call(C, erlang, nodes, [])} end),
     Found = peer:call(C, macula, discovered, []),
     [static] = lists:usort([S || #{source := S} <- Found]),
     [<<"sa@127.0.0.1">>, <<"sb@127.0.0.1">>] = lists:sort([N || #{node := N} <- Found]),
@@ -170,6 +183,76 @@ refused(Config, Args, Name) ->
         {_, _} -> ok;
         _ -> ct:fail({not_refused, Name, Args, Status, Out})
     end.
+
+%% The announcement decodes to what was announced; compressed names (as
+%% other mDNS stacks send them) are read; loops and forward pointers are
+%% refused.
+mdns_codec(_Config) ->
+    Service = [<<"_erlang-dist">>, <<"_udp">>, <<"local">>],
+    Instance = [<<"a@10.0.0.1">> | Service],
+    Target = [<<"10-0-0-1">>, <<"local">>],
+    Packet = macula_mdns_codec:announcement(
+               #{service => Service, instance => Instance, target => Target, port => 4500,
+                 txt => [<<"realm=r">>], addresses => [{10, 0, 0, 1}, {16#fd00, 0, 0, 0, 0, 0, 0, 1}],
+                 ttl => 15}),
+    {ok, #{response := true, questions := [],
+           records := [{Service, ptr, 15, Instance},
+                       {Instance, srv, 15, {0, 0, 4500, Target}},
+                       {Instance, txt, 15, [<<"realm=r">>]},
+                       {Target, a, 15, {10, 0, 0, 1}},
+                       {Target, aaaa, 15, {16#fd00, 0, 0, 0, 0, 0, 0, 1}}]}} =
+        macula_mdns_codec:decode(Packet),
+    {ok, #{response := false, questions := [{Service, 12}]}} =
+        macula_mdns_codec:decode(macula_mdns_codec:query(Service)),
+    %% PTR data compressed to the owner name's suffix (offset 12: the service)
+    Name = <<12, "_erlang-dist", 4, "_udp", 5, "local", 0>>,
+    Ptr = <<1, "x", 16#C0, 12>>,
+    Compressed = <<0:16, 16#8400:16, 0:16, 1:16, 0:16, 0:16, Name/binary,
+                   12:16, 1:16, 60:32, (byte_size(Ptr)):16, Ptr/binary>>,
+    {ok, #{records := [{Service, ptr, 60, [<<"x">> | Service]}]}} =
+        macula_mdns_codec:decode(Compressed),
+    Loop = <<0:16, 16#8400:16, 1:16, 0:16, 0:16, 0:16, 16#C0, 12, 0, 12, 0, 1>>,
+    {error, _} = macula_mdns_codec:decode(Loop),
+    Forward = <<0:16, 16#8400:16, 1:16, 0:16, 0:16, 0:16, 16#C0, 20, 0, 12, 0, 1, 0, 0, 0, 0, 0, 0>>,
+    {error, _} = macula_mdns_codec:decode(Forward),
+    ok.
+
+%% 100 000 packets made by damaging real ones (bytes changed, cut,
+%% repeated) and random bytes: the decoder returns, never raises, and
+%% stays fast.
+mdns_decoder_garbage(_Config) ->
+    Service = [<<"_erlang-dist">>, <<"_udp">>, <<"local">>],
+    Seeds = [macula_mdns_codec:query(Service),
+             macula_mdns_codec:announcement(
+               #{service => Service, instance => [<<"n@h">> | Service],
+                 target => [<<"h">>, <<"local">>], port => 1, txt => [<<"realm=macula">>],
+                 addresses => [{1, 2, 3, 4}], ttl => 1})],
+    T0 = erlang:monotonic_time(millisecond),
+    Results = [decode_damaged(lists:nth(rand:uniform(2), Seeds)) || _ <- lists:seq(1, 100000)],
+    Ms = erlang:monotonic_time(millisecond) - T0,
+    Ok = length([x || ok <- Results]),
+    ct:pal("100000 damaged packets in ~b ms: ~b decoded, ~b refused", [Ms, Ok, 100000 - Ok]),
+    true = Ok > 0 andalso Ok < 100000,
+    ok.
+
+decode_damaged(Seed) ->
+    Packet = damage(Seed, rand:uniform(4)),
+    try macula_mdns_codec:decode(Packet) of
+        {ok, #{}} -> ok;
+        {error, Why} when is_atom(Why) -> error
+    catch C:R:S -> ct:fail({decoder_raised, Packet, C, R, S})
+    end.
+
+damage(Bin, 1) ->
+    << <<(case rand:uniform(20) of 1 -> rand:uniform(256) - 1; _ -> B end)>> || <<B>> <= Bin >>;
+damage(Bin, 2) ->
+    binary:part(Bin, 0, rand:uniform(byte_size(Bin)));
+damage(Bin, 3) ->
+    Cut = rand:uniform(byte_size(Bin)) - 1,
+    <<Head:Cut/binary, Tail/binary>> = Bin,
+    <<Head/binary, Tail/binary, Tail/binary>>;
+damage(_Bin, 4) ->
+    crypto:strong_rand_bytes(rand:uniform(600)).
 
 %%% ------------------------------------------------------------------
 

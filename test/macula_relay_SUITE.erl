@@ -33,7 +33,8 @@
          join_at_runtime/1, ca_mode/1, relay_stopped/1, two_relays/1,
          relays_setting_syntax/1, mesh_ping_rpc_big/1, mesh_name_hijack/1,
          mesh_relay_killed/1, mesh_wrong_cookie/1, mesh_sees_no_plaintext/1,
-         restart_after_kill/1, ca_mode_relay_certificate/1, peer_halts/1]).
+         restart_after_kill/1, ca_mode_relay_certificate/1, peer_halts/1,
+         relay_registry_cluster/1]).
 %% run on the nodes
 -export([plaintext_sink/1, udp_probe/3]).
 
@@ -63,7 +64,7 @@ all() ->
      ca_mode_relay_certificate,
      two_relays, relay_stopped, relay_killed, peer_halts, restart_after_kill, mesh_ping_rpc_big,
      mesh_sees_no_plaintext, mesh_wrong_cookie, mesh_name_hijack,
-     mesh_relay_killed].
+     mesh_relay_killed, relay_registry_cluster].
 
 %%% ------------------------------------------------------------------
 %%% Set-up
@@ -592,6 +593,32 @@ mesh_ping_rpc_big(Config) ->
         lists:sort(fun(X, Y) -> maps:get(tag, X) =< maps:get(tag, Y) end,
                    peer:call(A, macula, relays, [])),
     {error, not_in_dist_relay_mode} = peer:call(A, macula, join_dist_relay, [?MESH2]),
+    ok.
+
+%% The relay registry as a discovery source: a at one relay of a mesh,
+%% b at the other, both with cluster formation on and no other source.
+%% Each asks its relay which nodes of the realm are online (over the
+%% authenticated relay connection; the relay answers for the whole mesh)
+%% and dials the other: they connect without anyone naming the other.
+relay_registry_cluster(Config) ->
+    need_netns(Config),
+    start_relay(Config, ?RELAY_IP, "mclr-mesh-1", ["--peer", ?MESH2]),
+    start_relay(Config, ?RELAY2_IP, "mclr-mesh-2", ["--peer", ?MESH1]),
+    Cluster = ["-macula_dist_cluster", "true", "-macula_dist_discovery_interval_ms", "500"],
+    {A, NA} = node_a(Config, #{args => mesh_args(Config, ?MESH1) ++ Cluster}),
+    {B, NB} = node_b(Config, #{args => mesh_args(Config, ?MESH2) ++ Cluster}),
+    T0 = erlang:monotonic_time(millisecond),
+    macula_ct:poll(fun() -> peer:call(A, erlang, nodes, []) =:= [NB] end, 30000,
+                   fun() -> {not_joined, peer:call(A, macula, discovered, [])} end),
+    [NA] = peer:call(B, erlang, nodes, []),
+    ct:pal("joined through the relay registry ~b ms after b's start",
+           [erlang:monotonic_time(millisecond) - T0]),
+    [#{source := relay, address := relay}] =
+        [D || D = #{node := N} <- peer:call(A, macula, discovered, []),
+              N =:= atom_to_binary(NB)],
+    [NA, NB] = lists:sort([binary_to_atom(N) || #{node := N} <- peer:call(B, macula,
+                                                                          relay_nodes, [])]),
+    pong = peer:call(A, net_adm, ping, [NB], 30000),
     ok.
 
 %% b has another cookie: the end-to-end cookie proof fails across the
