@@ -82,7 +82,7 @@ struct ConnectionConfig {
   uint64_t keep_alive_ns = 0;       // all roles: PING at most this apart; 0: off
   uint64_t stream_window = 0;       // flow-control window per data stream
   size_t data_streams = 1;          // data streams each side opens
-  bool priority_stream = true;      // reserve the last for priority flows
+  bool priority_stream = false;     // reserve the last for priority flows
   uint64_t recv_unconsumed_limit = 0;  // delivered, not yet consumed
   size_t max_control_frame = 0;
   size_t max_control_frames = 64;  // non-tick frames per connection; 0: no bound
