@@ -20,7 +20,7 @@ defmodule Macula.MixProject do
   end
 
   def application do
-    [applications: app_src(:applications)]
+    [applications: app_src(:applications), mod: app_src(:mod)]
   end
 
   defp app_src(key) do

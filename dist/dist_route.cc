@@ -79,6 +79,16 @@ class Reader {
     return (*num << 32) | *serial;
   }
 
+  // A non-negative integer that fits a SMALL_INTEGER_EXT or INTEGER_EXT.
+  std::optional<uint64_t> small_integer() {
+    auto tag = u(1);
+    if (tag == kSmallInt) return u(1);
+    if (tag != kInt) return std::nullopt;
+    auto v = u(4);
+    if (!v || (*v & 0x80000000u)) return std::nullopt;
+    return v;
+  }
+
   // Skips the terms that come before the sender in control messages.
   bool skip_term() {
     auto tag = u(1);
@@ -101,23 +111,45 @@ class Reader {
   size_t pos_ = 0;
 };
 
+// OTP 28's ALTACT_SIG_SEND flag of a priority signal (EEP 76; erts
+// dist.h, ERTS_DOP_ALTACT_SIG_FLG_PRIO).
+constexpr uint64_t kAltactPriority = 1;
+constexpr uint8_t kAltactSigSend = 37;
+
+struct Sender {
+  uint64_t pid = 0;
+  bool priority = false;
+};
+
 // Reads the control message tuple at the reader's position.
-std::optional<uint64_t> sender_of(Reader& r) {
+std::optional<Sender> sender_of(Reader& r) {
   auto tag = r.u(1), arity = r.u(1), int_tag = r.u(1), op = r.u(1);
   if (!tag || *tag != kSmallTuple || !arity || !int_tag || *int_tag != kSmallInt || !op)
     return std::nullopt;
   int elem = sender_element(uint8_t(*op));
   if (elem == 0 || uint64_t(elem) > *arity) return std::nullopt;
-  for (int i = 2; i < elem; ++i)
-    if (!r.skip_term()) return std::nullopt;
-  return r.pid();
+  Sender out;
+  for (int i = 2; i < elem; ++i) {
+    if (i == 2 && *op == kAltactSigSend) {
+      auto flags = r.small_integer();
+      if (!flags) return std::nullopt;
+      out.priority = (*flags & kAltactPriority) != 0;
+    } else if (!r.skip_term()) {
+      return std::nullopt;
+    }
+  }
+  auto pid = r.pid();
+  if (!pid) return std::nullopt;
+  out.pid = *pid;
+  return out;
 }
 
-OrderKey process_route(std::optional<uint64_t> sender) {
+OrderKey process_route(std::optional<Sender> sender) {
   OrderKey out;
   if (sender) {
     out.kind = OrderKey::Kind::kFlow;
-    out.key = *sender;
+    out.key = sender->pid;
+    out.priority = sender->priority;
   }
   return out;
 }
@@ -154,6 +186,12 @@ OrderKey route_of(std::span<const uint8_t> head) {
     out.sequence = *seq;
   }
   return out;
+}
+
+std::optional<uint64_t> pid_key(std::span<const uint8_t> ext) {
+  Reader r(ext);
+  if (r.u(1) != kVersion) return std::nullopt;
+  return r.pid();
 }
 
 OrderKey route_of(std::span<const iovec> frame) {

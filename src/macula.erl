@@ -2,7 +2,7 @@
 -module(macula).
 
 -export([info/0, paths/0, migrate/0, migrate/1, join_dist_relay/1, join_mesh/1, relays/0,
-         relay_nodes/0, discovered/0]).
+         relay_nodes/0, discovered/0, set_priority/2, priority/1, metrics/0]).
 
 -define(MIGRATE_TIMEOUT, 30000).
 
@@ -142,3 +142,46 @@ relay_nodes() ->
 -spec discovered() -> [map()].
 discovered() ->
     macula_discovery:discovered().
+
+%% @doc Marks a local process high priority, or back to normal: the
+%% distribution signals it sends (messages, links, monitors, exits...) go
+%% on each connection's priority stream, which is written before the
+%% streams of other processes (bulk slows down under priority load, it
+%% never stops). Its signals keep their order through a change: they
+%% move to the other stream only once the peer acknowledged those sent
+%% before. The mark goes when the process exits; at most 4096 processes
+%% are marked at a time (`{error, too_many}`). Signals that OTP 28 sends
+%% with priority (EEP 76, `erlang:send(Alias, Msg, [priority])`) take
+%% the priority stream too, marked or not.
+-spec set_priority(pid(), high | normal) -> ok | {error, too_many | not_alive}.
+set_priority(Pid, Priority) when is_pid(Pid), node(Pid) =:= node(),
+                                 (Priority =:= high orelse Priority =:= normal) ->
+    macula_nif:set_priority(Pid, Priority);
+set_priority(Pid, Priority) when is_pid(Pid), node(Pid) =:= node() ->
+    error({badarg, {priority, Priority}});
+set_priority(Pid, _Priority) ->
+    error({badarg, {not_a_local_pid, Pid}}).
+
+%% @doc `high` if the local process is marked by set_priority/2.
+-spec priority(pid()) -> high | normal.
+priority(Pid) when is_pid(Pid), node(Pid) =:= node() ->
+    macula_nif:priority(Pid);
+priority(Pid) ->
+    error({badarg, {not_a_local_pid, Pid}}).
+
+%% @doc The node's figures: `connections` (QUIC connections open now),
+%% since the endpoint opened (closed connections included, up to 100 ms
+%% behind) `bytes_sent`, `bytes_received` (UDP payload), `packets_lost`,
+%% `migrations`, `failed_migrations`, `accepted`, `failed_handshakes`,
+%% `dropped_packets`, `stateless_resets`, `retries`; `handshakes_refused`
+%% by reason (as info/0's `refused`); `per_connection`, one map per
+%% distribution connection open now (`node`, `role`, `bytes_sent`,
+%% `bytes_received`, `packets_lost`, `srtt_us`, `min_rtt_us`,
+%% `migrations`); `relays` (the relay modes: each relay and its state);
+%% `priority` (processes marked by set_priority/2, frames sent on
+%% priority streams); `endpoint`, `down` when this node has no macula
+%% endpoint (then the counters are 0). The Prometheus endpoint
+%% (`macula_metrics_port`) serves the same figures.
+-spec metrics() -> map().
+metrics() ->
+    macula_metrics:snapshot().

@@ -9,7 +9,7 @@
 -module(macula_config).
 
 -export([get/0, default_port/0]).
--export([relay_mode/0, listens/0]).
+-export([relay_mode/0, listens/0, metrics/0]).
 
 -import(macula_setting, [lookup/1, invalid/3, read_head/2]).
 
@@ -32,7 +32,10 @@
                     cacertfile := string(), certfile := string(),
                     keyfile := string(), cc := cubic | reno | bbr | bbr2,
                     busy_poll_us := 0..10000, keep_alive_ms := 0..600000,
-                    listen := boolean(), atom() => term()}.
+                    listen := boolean(), metrics := metrics(), atom() => term()}.
+%% Where the Prometheus endpoint listens (macula_metrics_http), or off.
+-type metrics() :: off | {inet:ip_address(), 1..65535}.
+-export_type([metrics/0]).
 
 %% @doc The validated configuration; read once, then cached. A bad
 %% setting is logged once: the failure is kept too, and raised again
@@ -66,6 +69,20 @@ default_port() ->
 listens() ->
     maps:get(listen, ?MODULE:get()).
 
+%% @doc The metrics endpoint's settings (`macula_metrics_port`, off when
+%% unset; `macula_metrics_bind`, 127.0.0.1 by default), read now: the
+%% OTP application starts the endpoint, whether the distribution uses
+%% macula or not. A bad value raises like every setting.
+-spec metrics() -> metrics().
+metrics() ->
+    case integer(macula_metrics_port, off, 1, 65535) of
+        off -> off;
+        Port ->
+            Text = local_address(macula_metrics_bind, string(macula_metrics_bind, "127.0.0.1")),
+            {ok, Ip} = inet:parse_strict_address(Text),
+            {Ip, Port}
+    end.
+
 %% @doc True in dist_relay and relay mode: peers come through relays.
 -spec relay_mode() -> boolean().
 relay_mode() ->
@@ -93,7 +110,8 @@ read() ->
       busy_poll_us => integer(macula_dist_busy_poll_us, ?DEFAULT_BUSY_POLL_US, 0, 10000),
       keep_alive_ms => integer(macula_dist_keep_alive_ms, ?DEFAULT_KEEP_ALIVE_MS, 0, 600000),
       %% The relay modes listen on loopback only, for their shim.
-      listen => Mode =/= direct orelse boolean(macula_dist_listen, true)}).
+      listen => Mode =/= direct orelse boolean(macula_dist_listen, true),
+      metrics => metrics()}).
 
 %% In the relay modes the node's own endpoint only talks to the relay shim,
 %% over loopback: nothing listens on the network.

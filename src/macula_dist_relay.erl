@@ -37,10 +37,8 @@
 -define(UNCLAIMED_MS, 30000).
 %% A relay's host name not resolved by then counts as unreachable.
 -define(RESOLVE_MS, 10000).
-%% online_nodes/0: relays that have not sent every page by then are left
-%% out, and a relay is asked at most this many pages (11 names each).
+%% online_nodes/0 answers with what the relays sent by then.
 -define(LIST_MS, 5000).
--define(LIST_MAX_PAGES, 1000).
 
 -record(relay, {host :: string(), port :: 1..65535, shim,
                 state = down :: standby | connecting | identified | down,
@@ -50,8 +48,6 @@
 -record(req, {from, node :: node(), mref :: reference(), tried = [] :: [integer()]}).
 -record(tunnel, {port :: 1..65535, owner :: pid() | undefined,
                  mref :: reference() | undefined, peer :: binary()}).
--record(listing, {from, nodes = #{} :: #{binary() => [binary()]},
-                  pages = 0 :: non_neg_integer()}).
 -record(st, {node :: node() | undefined, inner :: 1..65535 | undefined,
              mode = dist_relay :: dist_relay | relay,
              config = #{} :: map(),
@@ -60,10 +56,9 @@
              pending = #{} :: #{{integer(), integer()} => #req{}},
              waiting = [] :: [#req{}],
              tunnels = #{} :: #{{integer(), integer()} => #tunnel{}},
-             %% online_nodes/0 calls in progress, and the page requests
-             %% ({Tag, Request}) each one waits for
-             listings = #{} :: #{reference() => #listing{}},
-             pages = #{} :: #{{integer(), integer()} => reference()}}).
+             %% online_nodes/0 (macula_relay_listing), and its run's timer
+             listing = macula_relay_listing:new() :: macula_relay_listing:t(),
+             list_ref :: reference() | undefined}).
 
 %%% ------------------------------------------------------------------
 %%% API
@@ -212,8 +207,11 @@ handle_info({reopen, Tag}, St) ->
     {noreply, open_relay(Tag, St)};
 handle_info({resolved, Tag, Ref, Result}, St) ->
     {noreply, resolved(Tag, Ref, Result, St)};
-handle_info({listed, Ref}, St) ->
-    {noreply, end_listing(Ref, St)};
+handle_info({listed, Ref}, St = #st{list_ref = Ref}) ->
+    {noreply, end_listing(St)};
+handle_info({list_paced, Ref, Tag, After}, St = #st{list_ref = Ref}) ->
+    {L, Actions} = macula_relay_listing:paced(St#st.listing, {Tag, After}, now_ms()),
+    {noreply, listing_actions(Actions, St#st{listing = L})};
 handle_info({unclaimed, Key}, St) ->
     {noreply, unclaimed(Key, St)};
 handle_info({'DOWN', MRef, process, _, _}, St) ->
@@ -357,12 +355,13 @@ relay_event(Tag, _R, {tunnel_closed, Tunnel, Why}, St) ->
         {T, Tunnels} -> drop_owner(T, Why), St#st{tunnels = Tunnels};
         error -> St
     end;
-relay_event(Tag, R, {node_list, Id, Nodes, More}, St) ->
-    listed_page(Tag, R, Id, Nodes, More, St);
-relay_event(Tag, R, {request_failed, Id, _Why}, St) ->
-    listed_page(Tag, R, Id, [], false, St);
+relay_event(Tag, _R, {node_list, Id, Nodes, More}, St) ->
+    listed_page(Tag, Id, Nodes, More, St);
+relay_event(Tag, _R, {request_failed, Id, _Why}, St) ->
+    listed_page(Tag, Id, [], false, St);
 relay_event(Tag, R, {closed, Why}, St) ->
-    relay_closed(Tag, R, Why, drop_pages(Tag, St)).
+    St1 = St#st{listing = macula_relay_listing:gone(St#st.listing, Tag)},
+    relay_closed(Tag, R, Why, maybe_done(St1)).
 
 %% Every tunnel through this relay is gone: their connections go down now.
 relay_closed(Tag, R = #relay{host = Host, port = Port, shim = Shim}, Why, St) ->
@@ -399,68 +398,56 @@ hint(<<"bad_proof">>) -> " (wrong realm secret: macula_dist_realm_secret_file)".
 %%% ------------------------------------------------------------------
 %%% Listing the realm's online nodes
 
-%% Asks every identified relay for its first page.
+%% A new run (or the caller joins the one running): see
+%% macula_relay_listing for the pacing.
 start_listing(From, St = #st{relays = Rs}) ->
-    Ref = make_ref(),
-    Asked = [{Tag, Req} || {Tag, #relay{state = identified, shim = Shim}} <- maps:to_list(Rs),
-                           Req <- [list_page(Shim, <<>>)], Req > 0],
-    erlang:send_after(?LIST_MS, self(), {listed, Ref}),
-    St1 = St#st{listings = (St#st.listings)#{Ref => #listing{from = From}},
-                pages = maps:merge(St#st.pages, maps:from_list([{K, Ref} || K <- Asked]))},
-    maybe_done(Ref, St1).
+    Tags = [Tag || {Tag, #relay{state = identified}} <- maps:to_list(Rs)],
+    {L, Started, Actions} = macula_relay_listing:join(St#st.listing, From, {Tags, now_ms()}),
+    St1 = case Started of
+              true ->
+                  Ref = make_ref(),
+                  erlang:send_after(?LIST_MS, self(), {listed, Ref}),
+                  St#st{listing = L, list_ref = Ref};
+              false ->
+                  St#st{listing = L}
+          end,
+    maybe_done(listing_actions(Actions, St1)).
 
-list_page(Shim, After) ->
+%% Sends the page requests the listing asks for now, and arms the paced ones.
+listing_actions(Actions, St) ->
+    lists:foldl(fun({send, Tag, After}, S = #st{listing = L}) ->
+                        Id = list_page(maps:get(Tag, S#st.relays), After),
+                        maybe_done(S#st{listing = macula_relay_listing:sent(L, Tag, Id)});
+                   ({wait, Tag, After, Ms}, S) ->
+                        erlang:send_after(Ms, self(), {list_paced, S#st.list_ref, Tag, After}),
+                        S
+                end, St, Actions).
+
+list_page(#relay{shim = Shim}, After) ->
     try macula_relay_nif:list_nodes(Shim, After)
     catch error:_ -> 0
     end.
 
-%% A page (or a refusal: no nodes, no more) from relay Tag: merged, and
-%% the next page asked for while the relay says there is more.
-listed_page(Tag, #relay{shim = Shim}, Id, Nodes, More, St) ->
-    case maps:take({Tag, Id}, St#st.pages) of
-        error ->
-            St;
-        {Ref, Pages} ->
-            L = #listing{nodes = Acc, pages = N} = maps:get(Ref, St#st.listings),
-            Acc1 = lists:foldl(fun({Node, Home}, A) -> add_home(Node, Home, A) end, Acc, Nodes),
-            L1 = L#listing{nodes = Acc1, pages = N + 1},
-            Next = case More andalso Nodes =/= [] andalso N + 1 < ?LIST_MAX_PAGES of
-                       true -> list_page(Shim, element(1, lists:last(Nodes)));
-                       false -> 0
-                   end,
-            Pages1 = if Next > 0 -> Pages#{{Tag, Next} => Ref}; true -> Pages end,
-            maybe_done(Ref, St#st{pages = Pages1, listings = (St#st.listings)#{Ref := L1}})
+%% A page (a refusal counts as an empty last page) from relay Tag.
+listed_page(Tag, Id, Nodes, More, St) ->
+    {L, Actions} = macula_relay_listing:page(St#st.listing, Tag, Id, {Nodes, More}, now_ms()),
+    maybe_done(listing_actions(Actions, St#st{listing = L})).
+
+maybe_done(St = #st{listing = L}) ->
+    case macula_relay_listing:done(L) of
+        true -> end_listing(St);
+        false -> St
     end.
 
-add_home(Node, Home, Acc) ->
-    maps:update_with(Node, fun(Hs) -> lists:usort([Home | Hs]) end, [Home], Acc).
+%% Answers every caller of the run, with what came (at the timeout:
+%% without the relays still paging).
+end_listing(St = #st{listing = L}) ->
+    {L1, Froms, Answer} = macula_relay_listing:answer(L),
+    [gen_server:reply(From, Answer) || From <- Froms],
+    St#st{listing = L1, list_ref = undefined}.
 
-%% The listing is answered once no page of it is outstanding.
-maybe_done(Ref, St = #st{pages = Pages}) ->
-    case lists:member(Ref, maps:values(Pages)) of
-        true -> St;
-        false -> end_listing(Ref, St)
-    end.
-
-%% Answers with what came so far (at the timeout: relays still paging are
-%% left out).
-end_listing(Ref, St = #st{listings = Ls}) ->
-    case maps:take(Ref, Ls) of
-        error ->
-            St;
-        {#listing{from = From, nodes = Nodes}, Ls1} ->
-            gen_server:reply(From, [#{node => N, relays => Hs}
-                                    || {N, Hs} <- lists:sort(maps:to_list(Nodes))]),
-            St#st{listings = Ls1, pages = maps:filter(fun(_, R) -> R =/= Ref end, St#st.pages)}
-    end.
-
-%% A relay connection closed: its outstanding pages will not come.
-drop_pages(Tag, St = #st{pages = Pages}) ->
-    {Gone, Kept} = maps:fold(fun({T, _} = K, Ref, {G, P}) when T =:= Tag ->
-                                     {[Ref | G], maps:remove(K, P)};
-                                (_, _, Acc) -> Acc
-                             end, {[], Pages}, Pages),
-    lists:foldl(fun maybe_done/2, St#st{pages = Kept}, lists:usort(Gone)).
+now_ms() ->
+    erlang:monotonic_time(millisecond).
 
 %%% ------------------------------------------------------------------
 %%% Tunnels

@@ -23,12 +23,14 @@
 -export([open_endpoint/1, set_acceptor/2, endpoint_info/1,
          dial/6, attach/3, send/3, tick/1, consumed/2, close/3, authenticated/1, getstat/1,
          conn_id/1, peer_address/1, conn_info/1, migrate/4, proof_frame/4,
-         parse_proof_frame/1, check_cookie_proof/5, peer_cert_matches/2, parse_node_name/2]).
+         parse_proof_frame/1, check_cookie_proof/5, peer_cert_matches/2, parse_node_name/2,
+         set_priority/2, priority/1, priority_info/0]).
 
 -nifs([open_endpoint/1, set_acceptor/2, endpoint_info/1,
        dial/6, attach/3, send/3, tick/1, consumed/2, close/3, authenticated/1, getstat/1,
        conn_id/1, peer_address/1, conn_info/1, migrate/4, proof_frame/4,
-       parse_proof_frame/1, check_cookie_proof/5, peer_cert_matches/2, parse_node_name/2]).
+       parse_proof_frame/1, check_cookie_proof/5, peer_cert_matches/2, parse_node_name/2,
+       set_priority/2, priority/1, priority_info/0]).
 
 -type endpoint() :: reference().
 -type conn() :: reference().
@@ -85,7 +87,13 @@ set_acceptor(Ep, Pid) -> ?NIF([Ep, Pid]).
             failed_handshakes := non_neg_integer(),
             half_open := non_neg_integer(), retries := non_neg_integer(),
             bad_tokens := non_neg_integer(), evicted_half_open := non_neg_integer(),
-            validated := non_neg_integer()}.
+            validated := non_neg_integer(),
+            %% every connection's traffic since the endpoint opened, closed
+            %% ones included (up to 100 ms behind): UDP payload bytes,
+            %% packets declared lost, validated and failed path changes
+            bytes_sent := non_neg_integer(), bytes_received := non_neg_integer(),
+            lost_packets := non_neg_integer(), migrations := non_neg_integer(),
+            failed_migrations := non_neg_integer()}.
 endpoint_info(Ep) -> ?NIF([Ep]).
 
 %% @doc Starts a connection to Ip:Port; `Host' is what the peer's
@@ -186,3 +194,21 @@ peer_cert_matches(Conn, Host) -> ?NIF([Conn, Host]).
           {ok, {Name :: binary(), Host :: binary(), inet:port_number(), ipv4 | ipv6 | dns}}
         | {error, binary()}.
 parse_node_name(Name, DefaultPort) -> ?NIF([Name, DefaultPort]).
+
+%% @doc Marks local process `Pid' high priority (its distribution signals
+%% go on each connection's priority stream) or back to normal. The mark
+%% goes when the process exits; at most `limit' (priority_info/0)
+%% processes are marked at a time.
+-spec set_priority(pid(), high | normal) -> ok | {error, too_many | not_alive}.
+set_priority(Pid, Priority) -> ?NIF([Pid, Priority]).
+
+%% @doc Whether local process `Pid' is marked high priority.
+-spec priority(pid()) -> high | normal.
+priority(Pid) -> ?NIF([Pid]).
+
+%% @doc Processes marked high priority now, the most there may be, and
+%% the frames sent on priority streams so far (marked senders' and OTP 28
+%% priority signals).
+-spec priority_info() -> #{processes := non_neg_integer(), limit := pos_integer(),
+                           frames := non_neg_integer()}.
+priority_info() -> ?NIF([]).

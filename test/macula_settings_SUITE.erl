@@ -269,7 +269,13 @@ every_setting_bad(Config) ->
           #{args => ["-macula_dist_discovery_interval_ms", "50"]}},
          {"macula_dist_cluster", "yes", #{args => ["-macula_dist_cluster", "yes"]}},
          %% a source needs macula_epmd (these nodes run with -no_epmd)
-         {"macula_dist_cluster", "true", #{args => ["-macula_dist_cluster", "true"]}}],
+         {"macula_dist_cluster", "true", #{args => ["-macula_dist_cluster", "true"]}},
+         {"macula_metrics_port", "0", #{args => ["-macula_metrics_port", "0"]}},
+         {"macula_metrics_port", "http", #{env => [{"MACULA_METRICS_PORT", "http"}]}},
+         {"macula_metrics_bind", "192.0.2.77",
+          #{args => ["-macula_metrics_port", "9568", "-macula_metrics_bind", "192.0.2.77"]}},
+         {"macula_metrics_bind", "localhost",
+          #{args => ["-macula_metrics_port", "9568", "-macula_metrics_bind", "localhost"]}}],
     Lines = [begin
                  Out = must_fail(Config, Opts),
                  one_line_names(Out, Setting, Value)
@@ -282,7 +288,8 @@ every_setting_bad(Config) ->
              "macula_dist_listen", "macula_dist_registry_dir", "macula_dist_nodes",
              "macula_dist_hosts_file", "macula_dist_dns_domain", "macula_dist_dns_servers",
              "macula_dist_dns_basename", "macula_dist_mdns", "macula_dist_mdns_realm",
-             "macula_dist_discovery_interval_ms", "macula_dist_cluster"],
+             "macula_dist_discovery_interval_ms", "macula_dist_cluster",
+             "macula_metrics_port", "macula_metrics_bind"],
     [] = Table -- [S || {S, _, _} <- Cases],
     ct:comment("~b bad values refused, one line each", [length(Lines)]).
 

@@ -445,7 +445,7 @@ void Connection::open_data_streams() {
     data_out_.push_back(std::move(s));
   }
   if (data_out_.empty()) return;
-  router_ = StreamRouter(data_out_.size());
+  router_ = StreamRouter(data_out_.size(), config_.priority_stream);
   route_unrouted();
 }
 
@@ -707,14 +707,32 @@ void Connection::route_unrouted() {
   }
 }
 
-// Control first; then data streams in turn, one packet each.
+// Control first; then the priority stream (see the header: strict, but
+// for one packet of the others after kPriorityRun of its own); then the
+// other data streams in turn, one packet each.
 Connection::StreamOut* Connection::pick_stream() {
   if (control_out_.id >= 0 && !control_out_.blocked && control_out_.buffer.has_unsent())
     return &control_out_;
-  for (size_t i = 0; i < data_out_.size(); ++i) {
-    StreamOut& s = data_out_[(next_data_ + i) % data_out_.size()];
+  std::optional<size_t> p = router_.priority_stream();
+  StreamOut* prio = p && *p < data_out_.size() ? &data_out_[*p] : nullptr;
+  if (prio && (prio->blocked || !prio->buffer.has_unsent())) prio = nullptr;
+  if (prio && priority_run_ < kPriorityRun) {
+    ++priority_run_;
+    return prio;
+  }
+  if (StreamOut* s = pick_ordinary()) {
+    priority_run_ = 0;
+    return s;
+  }
+  return prio;
+}
+
+Connection::StreamOut* Connection::pick_ordinary() {
+  size_t n = router_.priority_stream().value_or(data_out_.size());
+  for (size_t i = 0; i < n; ++i) {
+    StreamOut& s = data_out_[(next_data_ + i) % n];
     if (!s.blocked && s.buffer.has_unsent()) {
-      next_data_ = (next_data_ + i + 1) % data_out_.size();
+      next_data_ = (next_data_ + i + 1) % n;
       return &s;
     }
   }

@@ -12,8 +12,12 @@
 // are written before data bytes, and the connection-level window is
 // extended as bytes arrive, so control frames never wait behind data.
 // Data streams take turns packet by packet, so a big message on one does
-// not hold back a small one on another. A data stream's window only
-// reopens as the user returns credit.
+// not hold back a small one on another. With priority_stream, the last
+// data stream carries the flows that ask for priority (stream_router.h)
+// and is written before the other data streams, strictly except that
+// after kPriorityRun picks of it in a row the others get one packet when
+// they have data (bulk slows down under priority load, it never stops).
+// A data stream's window only reopens as the user returns credit.
 //
 // Authentication: with auth_timeout_ns set, a peer is a stranger until the
 // user calls ConnectionHandle::authenticate() (the binding does, once the
@@ -61,6 +65,9 @@ class ConnectionHost {
   // Scratch space for one GSO batch, shared by all connections (only the
   // loop-lock holder flushes, one connection at a time).
   virtual std::vector<uint8_t>& tx_buffer() = 0;
+  // What a connection's figures grew by since it last said (each time it
+  // publishes its PathInfo, and a last time before it is deleted).
+  virtual void add_traffic(const TrafficTotals& delta) = 0;
 };
 
 struct ConnectionConfig {
@@ -72,6 +79,7 @@ struct ConnectionConfig {
   uint64_t keep_alive_ns = 0;       // all roles: PING at most this apart; 0: off
   uint64_t stream_window = 0;       // flow-control window per data stream
   size_t data_streams = 1;          // data streams each side opens
+  bool priority_stream = true;      // reserve the last for priority flows
   uint64_t recv_unconsumed_limit = 0;  // delivered, not yet consumed
   size_t max_control_frame = 0;
   size_t max_control_frames = 64;  // non-tick frames per connection; 0: no bound
@@ -86,6 +94,10 @@ struct ConnectionConfig {
 // What a stranger may send on the control stream before authenticate():
 // the cookie proof or an identify needs a few hundred bytes.
 inline constexpr uint64_t kPreAuthControlWindow = 16u << 10;
+
+// Picks of the priority stream in a row before the other data streams
+// get a packet (when they have data).
+inline constexpr size_t kPriorityRun = 32;
 
 inline constexpr size_t kCidLen = 17;
 inline constexpr size_t kMaxPacketsPerFlush = 1024;
@@ -245,6 +257,7 @@ class Connection {
                           ngtcp2_path_validation_result res);
   void finish_migration(MigrationResult result, const Address& local);
   uint64_t lost_packets() const;
+  void count_traffic(const PathInfo& p);
 
   void after_read(uint64_t now);
   void establish(uint64_t now);
@@ -254,6 +267,7 @@ class Connection {
   bool gated() const { return config_.auth_timeout_ns != 0; }
   void authenticate();
   StreamOut* pick_stream();
+  StreamOut* pick_ordinary();
   bool has_unsent() const;
   // Bytes one flush may write (see the .cc): bounded on paths whose
   // minimum round trip is at least this.
@@ -299,6 +313,7 @@ class Connection {
   StreamRouter router_{1};
   std::deque<Unrouted> unrouted_;
   size_t next_data_ = 0;          // data stream whose turn it is
+  size_t priority_run_ = 0;       // priority-stream picks in a row
   std::map<int64_t, StreamIn> streams_in_;
   uint64_t control_credit_ = 0;   // control bytes to give back at once
   size_t control_frames_in_ = 0;  // non-tick control frames received
@@ -330,6 +345,7 @@ class Connection {
   uint64_t migrations_ = 0, failed_migrations_ = 0;
   uint64_t bytes_sent_ = 0, bytes_received_ = 0;
   uint64_t published_at_ = 0;
+  TrafficTotals counted_;  // what add_traffic() was told so far
   uint64_t publish_due_ = UINT64_MAX;  // a skipped refresh is owed by then
 
   // Dead peers (on_unreachable).

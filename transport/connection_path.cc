@@ -144,6 +144,21 @@ void Connection::publish_path(uint64_t now, bool force) {
   p.bytes_sent = bytes_sent_;
   p.bytes_received = bytes_received_;
   handle_->set_path(p);
+  count_traffic(p);
+}
+
+void Connection::count_traffic(const PathInfo& p) {
+  TrafficTotals now{p.bytes_sent, p.bytes_received, p.lost_packets, p.migrations,
+                    p.failed_migrations};
+  TrafficTotals d{now.bytes_sent - counted_.bytes_sent,
+                  now.bytes_received - counted_.bytes_received,
+                  // Loss counts are per open stream: never let a total shrink.
+                  now.lost_packets > counted_.lost_packets ? now.lost_packets - counted_.lost_packets : 0,
+                  now.migrations - counted_.migrations,
+                  now.failed_migrations - counted_.failed_migrations};
+  now.lost_packets = std::max(now.lost_packets, counted_.lost_packets);
+  counted_ = now;
+  config_.host->add_traffic(d);
 }
 
 }  // namespace macula

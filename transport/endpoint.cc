@@ -96,9 +96,19 @@ std::shared_ptr<ConnectionHandle> Endpoint::dial(
 EndpointStats Endpoint::stats() const {
   EndpointStats s{n_conns_.load(), n_accepted_.load(), n_dropped_.load(), n_resets_.load(),
                   n_ignored_unreachable_.load(), n_failed_handshakes_.load(), {}};
+  s.traffic = {n_bytes_sent_.load(), n_bytes_received_.load(), n_lost_.load(),
+               n_migrations_.load(), n_failed_migrations_.load()};
   std::lock_guard lock(admission_stats_mu_);
   s.admission = admission_stats_;
   return s;
+}
+
+void Endpoint::add_traffic(const TrafficTotals& d) {
+  n_bytes_sent_.fetch_add(d.bytes_sent, std::memory_order_relaxed);
+  n_bytes_received_.fetch_add(d.bytes_received, std::memory_order_relaxed);
+  n_lost_.fetch_add(d.lost_packets, std::memory_order_relaxed);
+  n_migrations_.fetch_add(d.migrations, std::memory_order_relaxed);
+  n_failed_migrations_.fetch_add(d.failed_migrations, std::memory_order_relaxed);
 }
 
 ConnectionConfig Endpoint::connection_config() {
@@ -111,6 +121,7 @@ ConnectionConfig Endpoint::connection_config() {
   c.keep_alive_ns = config_.keep_alive_ms * 1000000;
   c.stream_window = config_.stream_window;
   c.data_streams = config_.data_streams;
+  c.priority_stream = config_.priority_stream;
   c.recv_unconsumed_limit = config_.recv_unconsumed_limit;
   c.max_control_frame = config_.max_control_frame;
   c.max_control_frames = config_.max_control_frames;
@@ -446,6 +457,7 @@ void Endpoint::reap(uint64_t now) {
       continue;
     }
     if (c->role() == Role::kServer && !c->reached_open()) handshake_failed(*c);
+    c->publish_path(now, true);  // its last figures into the totals
     for (const ngtcp2_cid& cid : c->cids()) remove_cid(cid);
     admission_->settled(it->first);
     publish_admission();

@@ -65,6 +65,9 @@ struct EndpointConfig {
   // Data streams per direction: frames of different flows (order_key.h)
   // spread over them, so one big message does not hold back the others.
   size_t data_streams = 8;
+  // The last data stream carries flows that ask for priority and is
+  // written first (connection.h, stream_router.h).
+  bool priority_stream = true;
   uint64_t recv_unconsumed_limit = 32u << 20;
   size_t max_control_frame = 64u << 10;
   // Non-tick control frames a peer may send over a connection's life; the
@@ -121,6 +124,10 @@ struct EndpointStats {
   // (EndpointEvents::handshake_failed).
   uint64_t failed_handshakes = 0;
   AdmissionStats admission;
+  // Every connection's traffic since the endpoint opened, closed ones
+  // included (up to 100 ms behind: connections publish their figures at
+  // most that often, and once more before they are deleted).
+  TrafficTotals traffic;
 };
 
 class Endpoint : private ConnectionHost, private LoopOwner::Host {
@@ -198,6 +205,7 @@ class Endpoint : private ConnectionHost, private LoopOwner::Host {
   void authenticated(Connection& conn) override;
   UdpSocket& socket() override { return socket_; }
   std::vector<uint8_t>& tx_buffer() override { return tx_buffer_; }
+  void add_traffic(const TrafficTotals& delta) override;
 
   // The I/O thread's loop: wait, then one turn over what is owed.
   void run();
@@ -263,6 +271,8 @@ class Endpoint : private ConnectionHost, private LoopOwner::Host {
 
   std::atomic<uint64_t> n_conns_{0}, n_accepted_{0}, n_dropped_{0}, n_resets_{0};
   std::atomic<uint64_t> n_ignored_unreachable_{0}, n_failed_handshakes_{0};
+  std::atomic<uint64_t> n_bytes_sent_{0}, n_bytes_received_{0}, n_lost_{0};
+  std::atomic<uint64_t> n_migrations_{0}, n_failed_migrations_{0};
 };
 
 }  // namespace macula

@@ -4,7 +4,9 @@
 // Frames with the same flow key arrive in the order they were sent;
 // frames of different flows may overtake one another. A flow may open a
 // sequence whose continuation frames carry only the sequence id and
-// follow that flow. A barrier follows every earlier frame. Plain value;
+// follow that flow. A barrier follows every earlier frame. A flow may ask
+// for the connection's priority stream (`priority`): a placement wish,
+// never a licence to overtake the flow's own earlier frames. Plain value;
 // any thread.
 #pragma once
 
@@ -26,6 +28,10 @@ struct OrderKey {
   bool closes_sequence = false;
   uint64_t sequence = 0;
   uint64_t size = 0;  // bytes on the stream: frame header + payload
+  // kFlow: the flow's frames go on the priority stream, which the
+  // transport serves before the others (stream_router.h). Continuations
+  // follow their flow's choice.
+  bool priority = false;
 };
 
 }  // namespace macula

@@ -30,6 +30,15 @@ struct PathInfo {
   uint64_t bytes_received = 0;
 };
 
+// Traffic figures summed over connections (EndpointStats::traffic).
+struct TrafficTotals {
+  uint64_t bytes_sent = 0;      // UDP payload bytes
+  uint64_t bytes_received = 0;
+  uint64_t lost_packets = 0;    // as PathInfo::lost_packets
+  uint64_t migrations = 0;      // validated path changes
+  uint64_t failed_migrations = 0;
+};
+
 // How a migration request ended for one connection.
 enum class MigrationResult {
   kMigrated,      // the new path was validated and is now in use

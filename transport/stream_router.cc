@@ -4,7 +4,15 @@
 
 namespace macula {
 
-StreamRouter::StreamRouter(size_t streams) : streams_(std::max<size_t>(streams, 1)) {}
+StreamRouter::StreamRouter(size_t streams, bool priority_stream)
+    : streams_(std::max<size_t>(streams, 1)),
+      bulk_streams_(priority_stream && streams_.size() >= 2 ? streams_.size() - 1
+                                                             : streams_.size()) {}
+
+std::optional<size_t> StreamRouter::priority_stream() const {
+  if (bulk_streams_ == streams_.size()) return std::nullopt;
+  return bulk_streams_;
+}
 
 uint64_t StreamRouter::load(size_t stream) const {
   return streams_[stream].end - streams_[stream].acked;
@@ -17,13 +25,18 @@ void StreamRouter::acked(size_t stream, uint64_t offset) {
 
 // Ties go round-robin so that idle processes spread over the streams.
 size_t StreamRouter::least_loaded() {
-  size_t best = next_ % streams_.size();
-  for (size_t i = 1; i < streams_.size(); ++i) {
-    size_t s = (next_ + i) % streams_.size();
+  size_t best = next_ % bulk_streams_;
+  for (size_t i = 1; i < bulk_streams_; ++i) {
+    size_t s = (next_ + i) % bulk_streams_;
     if (load(s) < load(best)) best = s;
   }
   next_ = best + 1;
   return best;
+}
+
+size_t StreamRouter::free_stream(bool priority) {
+  if (priority && bulk_streams_ < streams_.size()) return bulk_streams_;
+  return least_loaded();
 }
 
 size_t StreamRouter::commit(size_t stream, uint64_t bytes, Process* p) {
@@ -34,6 +47,7 @@ size_t StreamRouter::commit(size_t stream, uint64_t bytes, Process* p) {
 
 std::optional<size_t> StreamRouter::place(const OrderKey& route) {
   uint64_t key = route.key;
+  bool priority = route.priority;
   switch (route.kind) {
     case OrderKey::Kind::kBarrier:
       for (const Stream& s : streams_)
@@ -50,6 +64,7 @@ std::optional<size_t> StreamRouter::place(const OrderKey& route) {
       }
       key = seq->second;
       if (route.closes_sequence) sequences_.erase(seq);
+      if (auto p = processes_.find(key); p != processes_.end()) priority = p->second.priority;
       break;
     }
     case OrderKey::Kind::kFlow:
@@ -58,8 +73,10 @@ std::optional<size_t> StreamRouter::place(const OrderKey& route) {
   }
   auto [it, fresh] = processes_.try_emplace(key);
   Process& p = it->second;
-  size_t stream = !fresh && !idle(p) ? p.stream : least_loaded();
+  // Only a flow with nothing unacknowledged may change streams (or class).
+  size_t stream = !fresh && !idle(p) ? p.stream : free_stream(priority);
   commit(stream, route.size, &p);
+  p.priority = priority;
   if (processes_.size() >= prune_at_) prune();
   return stream;
 }

@@ -8,6 +8,14 @@
 // bytes on as soon as they are in order), the flow may move to the least
 // loaded stream. A barrier waits until every stream is acknowledged, then
 // goes anywhere.
+//
+// Priority: with a priority stream (at least 2 streams), the last stream
+// carries only flows that ask for it (OrderKey::priority), the others only
+// the rest; the connection writes it before them (connection.h). A flow's
+// wish takes effect only when it is free to move, so a flow that changes
+// class keeps its order: its frames stay behind its earlier ones on the
+// old stream until the peer acknowledged those (the per-flow barrier of
+// a class change costs one round trip at most).
 // Owned by one connection; used by whoever holds the endpoint's loop lock
 // (loop_owner.h).
 #pragma once
@@ -25,7 +33,9 @@ namespace macula {
 class StreamRouter {
  public:
   // `streams`: how many data streams there are (at least 1).
-  explicit StreamRouter(size_t streams);
+  // `priority_stream`: reserve the last one for priority flows (ignored
+  // with fewer than 2 streams).
+  explicit StreamRouter(size_t streams, bool priority_stream = false);
 
   // Picks the stream for the next frame and counts its bytes on it.
   // nullopt: a barrier that must wait for acknowledgements; call again
@@ -39,6 +49,8 @@ class StreamRouter {
   // Bytes placed on `stream` and not yet acknowledged.
   uint64_t load(size_t stream) const;
   size_t tracked_flows() const { return processes_.size(); }
+  // The priority stream's index, if there is one.
+  std::optional<size_t> priority_stream() const;
 
  private:
   struct Stream {
@@ -48,14 +60,17 @@ class StreamRouter {
   struct Process {
     size_t stream = 0;
     uint64_t end = 0;  // stream offset just past its last frame
+    bool priority = false;  // its latest wish (continuations follow it)
   };
 
   bool idle(const Process& p) const { return streams_[p.stream].acked >= p.end; }
-  size_t least_loaded();
+  size_t least_loaded();  // among the streams of ordinary flows
+  size_t free_stream(bool priority);
   size_t commit(size_t stream, uint64_t bytes, Process* p);
   void prune();
 
   std::vector<Stream> streams_;
+  size_t bulk_streams_;  // streams [0, bulk_streams_) are not the priority one
   std::unordered_map<uint64_t, Process> processes_;
   std::unordered_map<uint64_t, uint64_t> sequences_;  // sequence -> flow
   size_t next_ = 0;  // where the search for the least loaded stream starts

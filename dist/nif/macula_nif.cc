@@ -30,6 +30,7 @@
 #include "framing.h"
 #include "nif_terms.h"
 #include "node_name.h"
+#include "priority_table.h"
 
 namespace macula {
 namespace {
@@ -335,7 +336,10 @@ ERL_NIF_TERM endpoint_info(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
                          atom(env, "follows_address_changes"), atom(env, "reader_id"),
                          atom(env, "ignored_unreachable"), atom(env, "failed_handshakes"),
                          atom(env, "half_open"), atom(env, "retries"), atom(env, "bad_tokens"),
-                         atom(env, "evicted_half_open"), atom(env, "validated")};
+                         atom(env, "evicted_half_open"), atom(env, "validated"),
+                         atom(env, "bytes_sent"), atom(env, "bytes_received"),
+                         atom(env, "lost_packets"), atom(env, "migrations"),
+                         atom(env, "failed_migrations")};
   ERL_NIF_TERM vals[] = {enif_make_uint(env, ep->endpoint->port()), enif_make_uint64(env, s.connections),
                          enif_make_uint64(env, s.accepted), enif_make_uint64(env, s.dropped_packets),
                          enif_make_uint64(env, s.stateless_resets), atom(env, mode),
@@ -347,7 +351,12 @@ ERL_NIF_TERM endpoint_info(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
                          enif_make_uint64(env, s.admission.retries),
                          enif_make_uint64(env, s.admission.bad_tokens),
                          enif_make_uint64(env, s.admission.evicted),
-                         enif_make_uint64(env, s.admission.validated)};
+                         enif_make_uint64(env, s.admission.validated),
+                         enif_make_uint64(env, s.traffic.bytes_sent),
+                         enif_make_uint64(env, s.traffic.bytes_received),
+                         enif_make_uint64(env, s.traffic.lost_packets),
+                         enif_make_uint64(env, s.traffic.migrations),
+                         enif_make_uint64(env, s.traffic.failed_migrations)};
   ERL_NIF_TERM map;
   enif_make_map_from_arrays(env, keys, vals, sizeof keys / sizeof keys[0], &map);
   return map;
@@ -454,13 +463,62 @@ ERL_NIF_TERM send(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   std::vector<OrderKey> routes;
   if (ch == Channel::kData) {
     routes.reserve(n);
-    for (auto frame : frames) routes.push_back(route_of(frame));
+    auto* prio = static_cast<PriorityTable*>(enif_priv_data(env));
+    uint64_t high = 0;
+    for (auto frame : frames) {
+      routes.push_back(route_of(frame));
+      OrderKey& r = routes.back();
+      if (r.kind == OrderKey::Kind::kFlow && prio->contains(r.key)) r.priority = true;
+      high += r.priority;
+    }
+    if (high) prio->count_frames(high);
   }
   OutChunk chunk = frame_chunk(frames, owner);
   ErlNifPid self;
   enif_self(env, &self);
   c->events->set_writable_pid(self);
   return send_status(env, c->handle->send(ch, std::move(chunk), n, std::move(routes)));
+}
+
+// set_priority(Pid, high | normal) -> ok | {error, too_many | not_alive}:
+// the local process's distribution signals go on each connection's
+// priority stream (high) or not (normal); see priority_table.h.
+ERL_NIF_TERM set_priority(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  ErlNifPid pid;
+  if (!enif_get_local_pid(env, argv[0], &pid)) return badarg(env, "pid");
+  auto* table = static_cast<PriorityTable*>(enif_priv_data(env));
+  if (enif_is_identical(argv[1], atom(env, "normal"))) {
+    table->unmark(env, pid);
+    return atom(env, "ok");
+  }
+  if (!enif_is_identical(argv[1], atom(env, "high"))) return badarg(env, "priority");
+  switch (table->mark(env, pid)) {
+    case PriorityTable::MarkResult::kOk: return atom(env, "ok");
+    case PriorityTable::MarkResult::kFull:
+      return enif_make_tuple2(env, atom(env, "error"), atom(env, "too_many"));
+    case PriorityTable::MarkResult::kNotAlive: break;
+  }
+  return enif_make_tuple2(env, atom(env, "error"), atom(env, "not_alive"));
+}
+
+// priority(Pid) -> high | normal
+ERL_NIF_TERM priority(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  ErlNifPid pid;
+  if (!enif_get_local_pid(env, argv[0], &pid)) return badarg(env, "pid");
+  auto* table = static_cast<PriorityTable*>(enif_priv_data(env));
+  return atom(env, table->marked(env, pid) ? "high" : "normal");
+}
+
+// priority_info() -> #{processes, limit, frames}
+ERL_NIF_TERM priority_info(ErlNifEnv* env, int, const ERL_NIF_TERM[]) {
+  auto* table = static_cast<PriorityTable*>(enif_priv_data(env));
+  ERL_NIF_TERM keys[] = {atom(env, "processes"), atom(env, "limit"), atom(env, "frames")};
+  ERL_NIF_TERM vals[] = {enif_make_uint64(env, table->size()),
+                         enif_make_uint64(env, kMaxPriorityProcesses),
+                         enif_make_uint64(env, table->frames())};
+  ERL_NIF_TERM map;
+  enif_make_map_from_arrays(env, keys, vals, 3, &map);
+  return map;
 }
 
 // tick(Conn): an empty frame on the control stream; never waits for data.
@@ -701,7 +759,7 @@ void close_endpoints_at_exit() {
   for (auto& ep : readers::all()) ep->close_for_exit(kExitCloseLimitMs);
 }
 
-int load(ErlNifEnv* env, void**, ERL_NIF_TERM) {
+int load(ErlNifEnv* env, void** priv, ERL_NIF_TERM) {
   // Once per library load (glibc ties the handler to this library: it
   // also runs when the library is unloaded, by then with no endpoints).
   if (std::atexit(close_endpoints_at_exit) != 0) return 1;
@@ -711,7 +769,8 @@ int load(ErlNifEnv* env, void**, ERL_NIF_TERM) {
   conn_init.dtor = conn_dtor;
   conn_init.down = conn_down;
   g_conn_type = enif_open_resource_type_x(env, "macula_conn", &conn_init, flags, nullptr);
-  return g_endpoint_type && g_conn_type ? 0 : 1;
+  *priv = PriorityTable::create(env);
+  return g_endpoint_type && g_conn_type && *priv ? 0 : 1;
 }
 
 ErlNifFunc nif_funcs[] = {
@@ -722,6 +781,9 @@ ErlNifFunc nif_funcs[] = {
     {"attach", 3, attach, 0},
     {"send", 3, send, 0},
     {"tick", 1, tick, 0},
+    {"set_priority", 2, set_priority, 0},
+    {"priority", 1, priority, 0},
+    {"priority_info", 0, priority_info, 0},
     {"consumed", 2, consumed, 0},
     {"close", 3, close_conn, 0},
     {"authenticated", 1, authenticated, 0},

@@ -307,7 +307,74 @@ TEST(DistRoute, EveryControlMessageOfOtp25To28) {
       EXPECT_EQ(r.key, key(m.elements[size_t(m.sender)].num, 1)) << m.name;
     }
     EXPECT_FALSE(r.opens_sequence) << m.name;
+    // Only OTP 28's priority flag asks for the priority stream.
+    bool prio = m.op == 37 && (m.elements[0].num & 1);
+    EXPECT_EQ(r.priority, prio) << m.name;
   }
+}
+
+// EEP 76 priority signals, in each shape OTP 28 sends them: the flag as
+// SMALL_INTEGER_EXT or INTEGER_EXT, pass-through, and as the first
+// fragment of a big priority message (its continuations follow the flow).
+TEST(DistRoute, Otp28PrioritySignalsAskForThePriorityStream) {
+  for (uint32_t flags : {1u, 3u, 5u, 7u, 9u, 17u, 0x101u}) {
+    Buf b = header();
+    tuple(b, 4, 37);
+    if (flags < 256) {
+      small_int(b, uint8_t(flags));
+    } else {
+      b.push_back(98);  // INTEGER_EXT
+      put(b, flags, 4);
+    }
+    pid(b, 42, 7);
+    ref(b);
+    OrderKey r = route_of(b);
+    EXPECT_EQ(r.kind, OrderKey::Kind::kFlow) << flags;
+    EXPECT_EQ(r.key, key(42, 7)) << flags;
+    EXPECT_TRUE(r.priority) << flags;
+  }
+  Buf pass = {'p', 131};
+  tuple(pass, 4, 37);
+  small_int(pass, 1);
+  pid(pass, 42, 7);
+  atom(pass, "name");
+  EXPECT_TRUE(route_of(pass).priority);
+  Buf frag = {131, 'E'};
+  put(frag, 77, 8);  // sequence
+  put(frag, 3, 8);   // fragments
+  frag.push_back(0);
+  tuple(frag, 4, 37);
+  small_int(frag, 5);
+  pid(frag, 42, 7);
+  ref(frag);
+  OrderKey f = route_of(frag);
+  EXPECT_TRUE(f.priority);
+  EXPECT_TRUE(f.opens_sequence);
+  EXPECT_EQ(f.sequence, 77u);
+}
+
+TEST(DistRoute, BadOrNegativeAltactFlagsAreBarriers) {
+  for (Buf flag : {Buf{98, 0xff, 0xff, 0xff, 0xff}, Buf{100, 0, 1, 'x'}, Buf{97}}) {
+    Buf b = header();
+    tuple(b, 4, 37);
+    b.insert(b.end(), flag.begin(), flag.end());
+    pid(b, 42, 7);
+    ref(b);
+    EXPECT_EQ(route_of(b).kind, OrderKey::Kind::kBarrier);
+  }
+}
+
+TEST(DistRoute, PidKeyMatchesTheSendersFlowKey) {
+  Buf ext = {131};
+  pid(ext, 300, 2);
+  EXPECT_EQ(pid_key(ext), key(300, 2));
+  Buf b = header();
+  tuple(b, 3, 22);
+  pid(b, 300, 2);
+  pid(b, 9, 1);
+  EXPECT_EQ(route_of(b).key, *pid_key(ext));
+  EXPECT_FALSE(pid_key(Buf{131, 100, 0, 1, 'x'}).has_value());
+  EXPECT_FALSE(pid_key(Buf{}).has_value());
 }
 
 // Operations no OTP release up to 28 defines are barriers.

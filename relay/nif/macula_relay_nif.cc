@@ -15,6 +15,7 @@
 // Names and reasons are binaries; Tag is the integer given to open/1.
 #include <erl_nif.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -65,8 +66,17 @@ LiveShims& live_shims() {
 // macula_nif's handler, which closes the node's own connections).
 constexpr uint64_t kExitCloseLimitMs = 200;
 
+// One deadline for all shims. The shims are kept (leaked) so that no
+// destructor, which joins threads, runs inside exit().
 void close_shims_at_exit() {
-  for (auto& shim : live_shims().all()) shim->close_for_exit(kExitCloseLimitMs);
+  auto* shims = new std::vector<std::shared_ptr<RelayShim>>(live_shims().all());
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kExitCloseLimitMs);
+  for (auto& shim : *shims) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    shim->close_for_exit(uint64_t(left.count()));
+  }
 }
 
 bool map_port(ErlNifEnv* env, ERL_NIF_TERM map, const char* key, uint16_t& out) {

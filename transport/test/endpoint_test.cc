@@ -669,6 +669,52 @@ TEST_F(EndpointTest, ABlockedStreamDoesNotHoldBackAnotherProcess) {
   }
 }
 
+// Eight processes have 4 MB each queued, on every ordinary stream; then a
+// process that asks for priority and an ordinary one send a small frame
+// each. The priority frame arrives before any bulk frame is complete, the
+// ordinary one behind the bulk of its stream. Without the priority stream
+// (checked too) the "priority" frame waits like the ordinary one.
+TEST_F(EndpointTest, APriorityFrameOvertakesBulkOnEveryOrdinaryStream) {
+  for (bool priority : {true, false}) {
+    SCOPED_TRACE(priority);
+    EndpointConfig cc = config("client");
+    cc.priority_stream = priority;
+    ASSERT_NO_FATAL_FAILURE(open_server(config("server")));
+    ASSERT_NO_FATAL_FAILURE(open_client(cc));
+    Link link;
+    ASSERT_NO_FATAL_FAILURE(connect(link));
+    std::vector<std::string> payloads;
+    std::vector<OrderKey> routes;
+    auto add = [&](uint64_t flow, std::string p, bool prio) {
+      OrderKey r;
+      r.kind = OrderKey::Kind::kFlow;
+      r.key = flow;
+      r.priority = prio;
+      r.size = kFrameHeaderSize + p.size();
+      routes.push_back(r);
+      payloads.push_back(std::move(p));
+    };
+    for (int i = 0; i < 4; ++i)
+      for (uint64_t flow = 1; flow <= 8; ++flow) add(flow, std::string(1 << 20, 'b'), false);
+    add(100, "priority", true);
+    add(101, "ordinary", false);
+    // One send: everything is queued before the first packet is written.
+    ASSERT_NE(link.client->send(Channel::kData, OutChunk::from_bytes(frames_of(payloads)),
+                                uint32_t(payloads.size()), std::move(routes)),
+              SendStatus::kClosed);
+    Recorder& rx = *link.server_events;
+    ASSERT_TRUE(rx.wait([](const Seen& s) { return s.data_frames == 34; }, kWait));
+    std::vector<std::string> got = rx.seen().data;
+    auto at = [&](const std::string& p) {
+      return size_t(std::find(got.begin(), got.end(), p) - got.begin());
+    };
+    EXPECT_EQ(at("priority") == 0, priority) << "priority frame at " << at("priority");
+    EXPECT_GE(at("ordinary"), 4u) << "the ordinary frame waits behind its stream's bulk";
+    client_.reset();
+    server_.reset();
+  }
+}
+
 TEST_F(EndpointTest, SendIsBusyAboveHighWaterAndWritableFollows) {
   EndpointConfig cc = config("client");
   cc.send_high_water = 64 << 10;

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <optional>
+#include <vector>
+
 namespace macula {
 namespace {
 
@@ -79,6 +82,63 @@ TEST(StreamRouter, IdleProcessesAreForgotten) {
     router.acked(s, router.load(s) + 1000000);  // clamped to what was placed
   }
   EXPECT_LT(router.tracked_flows(), 1100u);
+}
+
+OrderKey high(uint64_t key, uint64_t size = 100) {
+  OrderKey r = proc(key, size);
+  r.priority = true;
+  return r;
+}
+
+TEST(StreamRouter, PriorityFlowsGetTheLastStreamAndOnlyThey) {
+  StreamRouter router(4, true);
+  ASSERT_EQ(router.priority_stream(), std::optional<size_t>(3));
+  EXPECT_EQ(*router.place(high(1)), 3u);
+  EXPECT_EQ(*router.place(high(2)), 3u);
+  for (uint64_t k = 10; k < 60; ++k) EXPECT_NE(*router.place(proc(k)), 3u);
+  OrderKey barrier;
+  barrier.size = 5;
+  for (size_t s = 0; s < 4; ++s) router.acked(s, router.load(s) + 1000);
+  EXPECT_NE(*router.place(barrier), 3u);
+}
+
+TEST(StreamRouter, NoPriorityStreamWithOneStreamOrWhenOff) {
+  EXPECT_FALSE(StreamRouter(1, true).priority_stream().has_value());
+  StreamRouter off(4);
+  EXPECT_FALSE(off.priority_stream().has_value());
+  std::vector<bool> used(4);
+  for (uint64_t k = 0; k < 8; ++k) used[*off.place(high(k, 1000))] = true;
+  EXPECT_TRUE(used[0] && used[1] && used[2] && used[3]);
+}
+
+// A process that changes class keeps its order: it stays on its stream
+// until the peer acknowledged what it sent there.
+TEST(StreamRouter, ChangingClassWaitsForTheAcknowledgement) {
+  StreamRouter router(3, true);
+  size_t bulk = *router.place(proc(1, 5000));
+  ASSERT_NE(bulk, 2u);
+  EXPECT_EQ(*router.place(high(1, 64)), bulk) << "earlier frames unacknowledged";
+  router.acked(bulk, 5063);
+  EXPECT_EQ(*router.place(high(1, 64)), bulk) << "still one byte short";
+  router.acked(bulk, 5128);
+  EXPECT_EQ(*router.place(high(1, 64)), 2u);
+  EXPECT_EQ(*router.place(proc(1, 64)), 2u) << "back to normal: waits the same way";
+  router.acked(2, 1 << 20);
+  EXPECT_NE(*router.place(proc(1, 64)), 2u);
+}
+
+TEST(StreamRouter, ContinuationsFollowTheirFlowsClass) {
+  StreamRouter router(3, true);
+  OrderKey first = high(5, 1000);
+  first.opens_sequence = true;
+  first.sequence = 9;
+  EXPECT_EQ(*router.place(first), 2u);
+  router.acked(2, 1 << 20);  // free to move, yet a priority flow
+  OrderKey cont;
+  cont.kind = OrderKey::Kind::kContinuation;
+  cont.key = 9;
+  cont.size = 1000;
+  EXPECT_EQ(*router.place(cont), 2u);
 }
 
 TEST(StreamRouter, AckBeyondWhatWasPlacedIsClamped) {
