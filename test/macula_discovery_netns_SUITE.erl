@@ -30,6 +30,7 @@
 -define(NAMESPACES, [?BR_NS, ?DNS_NS | ?NODE_NS]).
 -define(DNS_IP, "10.77.0.53").
 -define(ROGUE_IP, "10.77.0.66").
+-define(OFF_LINK_IP, "10.99.0.66").
 -define(DOMAIN, "disc.test").
 -define(INTERVAL, "500").
 
@@ -80,6 +81,8 @@ setup() ->
                                 "10.77.0.15", ?ROGUE_IP]) ++ [{?DNS_NS, ?DNS_IP}],
     lists:foreach(fun({{NS, Ip}, I}) -> link(NS, Ip, integer_to_list(I)) end,
                   lists:zip(Ends, lists:seq(1, length(Ends)))),
+    %% the rogue also has an address on no subnet of the link
+    must(ip(), ["-n", "mcd_6", "addr", "add", ?OFF_LINK_IP ++ "/32", "dev", "mcdv6"]),
     ok.
 
 %% A veth from NS to the bridge, with Ip/24 and the multicast route.
@@ -230,7 +233,7 @@ start_mdns_node(Config, NS, Name, Extra) ->
 %% A rogue in mcd_6 (not macula: a gen_udp socket and hand-made packets)
 %% announces the victim's name `v@10.77.0.12' at its own address, where
 %% an impostor macula node with another cookie listens, and sends garbage
-%% besides. The observer (cluster formation on, mDNS its only source)
+%% besides, and announcements from an address off the link (dropped). The observer (cluster formation on, mDNS its only source)
 %% believes the announcement and dials the impostor; the cookie proof
 %% refuses it, so the observer connects to neither, and its mDNS process
 %% survives the garbage, counting it.
@@ -263,6 +266,9 @@ mdns_rogue_announcer(Config) ->
     Counts = peer:call(O, macula_mdns, info, []),
     ct:pal("observer's mDNS counters: ~p", [Counts]),
     true = maps:get(malformed, Counts, 0) > 0,
+    %% the announcement from off the link was dropped unread
+    true = maps:get(off_link, Counts, 0) > 0,
+    [] = [N || #{node := N = <<"offlink", _/binary>>} <- peer:call(O, macula, discovered, [])],
     ok.
 
 %% The same rogue in CA mode, with an impostor that has everything but
@@ -305,6 +311,10 @@ plain_args(Config, NS, Port) ->
 %% macula's codec.
 rogue(Victim, Port, Rounds, PeriodMs) ->
     {ok, S} = gen_udp:open(0, [binary, {multicast_ttl, 255}, {ip, {10, 77, 0, 66}}]),
+    %% the same kind of announcement from an address off the link
+    {ok, Off} = gen_udp:open(0, [binary, {multicast_ttl, 255}, {ip, {10, 99, 0, 66}},
+                                 {multicast_if, {10, 77, 0, 66}}]),
+    OffLink = forged(<<"offlink@10.99.0.66">>, Port),
     Forged = forged(list_to_binary(Victim), Port),
     Garbage = [<<1, 2, 3>>, crypto:strong_rand_bytes(200),
                %% a name that points at itself
@@ -315,8 +325,10 @@ rogue(Victim, Port, Rounds, PeriodMs) ->
                <<0:16, 16#8400:16, 0:16, 64000:16, 0:16, 0:16>>],
     [begin
          [gen_udp:send(S, {224, 0, 0, 251}, 5353, P) || P <- [Forged | Garbage]],
+         gen_udp:send(Off, {224, 0, 0, 251}, 5353, OffLink),
          timer:sleep(PeriodMs)
      end || _ <- lists:seq(1, Rounds)],
+    gen_udp:close(Off),
     gen_udp:close(S).
 
 forged(Victim, Port) ->
