@@ -167,7 +167,7 @@ insert(Source, Node, Ip, Port, Expires, St = #st{dropped = Dropped}) ->
     Full = not ets:member(?TABLE, {Source, Node}) andalso
         ets:select_count(?TABLE, [{{{Source, '_'}, '_', '_', '_', '_', '_', '_'}, [], [true]}])
         >= ?MAX_ENTRIES,
-    case {Full, macula_discovery_config:node_parts(Node)} of
+    case {Full, macula_names:node_parts(Node)} of
         {false, {Name, Host}} ->
             ets:insert(?TABLE, {{Source, Node}, Name, Host, Ip, Port, now_ms(), Expires}),
             St;

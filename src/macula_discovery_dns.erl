@@ -77,4 +77,4 @@ node(Basename, Target) ->
     list_to_binary(Basename ++ "@" ++ string:trim(Target, trailing, ".")).
 
 lower(Name) ->
-    string:lowercase(string:trim(Name, trailing, ".")).
+    macula_names:lower(string:trim(Name, trailing, ".")).

@@ -140,11 +140,7 @@ announce(St = #st{me = Me, port = Port, realm = Realm}, Ttl) ->
 %% A host label made of the node name's host part.
 target(Me) ->
     [_, Host] = binary:split(Me, <<"@">>),
-    Label = << <<(label_char(C))>> || <<C>> <= Host >>,
-    [binary:part(Label, 0, min(63, byte_size(Label))), <<"local">>].
-
-label_char(C) when C >= $a, C =< $z; C >= $A, C =< $Z; C >= $0, C =< $9 -> C;
-label_char(_) -> $-.
+    [macula_names:label(Host), <<"local">>].
 
 addresses() ->
     case inet:getifaddrs() of
@@ -212,7 +208,7 @@ instance(_Source, [], _Records, St) ->
     count(incomplete, St).
 
 found(Node, Ip, Port, Ttl, St) ->
-    case macula_discovery_config:node_parts(Node) of
+    case macula_names:node_parts(Node) of
         error -> count(not_a_node_name, St);
         _ when Ttl =:= 0 -> macula_discovery:gone(mdns, Node), St;
         _ ->
@@ -251,12 +247,10 @@ pairs([]) -> [].
 
 %% DNS names compare ASCII case-insensitively.
 same_name(A, B) when length(A) =:= length(B) ->
-    lists:all(fun({X, Y}) -> lower(X) =:= lower(Y) end, lists:zip(A, B));
+    lists:all(fun({X, Y}) -> macula_names:lower(X) =:= macula_names:lower(Y) end,
+              lists:zip(A, B));
 same_name(_, _) ->
     false.
-
-lower(Label) ->
-    << <<(if C >= $A, C =< $Z -> C + 32; true -> C end)>> || <<C>> <= Label >>.
 
 count(Key, St = #st{counts = Counts}) ->
     St#st{counts = maps:update_with(Key, fun(N) -> N + 1 end, 1, Counts)}.

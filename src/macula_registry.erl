@@ -27,14 +27,15 @@
 %% Everything here uses prim_file: it runs at boot, before the file server.
 -module(macula_registry).
 
--export([claim/3, release/2, lookup/2, names/1, valid_name/1]).
+-export([claim/3, release/2, lookup/2, names/1]).
+
+-import(macula_names, [valid_name/1]).
 
 -include_lib("kernel/include/file.hrl").
 
 -define(MAX_ENTRIES, 1024).
 -define(MAX_USERS, 256).
 -define(MAX_PROC_NET, 4 bsl 20).
--define(MAX_NAME, 200).
 
 %% @doc Registers Name on Port in the registry under Dir: ok, or a text
 %% saying why not (a live node of this user holds the name, or a
@@ -127,19 +128,6 @@ list(UserDir) ->
         {ok, Files} -> lists:sublist(lists:sort([F || F <- Files, valid_name(F)]), ?MAX_ENTRIES);
         {error, _} -> []
     end.
-
-%% @doc True for a name the registry can hold (a file name, no dot first).
--spec valid_name(term()) -> boolean().
-valid_name([C | _] = Name) when C =/= $. ->
-    length(Name) =< ?MAX_NAME andalso lists:all(fun name_char/1, Name);
-valid_name(_) ->
-    false.
-
-name_char(C) when is_integer(C) ->
-    (C >= $a andalso C =< $z) orelse (C >= $A andalso C =< $Z) orelse
-        (C >= $0 andalso C =< $9) orelse C =:= $_ orelse C =:= $- orelse C =:= $.;
-name_char(_) ->
-    false.
 
 %%% ------------------------------------------------------------------
 %%% Entries

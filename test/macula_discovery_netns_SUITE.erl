@@ -162,22 +162,15 @@ start_dnsmasq(Hosts) ->
                          || {H, Ip, P} <- Hosts]),
     Port = open_port({spawn_executable, ip()}, [{args, Args}, exit_status, stderr_to_stdout,
                                                 binary, hide]),
-    %% answering: the SRV query gets one record per host
-    macula_ct:poll(fun() -> length(srv_answer()) =:= length(Hosts) end, 10000,
-                   fun() -> {dnsmasq_not_answering, drain(Port)} end),
+    %% dnsmasq reads its records at start: once it listens, it answers
+    %% with these
+    macula_ct:poll(fun() -> dns_listening() end, 10000,
+                   fun() -> {dnsmasq_not_listening, drain(Port)} end),
     Port.
 
-srv_answer() ->
-    case cmd(ip(), ["netns", "exec", "mcd_1", "erl", "-noshell", "-eval",
-                    "io:format(\"~p\", [inet_res:lookup(\"_erlang-dist._udp." ++ ?DOMAIN ++
-                        "\", in, srv, [{nameservers, [{{10,77,0,53}, 53}]}, {timeout, 500}])]),"
-                    " halt()."]) of
-        {0, Out} ->
-            {ok, T, _} = erl_scan:string(Out ++ "."),
-            {ok, L} = erl_parse:parse_term(T),
-            L;
-        _ -> []
-    end.
+dns_listening() ->
+    {_, Out} = cmd(ip(), ["netns", "exec", ?DNS_NS, "ss", "-Hlun"]),
+    string:find(Out, ?DNS_IP ++ ":53 ") =/= nomatch.
 
 drain(Port) ->
     receive {Port, {data, D}} -> [D | drain(Port)] after 0 -> [] end.
