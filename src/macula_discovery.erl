@@ -19,7 +19,7 @@
 -behaviour(gen_server).
 
 -export([childspec/0, start_link/0, enabled/1, port/2, lookup/2, names/1, discovered/0,
-         seen/5, gone/2]).
+         seen/5, gone/2, info/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -define(TABLE, macula_discovered).
@@ -88,6 +88,13 @@ discovered() ->
                   age_ms => Now - Seen}
                 || {{Source, Node}, _N, _H, Ip, Port, Seen} <- entries()]).
 
+%% @doc Bounds at work: entries per source, entries dropped (a source at
+%% its quota), dials in progress, nodes marked as tried this interval,
+%% node-name atoms made.
+-spec info() -> map().
+info() ->
+    gen_server:call(?MODULE, info).
+
 %% @doc A source (mDNS) heard of Node at Ip:Port.
 -spec seen(source(), binary(), inet:ip_address(), inet:port_number(), non_neg_integer()) -> ok.
 seen(Source, Node, Ip, Port, TtlMs) ->
@@ -110,6 +117,13 @@ init([]) ->
     {ok, #st{interval = Interval}}.
 
 -spec handle_call(term(), {pid(), term()}, #st{}) -> {reply, term(), #st{}}.
+handle_call(info, _From, St = #st{dropped = Dropped, dials = Dials, tried = Tried,
+                                   atoms = Atoms}) ->
+    Sources = lists:foldl(fun({{S, _}, _, _, _, _, _}, Acc) ->
+                                  maps:update_with(S, fun(N) -> N + 1 end, 1, Acc)
+                          end, #{}, entries()),
+    {reply, #{entries => Sources, dropped => Dropped, dialling => map_size(Dials),
+              tried => map_size(Tried), atoms => Atoms}, St};
 handle_call(_Request, _From, St) ->
     {reply, {error, unknown_call}, St}.
 

@@ -20,9 +20,9 @@
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1,
          init_per_testcase/2, end_per_testcase/2]).
 -export([dns_srv_cluster/1, mdns_cluster_of_five/1, mdns_rogue_announcer/1,
-         mdns_rogue_ca_mode/1]).
+         mdns_rogue_ca_mode/1, mdns_flood_bounded/1]).
 %% run on the rogue's node
--export([rogue/4]).
+-export([rogue/4, flood/3]).
 
 -define(BR_NS, "mcd_br").
 -define(DNS_NS, "mcd_dns").
@@ -38,7 +38,8 @@ suite() ->
     [{timetrap, {minutes, 3}}].
 
 all() ->
-    [dns_srv_cluster, mdns_cluster_of_five, mdns_rogue_announcer, mdns_rogue_ca_mode].
+    [dns_srv_cluster, mdns_cluster_of_five, mdns_rogue_announcer, mdns_rogue_ca_mode,
+     mdns_flood_bounded].
 
 %%% ------------------------------------------------------------------
 %%% Set-up
@@ -293,6 +294,45 @@ mdns_rogue_ca_mode(Config) ->
     [] = peer:call(O, erlang, nodes, [[visible, hidden]]),
     [] = peer:call(I, erlang, nodes, [[visible, hidden]]),
     ok.
+
+%% A rogue floods the link with 1,600 names (and re-announces a node the
+%% observer has in its static list, at the rogue's address). The
+%% observer, cluster formation on, keeps at most 1,024 mDNS entries and
+%% counts the rest, still resolves the static node to its configured
+%% address, and dials at most 8 at a time.
+mdns_flood_bounded(Config) ->
+    Static = "st@10.77.0.13=10.77.0.13:4700",
+    {O, _} = start_mdns_node(Config, "mcd_1", "obs", ["-macula_dist_nodes", Static]),
+    {I, _} = macula_ct:start_node(Config, #{proto => inet_tcp, name => "imp",
+                                            host => ?ROGUE_IP, netns => "mcd_6",
+                                            args => plain_args(Config, "mcd_6", "4668")}),
+    ok = peer:call(I, ?MODULE, flood, [1600, 4668, ["st@10.77.0.13"]], 60000),
+    Info = macula_ct:poll(fun() ->
+                                  Inf = peer:call(O, macula_discovery, info, []),
+                                  maps:get(mdns, maps:get(entries, Inf), 0) =:= 1024
+                                      andalso maps:get(dropped, Inf) > 0
+                                      andalso {true, Inf}
+                          end, 20000,
+                          fun() -> {not_full, peer:call(O, macula_discovery, info, [])} end),
+    ct:pal("observer after the flood: ~p~nmDNS ~p",
+           [Info, peer:call(O, macula_mdns, info, [])]),
+    1 = maps:get(static, maps:get(entries, Info)),
+    true = maps:get(dialling, Info) =< 8,
+    %% static ranks before mDNS, whatever mDNS heard last
+    {ok, {10, 77, 0, 13}, 4700, _} =
+        peer:call(O, macula_epmd, address_please, ["st", "10.77.0.13", inet]),
+    ok.
+
+%% Runs on the rogue's node: N announcements of distinct names, and of
+%% Extra names, at its own address and Port, about 120 a second.
+flood(N, Port, Extra) ->
+    {ok, S} = gen_udp:open(0, [binary, {multicast_ttl, 255}, {ip, {10, 77, 0, 66}}]),
+    Names = Extra ++ ["f" ++ integer_to_list(I) ++ "@10.77.0.66" || I <- lists:seq(1, N)],
+    [begin
+         gen_udp:send(S, {224, 0, 0, 251}, 5353, forged(list_to_binary(Name), Port)),
+         timer:sleep(8)
+     end || Name <- Names],
+    gen_udp:close(S).
 
 plain_args(Config, NS, Port) ->
     ["-proto_dist", "macula", "-epmd_module", "macula_epmd", "-start_epmd", "false",
