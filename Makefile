@@ -44,6 +44,7 @@ bench: build
 	@scripts/bench.sh
 	@scripts/bench-memory.sh
 	@scripts/bench-relay.sh
+	@scripts/bench-relay-scale.sh
 
 clean:
 	rm -rf $(BUILD) ebin priv/*.so logs _build
