@@ -11,15 +11,15 @@
 %% (macula_dist_relay:online_nodes/0); mDNS (macula_mdns) reports what it
 %% hears as it hears it.
 %%
-%% Bounds: at most ?MAX_ENTRIES entries (new ones beyond are dropped and
-%% counted); node names become atoms only to connect to them, at most
+%% Bounds: at most ?MAX_ENTRIES entries per source (new ones beyond are
+%% dropped and counted), so mDNS cannot crowd out configured entries; node names become atoms only to connect to them, at most
 %% ?MAX_ATOMS over the node's life. Nothing here decides trust: a dial to
 %% a wrong address ends at TLS and the cookie proof.
 -module(macula_discovery).
 -behaviour(gen_server).
 
 -export([childspec/0, start_link/0, enabled/1, port/2, lookup/2, names/1, discovered/0,
-         seen/5, gone/2]).
+         seen/5, gone/2, info/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -define(TABLE, macula_discovered).
@@ -31,6 +31,8 @@
 
 -record(st, {interval :: pos_integer(),
              refreshing = false :: boolean(),
+             refresher :: pid() | undefined,
+             atoms_logged = false :: boolean(),
              dials = #{} :: #{pid() => binary()},
              tried = #{} :: #{binary() => integer()},
              atoms = 0 :: non_neg_integer(),
@@ -59,13 +61,13 @@ enabled(_) ->
 %% confirmed), or error.
 -spec port(string(), [inet:ip_address()]) -> {ok, inet:port_number()} | error.
 port(Name, Ips) ->
-    newest([{Seen, Port} || {_, N, _H, Ip, Port, Seen} <- entries(),
+    best([{K, Seen, Port} || {K, N, _H, Ip, Port, Seen} <- entries(),
                             N =:= Name, lists:member(Ip, Ips)]).
 
 %% @doc Where Name@Host is, if a source knows it.
 -spec lookup(string(), string()) -> {ok, inet:ip_address(), inet:port_number()} | error.
 lookup(Name, Host) ->
-    case newest([{Seen, {Ip, Port}} || {_, N, H, Ip, Port, Seen} <- entries(),
+    case best([{K, Seen, {Ip, Port}} || {K, N, H, Ip, Port, Seen} <- entries(),
                                        N =:= Name, H =:= Host]) of
         {ok, {Ip, Port}} -> {ok, Ip, Port};
         error -> error
@@ -85,6 +87,13 @@ discovered() ->
     lists:sort([#{node => Node, source => Source, address => Ip, port => Port,
                   age_ms => Now - Seen}
                 || {{Source, Node}, _N, _H, Ip, Port, Seen} <- entries()]).
+
+%% @doc Bounds at work: entries per source, entries dropped (a source at
+%% its quota), dials in progress, nodes marked as tried this interval,
+%% node-name atoms made.
+-spec info() -> map().
+info() ->
+    gen_server:call(?MODULE, info).
 
 %% @doc A source (mDNS) heard of Node at Ip:Port.
 -spec seen(source(), binary(), inet:ip_address(), inet:port_number(), non_neg_integer()) -> ok.
@@ -108,6 +117,13 @@ init([]) ->
     {ok, #st{interval = Interval}}.
 
 -spec handle_call(term(), {pid(), term()}, #st{}) -> {reply, term(), #st{}}.
+handle_call(info, _From, St = #st{dropped = Dropped, dials = Dials, tried = Tried,
+                                   atoms = Atoms}) ->
+    Sources = lists:foldl(fun({{S, _}, _, _, _, _, _}, Acc) ->
+                                  maps:update_with(S, fun(N) -> N + 1 end, 1, Acc)
+                          end, #{}, entries()),
+    {reply, #{entries => Sources, dropped => Dropped, dialling => map_size(Dials),
+              tried => map_size(Tried), atoms => Atoms}, St};
 handle_call(_Request, _From, St) ->
     {reply, {error, unknown_call}, St}.
 
@@ -126,11 +142,13 @@ handle_cast(_Msg, St) ->
 handle_info(tick, St = #st{interval = Interval}) ->
     erlang:send_after(Interval, self(), tick),
     expire(),
-    {noreply, form_cluster(refresh(St))};
+    {noreply, form_cluster(refresh(prune_tried(St)))};
 handle_info({refreshed, Source, Found}, St) ->
     {noreply, form_cluster(replace(Source, Found, St))};
 handle_info({refresh_done, _Pid}, St) ->
     {noreply, St#st{refreshing = false}};
+handle_info({'EXIT', Pid, _}, St = #st{refresher = Pid}) ->
+    {noreply, St#st{refreshing = false, refresher = undefined}};
 handle_info({'EXIT', Pid, _}, St = #st{dials = Dials}) ->
     {noreply, St#st{dials = maps:remove(Pid, Dials)}};
 handle_info(_Msg, St) ->
@@ -139,21 +157,31 @@ handle_info(_Msg, St) ->
 %%% ------------------------------------------------------------------
 %%% The table: {{Source, Node}, Name, Host, Ip, Port, Seen, Expires}
 
+%% The table may go (distribution stopping) while a caller reads it.
 entries() ->
-    case ets:whereis(?TABLE) of
-        undefined -> [];
-        _ ->
-            Now = now_ms(),
-            [{K, N, H, Ip, P, Seen} || {K, N, H, Ip, P, Seen, Exp} <- ets:tab2list(?TABLE),
-                                       Exp > Now]
+    Now = now_ms(),
+    try ets:tab2list(?TABLE) of
+        All -> [{K, N, H, Ip, P, Seen} || {K, N, H, Ip, P, Seen, Exp} <- All, Exp > Now]
+    catch error:badarg -> []
     end.
 
-newest([]) -> error;
-newest(Found) -> {ok, element(2, lists:max(Found))}.
+%% What the most trusted source says: configuration (static) before DNS
+%% before mDNS before the relays; within one source, the newest.
+best([]) -> error;
+best(Found) ->
+    Ranked = [{rank(Source), -Seen, Value} || {{Source, _}, Seen, Value} <- Found],
+    {ok, element(3, lists:min(Ranked))}.
+
+rank(static) -> 0;
+rank(dns) -> 1;
+rank(mdns) -> 2;
+rank(relay) -> 3.
 
 insert(Source, Node, Ip, Port, Expires, St = #st{dropped = Dropped}) ->
-    Full = ets:info(?TABLE, size) >= ?MAX_ENTRIES andalso not ets:member(?TABLE, {Source, Node}),
-    case {Full, macula_discovery_config:node_parts(Node)} of
+    Full = not ets:member(?TABLE, {Source, Node}) andalso
+        ets:select_count(?TABLE, [{{{Source, '_'}, '_', '_', '_', '_', '_', '_'}, [], [true]}])
+        >= ?MAX_ENTRIES,
+    case {Full, macula_names:node_parts(Node)} of
         {false, {Name, Host}} ->
             ets:insert(?TABLE, {{Source, Node}, Name, Host, Ip, Port, now_ms(), Expires}),
             St;
@@ -181,11 +209,11 @@ refresh(St = #st{refreshing = true}) ->
 refresh(St) ->
     Config = macula_config:get(),
     Owner = self(),
-    spawn_link(fun() ->
-                       refresh_sources(Owner, Config),
-                       Owner ! {refresh_done, self()}
-               end),
-    St#st{refreshing = true}.
+    Pid = spawn_link(fun() ->
+                             refresh_sources(Owner, Config),
+                             Owner ! {refresh_done, self()}
+                     end),
+    St#st{refreshing = true, refresher = Pid}.
 
 refresh_sources(Owner, #{mode := Mode}) when Mode =/= direct ->
     Me = atom_to_binary(node()),
@@ -244,18 +272,27 @@ dial(_Node, St = #st{dials = Dials}) when map_size(Dials) >= ?MAX_DIALS ->
 dial(Node, St = #st{tried = Tried, interval = Interval}) ->
     Now = now_ms(),
     case Now - maps:get(Node, Tried, Now - Interval) >= Interval of
-        true -> start_dial(Node, St#st{tried = Tried#{Node => Now}});
+        true -> start_dial(Node, Now, St);
         false -> St
     end.
 
-start_dial(Node, St = #st{atoms = Atoms, dials = Dials}) ->
+start_dial(Node, Now, St = #st{atoms = Atoms, dials = Dials, tried = Tried}) ->
     case to_atom(Node, Atoms) of
         {ok, Atom, New} ->
             Pid = spawn_link(fun() -> net_kernel:connect_node(Atom) end),
-            St#st{atoms = Atoms + New, dials = Dials#{Pid => Node}};
+            St#st{atoms = Atoms + New, dials = Dials#{Pid => Node}, tried = Tried#{Node => Now}};
+        full when not St#st.atoms_logged ->
+            logger:warning("macula: cluster formation: ~b node names from discovery made "
+                           "atoms already; new names are not dialled", [?MAX_ATOMS]),
+            St#st{atoms_logged = true};
         full ->
             St
     end.
+
+%% A node tried an interval ago may be tried again: its mark goes.
+prune_tried(St = #st{tried = Tried, interval = Interval}) ->
+    Now = now_ms(),
+    St#st{tried = maps:filter(fun(_, T) -> Now - T < Interval end, Tried)}.
 
 to_atom(Node, Atoms) ->
     try {ok, binary_to_existing_atom(Node), 0}

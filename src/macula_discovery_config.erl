@@ -15,7 +15,7 @@
 %% with `-epmd_module macula_epmd' (and without -no_epmd).
 -module(macula_discovery_config).
 
--export([read/1, parse_nodes/2, parse_hosts_file/2, node_parts/1]).
+-export([read/1, parse_nodes/2, parse_hosts_file/2]).
 
 -import(macula_setting, [lookup/1, invalid/3]).
 
@@ -121,7 +121,7 @@ limit(Entries) when length(Entries) =< ?MAX_ENTRIES -> Entries;
 limit(Entries) -> lists:sublist(Entries, ?MAX_ENTRIES).
 
 entry(Key, Where, Node, Address) ->
-    node_parts(Node) =/= error orelse
+    macula_names:node_parts(Node) =/= error orelse
         invalid(Key, Where, "expected a node name NAME@HOST before the address"),
     {Host, PortText} = split_address(Key, Where, Address),
     Port = try list_to_integer(PortText) of
@@ -143,34 +143,13 @@ split_address(Key, Where, Address) ->
         _ -> invalid(Key, Where, "expected ADDRESS:PORT ([v6]:PORT for IPv6)")
     end.
 
-%% @doc {Name, Host} of "Name@Host" (names and hosts of sane characters),
-%% or error.
--spec node_parts(string() | binary()) -> {string(), string()} | error.
-node_parts(Node) when is_binary(Node) ->
-    node_parts(binary_to_list(Node));
-node_parts(Node) when is_list(Node), length(Node) =< 255 ->
-    case string:split(Node, "@") of
-        [Name, Host] when Name =/= "", Host =/= "" ->
-            case macula_registry:valid_name(Name) andalso lists:all(fun host_char/1, Host) of
-                true -> {Name, Host};
-                false -> error
-            end;
-        _ -> error
-    end;
-node_parts(_) ->
-    error.
-
-host_char(C) ->
-    (C >= $a andalso C =< $z) orelse (C >= $A andalso C =< $Z) orelse
-        (C >= $0 andalso C =< $9) orelse C =:= $- orelse C =:= $. orelse C =:= $:.
-
 dns_domain() ->
     case string(macula_dist_dns_domain, "") of
         "" -> "";
         Domain ->
             Labels = string:split(string:trim(Domain, trailing, "."), ".", all),
             lists:all(fun(L) -> L =/= "" andalso length(L) < 64 andalso
-                                    lists:all(fun host_char/1, L) end, Labels)
+                                    macula_names:valid_host(L) end, Labels)
                 andalso length(Domain) < 200
                 orelse invalid(macula_dist_dns_domain, Domain, "expected a DNS domain name"),
             string:trim(Domain, trailing, ".")
@@ -196,7 +175,7 @@ with_port(I) -> case length(string:split(I, ":", all)) of 1 -> I ++ ":53"; _ -> 
 basename() ->
     case string(macula_dist_dns_basename, "") of
         "" -> "";
-        Name -> macula_registry:valid_name(Name) orelse
+        Name -> macula_names:valid_name(Name) orelse
                     invalid(macula_dist_dns_basename, Name,
                             "expected a node name's part before '@' (A-Z a-z 0-9 _ - .)"),
                 Name
@@ -204,7 +183,7 @@ basename() ->
 
 realm() ->
     Realm = string(macula_dist_mdns_realm, "macula"),
-    macula_registry:valid_name(Realm) andalso length(Realm) =< 63 orelse
+    macula_names:valid_name(Realm) andalso length(Realm) =< 63 orelse
         invalid(macula_dist_mdns_realm, Realm, "expected 1-63 characters of A-Z a-z 0-9 _ - ."),
     Realm.
 

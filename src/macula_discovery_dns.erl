@@ -3,8 +3,10 @@
 %% `<basename>@<target>' on the record's port, at the target's A/AAAA
 %% addresses (from the answer's additional section, else asked for).
 %% The servers are `macula_dist_dns_servers', else the system's resolver
-%% configuration. Bounded: at most ?MAX_RECORDS records are used, each
-%% query waits at most ?TIMEOUT ms.
+%% configuration. Bounded: at most ?MAX_RECORDS records are used, at most
+%% ?MAX_ASKS targets without addresses in the answer are asked for them,
+%% each query waits at most ?TIMEOUT ms and the whole query at most
+%% ?DEADLINE ms.
 %%
 %% DNS is trusted to say where to dial, nothing more: an answer that
 %% points a name at another host ends at TLS and the cookie proof.
@@ -13,7 +15,9 @@
 -export([query/2]).
 
 -define(TIMEOUT, 2000).
--define(MAX_RECORDS, 256).
+-define(MAX_RECORDS, 64).
+-define(MAX_ASKS, 16).
+-define(DEADLINE, 5000).
 
 %% @doc `{ok, [{Node, Ip, Port}]}', or an error when the SRV query got no
 %% answer (a name with no records answers `{ok, []}').
@@ -27,9 +31,9 @@ query(Config = #{dns_domain := Domain}, Basename) ->
         {ok, Msg} ->
             Srv = lists:sublist(records(Msg, anlist, srv), ?MAX_RECORDS),
             Extra = records(Msg, arlist, a) ++ records(Msg, arlist, aaaa),
-            {ok, [{node(Basename, Target), Ip, Port}
-                  || {_Prio, _Weight, Port, Target} <- Srv, Port > 0,
-                     Ip <- addresses(Target, Extra, Opts)]};
+            Deadline = erlang:monotonic_time(millisecond) + ?DEADLINE,
+            {ok, found(Basename, [S || S = {_, _, Port, _} <- Srv, Port > 0], Extra, Opts,
+                       Deadline, ?MAX_ASKS)};
         {error, {nxdomain, _}} -> {ok, []};
         {error, {noanswer, _}} -> {ok, []};
         {error, Why} -> {error, Why}
@@ -45,21 +49,32 @@ records(Msg, arlist, Type) ->
     [{lower(inet_dns:rr(RR, domain)), inet_dns:rr(RR, data)}
      || RR <- inet_dns:msg(Msg, arlist), inet_dns:rr(RR, type) =:= Type].
 
-%% The target's addresses given with the answer, or asked for (IPv4 first).
-addresses(Target, Extra, Opts) ->
-    case [Ip || {D, Ip} <- Extra, D =:= lower(Target)] of
-        [] -> lists:append([ask(Target, T, Opts) || T <- [a, aaaa]]);
-        Ips -> Ips
-    end.
+%% Each record's target at the addresses given with the answer, or asked
+%% for (IPv4 first) while asks and time are left.
+found(_Basename, [], _Extra, _Opts, _Deadline, _Asks) ->
+    [];
+found(Basename, [{_, _, Port, Target} | Rest], Extra, Opts, Deadline, Asks) ->
+    {Ips, Asks1} = case [Ip || {D, Ip} <- Extra, D =:= lower(Target)] of
+                       [] when Asks > 0 ->
+                           {lists:append([ask(Target, T, Opts, Deadline) || T <- [a, aaaa]]),
+                            Asks - 1};
+                       Given -> {Given, Asks}
+                   end,
+    [{node(Basename, Target), Ip, Port} || Ip <- Ips]
+        ++ found(Basename, Rest, Extra, Opts, Deadline, Asks1).
 
-ask(Target, Type, Opts) ->
-    case inet_res:resolve(Target, in, Type, Opts, ?TIMEOUT) of
-        {ok, Msg} -> lists:sublist(records(Msg, anlist, Type), 16);
-        {error, _} -> []
+ask(Target, Type, Opts, Deadline) ->
+    case Deadline - erlang:monotonic_time(millisecond) of
+        Left when Left > 0 ->
+            case inet_res:resolve(Target, in, Type, Opts, min(Left, ?TIMEOUT)) of
+                {ok, Msg} -> lists:sublist(records(Msg, anlist, Type), 16);
+                {error, _} -> []
+            end;
+        _ -> []
     end.
 
 node(Basename, Target) ->
     list_to_binary(Basename ++ "@" ++ string:trim(Target, trailing, ".")).
 
 lower(Name) ->
-    string:lowercase(string:trim(Name, trailing, ".")).
+    macula_names:lower(string:trim(Name, trailing, ".")).

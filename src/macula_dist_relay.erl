@@ -23,7 +23,7 @@
 -behaviour(gen_server).
 
 -export([childspec/0, start_link/0, listen/1, route/1, accepted/1, join/2,
-         info/0, online_nodes/0]).
+         info/0, info/1, online_nodes/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -include_lib("kernel/include/dist_util.hrl").
@@ -132,9 +132,14 @@ not_in_mode(relay) -> not_in_relay_mode.
 %% @doc Each relay: where, state, the name it proved, and shim counters.
 -spec info() -> [map()].
 info() ->
+    info(5000).
+
+%% @doc info/0 within Timeout ms (else exit `{timeout, _}').
+-spec info(timeout()) -> [map()].
+info(Timeout) ->
     case whereis(?SERVER) of
         undefined -> [];
-        _ -> gen_server:call(?SERVER, info)
+        _ -> gen_server:call(?SERVER, info, Timeout)
     end.
 
 %% @doc The nodes of the realm online at the relays this node is

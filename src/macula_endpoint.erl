@@ -12,8 +12,8 @@
 -module(macula_endpoint).
 -behaviour(gen_server).
 
--export([childspec/0, start_link/0, listen/1, dial_only/0, get/0, info/0, migrate/2,
-         connected/2, connections/0]).
+-export([childspec/0, start_link/0, listen/1, dial_only/0, get/0, info/0, info/1, migrate/2,
+         connected/2, connections/0, connections/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -define(SERVER, ?MODULE).
@@ -64,7 +64,12 @@ get() ->
 %% undefined while there is none.
 -spec info() -> map() | undefined.
 info() ->
-    ask(info, undefined).
+    info(infinity).
+
+%% @doc info/0 within Timeout ms (else exit `{timeout, _}').
+-spec info(timeout()) -> map() | undefined.
+info(Timeout) ->
+    ask(info, undefined, Timeout).
 
 %% @doc Starts the migration of the endpoint's client connections (see
 %% macula_nif:migrate/4); the caller gets the messages, tagged `Ref'.
@@ -81,11 +86,19 @@ connected(Node, Conn) ->
 %% @doc `{Node, Conn}' for each distribution connection.
 -spec connections() -> [{node(), macula_nif:conn()}].
 connections() ->
-    ask(connections, []).
+    connections(infinity).
+
+%% @doc connections/0 within Timeout ms (else exit `{timeout, _}').
+-spec connections(timeout()) -> [{node(), macula_nif:conn()}].
+connections(Timeout) ->
+    ask(connections, [], Timeout).
+
+ask(Request, IfNone) ->
+    ask(Request, IfNone, infinity).
 
 %% Distribution may be off: no owner, nothing to report.
-ask(Request, IfNone) ->
-    try gen_server:call(?SERVER, Request, infinity)
+ask(Request, IfNone, Timeout) ->
+    try gen_server:call(?SERVER, Request, Timeout)
     catch exit:{noproc, _} -> IfNone
     end.
 

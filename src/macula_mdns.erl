@@ -35,6 +35,8 @@
              port :: inet:port_number() | undefined,
              last_answer = 0 :: integer(),
              passive = false :: boolean(),
+             %% {Address, Netmask} of this host's IPv4 interfaces
+             links = [] :: [{inet:ip4_address(), inet:ip4_address()}],
              counts = #{} :: #{atom() => non_neg_integer()}}).
 
 %%% ------------------------------------------------------------------
@@ -68,7 +70,7 @@ init([]) ->
         {ok, S} ->
             self() ! tick,
             erlang:send_after(1000, self(), rearm),
-            {ok, #st{socket = S, interval = maps:get(discovery_interval_ms, Config),
+            {ok, #st{socket = S, interval = maps:get(discovery_interval_ms, Config), links = links(),
                      realm = list_to_binary(maps:get(mdns_realm, Config))}};
         {error, Why} ->
             logger:error("macula: macula_dist_mdns: cannot open UDP port 5353: ~p", [Why]),
@@ -88,7 +90,7 @@ handle_cast(_Msg, St) ->
 -spec handle_info(term(), #st{}) -> {noreply, #st{}}.
 handle_info(tick, St = #st{interval = Interval}) ->
     erlang:send_after(Interval, self(), tick),
-    St1 = whoami(St),
+    St1 = whoami(St#st{links = links()}),
     announce(St1, ttl(St1)),
     send(St1, macula_mdns_codec:query(?SERVICE)),
     {noreply, St1};
@@ -138,11 +140,7 @@ announce(St = #st{me = Me, port = Port, realm = Realm}, Ttl) ->
 %% A host label made of the node name's host part.
 target(Me) ->
     [_, Host] = binary:split(Me, <<"@">>),
-    Label = << <<(label_char(C))>> || <<C>> <= Host >>,
-    [binary:part(Label, 0, min(63, byte_size(Label))), <<"local">>].
-
-label_char(C) when C >= $a, C =< $z; C >= $A, C =< $Z; C >= $0, C =< $9 -> C;
-label_char(_) -> $-.
+    [macula_names:label(Host), <<"local">>].
 
 addresses() ->
     case inet:getifaddrs() of
@@ -161,9 +159,16 @@ send(#st{socket = S}, Packet) ->
 
 %% Whatever a packet holds, this process goes on: a packet that would
 %% make the handling raise is dropped and counted like a malformed one.
-packet(Ip, Packet, St) ->
-    try handle_packet(Ip, Packet, St)
-    catch _:_ -> count(unhandled, count(malformed, St))
+%% mDNS is link-local (RFC 6762 section 11): a packet from an address
+%% that is not on one of this host's subnets is dropped unread.
+packet(Ip, Packet, St = #st{links = Links}) ->
+    case on_link(Ip, Links) of
+        true ->
+            try handle_packet(Ip, Packet, St)
+            catch _:_ -> count(unhandled, count(malformed, St))
+            end;
+        false ->
+            count(off_link, St)
     end.
 
 handle_packet(Ip, Packet, St) ->
@@ -195,7 +200,7 @@ instance(Source, [Label | Rest] = Instance, Records, St = #st{me = Me, realm = R
     case {same_name(Rest, ?SERVICE), Srv, lists:member(<<"realm=", Realm/binary>>, Txt)} of
         {true, _, _} when Label =:= Me -> St;
         {true, [{Ttl, Port, Target} | _], true} when Port > 0 ->
-            found(Label, address(Source, Target, Records), Port, Ttl, St);
+            found(Label, address(Source, Target, Records, St#st.links), Port, Ttl, St);
         {true, [_ | _], false} -> count(other_realm, St);
         _ -> count(incomplete, St)
     end;
@@ -203,7 +208,7 @@ instance(_Source, [], _Records, St) ->
     count(incomplete, St).
 
 found(Node, Ip, Port, Ttl, St) ->
-    case macula_discovery_config:node_parts(Node) of
+    case macula_names:node_parts(Node) of
         error -> count(not_a_node_name, St);
         _ when Ttl =:= 0 -> macula_discovery:gone(mdns, Node), St;
         _ ->
@@ -211,23 +216,41 @@ found(Node, Ip, Port, Ttl, St) ->
             count(announcements, St)
     end.
 
-%% The packet's source if the target's addresses include it, else the
-%% first of them, else the source.
-address(Source, Target, Records) ->
-    Ips = [Ip || {N, T, _, Ip} <- Records, T =:= a orelse T =:= aaaa, same_name(N, Target)],
+%% The packet's source, unless the target's addresses name another on
+%% this link (a host announcing for its other address); never an address
+%% off the link.
+address(Source, Target, Records, Links) ->
+    Ips = [Ip || {N, a, _, Ip} <- Records, same_name(N, Target), on_link(Ip, Links)],
     case lists:member(Source, Ips) orelse Ips =:= [] of
         true -> Source;
         false -> hd(Ips)
     end.
 
-%% DNS names compare ASCII case-insensitively.
-same_name(A, B) when length(A) =:= length(B) ->
-    lists:all(fun({X, Y}) -> lower(X) =:= lower(Y) end, lists:zip(A, B));
-same_name(_, _) ->
+on_link({_, _, _, _} = Ip, Links) ->
+    lists:any(fun({A, M}) -> mask(Ip, M) =:= mask(A, M) end, Links);
+on_link(_Ip, _Links) ->
     false.
 
-lower(Label) ->
-    << <<(if C >= $A, C =< $Z -> C + 32; true -> C end)>> || <<C>> <= Label >>.
+mask({A, B, C, D}, {M1, M2, M3, M4}) -> {A band M1, B band M2, C band M3, D band M4}.
+
+links() ->
+    case inet:getifaddrs() of
+        {ok, Ifs} ->
+            [{A, M} || {_, Opts} <- Ifs, {A, M} <- pairs(Opts), tuple_size(A) =:= 4];
+        {error, _} -> []
+    end.
+
+%% getifaddrs lists each addr followed by its netmask.
+pairs([{addr, A}, {netmask, M} | Rest]) -> [{A, M} | pairs(Rest)];
+pairs([_ | Rest]) -> pairs(Rest);
+pairs([]) -> [].
+
+%% DNS names compare ASCII case-insensitively.
+same_name(A, B) when length(A) =:= length(B) ->
+    lists:all(fun({X, Y}) -> macula_names:lower(X) =:= macula_names:lower(Y) end,
+              lists:zip(A, B));
+same_name(_, _) ->
+    false.
 
 count(Key, St = #st{counts = Counts}) ->
     St#st{counts = maps:update_with(Key, fun(N) -> N + 1 end, 1, Counts)}.

@@ -7,7 +7,7 @@
 %% `macula_` prefix, `_total` on counters, HELP and TYPE lines.
 -module(macula_metrics).
 
--export([snapshot/0, render/1]).
+-export([snapshot/0, snapshot/1, render/1]).
 
 %% @doc The figures now. Totals count every connection since the endpoint
 %% opened (closed ones included; up to 100 ms behind); `per_connection'
@@ -16,7 +16,14 @@
 %% and the counters are 0.
 -spec snapshot() -> map().
 snapshot() ->
-    Ep = case catch macula_endpoint:info() of
+    snapshot(infinity).
+
+%% @doc snapshot/0 with at most Timeout ms per call to another process
+%% (the endpoint's, the relay modes'): one that does not answer in time
+%% exits the caller with `{timeout, _}' rather than be reported as down.
+-spec snapshot(timeout()) -> map().
+snapshot(T) ->
+    Ep = case guarded(fun() -> macula_endpoint:info(T) end) of
              M when is_map(M) -> M;
              _ -> #{}
          end,
@@ -34,16 +41,24 @@ snapshot() ->
       stateless_resets => Get(stateless_resets),
       retries => Get(retries),
       handshakes_refused => refused(),
-      per_connection => per_connection(),
-      relays => relays(),
+      per_connection => per_connection(T),
+      relays => relays(T),
       priority => priority()}.
 
 refused() ->
     Counts = macula_log_limit:counts(),
     maps:without([failed_handshake], Counts).
 
-per_connection() ->
-    Conns = case catch macula_endpoint:connections() of
+%% A process that went away counts as off; one too slow is not hidden.
+guarded(F) ->
+    try F()
+    catch
+        exit:{timeout, _} = Why -> exit(Why);
+        _:_ -> error
+    end.
+
+per_connection(T) ->
+    Conns = case guarded(fun() -> macula_endpoint:connections(T) end) of
                 L when is_list(L) -> L;
                 _ -> []
             end,
@@ -57,8 +72,8 @@ conn_figures(Node, I) ->
       packets_lost => maps:get(lost_packets, I), srtt_us => maps:get(srtt_us, I),
       min_rtt_us => maps:get(min_rtt_us, I), migrations => maps:get(migrations, I)}.
 
-relays() ->
-    Rs = case catch macula_dist_relay:info() of
+relays(T) ->
+    Rs = case guarded(fun() -> macula_dist_relay:info(T) end) of
              L when is_list(L) -> L;
              _ -> []
          end,

@@ -88,30 +88,33 @@ stale_and_foreign_entries(Config) ->
     %% a killed node of another name: its entry goes when a node registers
     {K, _} = start(Config, "killed", []),
     macula_ct:kill9(K),
-    [NsDir0] = filelib:wildcard(filename:join(?config(registry, Config), "net*")),
-    Killed = filename:join([NsDir0, "u0", "killed"]),
-    true = filelib:is_regular(Killed),
+    [NsDir] = filelib:wildcard(filename:join(?config(registry, Config), "net*")),
+    Killed = filename:join([NsDir, "u0", "killed"]),
+    {ok, _} = file:read_link_info(Killed),
     {A2, NA} = start(Config, "st", []),
-    false = filelib:is_regular(Killed),
+    {error, enoent} = file:read_link_info(Killed),
     pong = peer:call(B, net_adm, ping, [NA], 30000),
     true = is_integer(PortA),
-    %% entries of another user (65534) for B's port, which that user does
-    %% not hold; and a directory named for a user that does not own it
+    %% entries of another user (65534; the test runs as root to make them)
+    %% for B's port, which that user does not hold; a directory named for
+    %% a user that does not own it; a FIFO where an entry should be
     PortB = maps:get(port, macula_ct:node_info(B)),
-    [NsDir] = filelib:wildcard(filename:join(?config(registry, Config), "net*")),
-    Line = io_lib:format("macula 1 ~p ~s~n", [PortB, os:getpid()]),
+    Target = lists:flatten(io_lib:format("macula:1:~p:~s", [PortB, os:getpid()])),
     Nobody = filename:join(NsDir, "u65534"),
     ok = file:make_dir(Nobody),
-    ok = file:write_file(filename:join(Nobody, "forged"), Line),
-    [ok = file:change_owner(F, 65534) || F <- [Nobody, filename:join(Nobody, "forged")]],
+    ok = file:make_symlink(Target, filename:join(Nobody, "forged")),
+    [] = os:cmd("chown -h 65534 " ++ Nobody ++ " " ++ filename:join(Nobody, "forged")),
     Fake = filename:join(NsDir, "u65533"),
     ok = file:make_dir(Fake),
-    ok = file:write_file(filename:join(Fake, "forged2"), Line),
+    ok = file:make_symlink(Target, filename:join(Fake, "forged2")),
+    [] = os:cmd("mkfifo " ++ filename:join([NsDir, "u0", "fifo"])),
     {ok, Names2} = peer:call(A2, net_adm, names, []),
     undefined = proplists:get_value("forged", Names2),
     undefined = proplists:get_value("forged2", Names2),
     true = is_integer(proplists:get_value("ob", Names2)),
-    pang = peer:call(A2, net_adm, ping, [list_to_atom("forged@" ++ ?HOST)], 30000),
+    noport = peer:call(A2, macula_epmd, port_please, ["forged", {127, 0, 0, 1}]),
+    noport = peer:call(A2, macula_epmd, port_please, ["fifo", {127, 0, 0, 1}]),
+    {port, PortB, _} = peer:call(A2, macula_epmd, port_please, ["ob", {127, 0, 0, 1}]),
     ok.
 
 %% OTP's `epmd_module' case over macula: a module of the test's own

@@ -20,9 +20,9 @@
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1,
          init_per_testcase/2, end_per_testcase/2]).
 -export([dns_srv_cluster/1, mdns_cluster_of_five/1, mdns_rogue_announcer/1,
-         mdns_rogue_ca_mode/1]).
+         mdns_rogue_ca_mode/1, mdns_flood_bounded/1]).
 %% run on the rogue's node
--export([rogue/4]).
+-export([rogue/4, flood/3]).
 
 -define(BR_NS, "mcd_br").
 -define(DNS_NS, "mcd_dns").
@@ -30,6 +30,7 @@
 -define(NAMESPACES, [?BR_NS, ?DNS_NS | ?NODE_NS]).
 -define(DNS_IP, "10.77.0.53").
 -define(ROGUE_IP, "10.77.0.66").
+-define(OFF_LINK_IP, "10.99.0.66").
 -define(DOMAIN, "disc.test").
 -define(INTERVAL, "500").
 
@@ -37,7 +38,8 @@ suite() ->
     [{timetrap, {minutes, 3}}].
 
 all() ->
-    [dns_srv_cluster, mdns_cluster_of_five, mdns_rogue_announcer, mdns_rogue_ca_mode].
+    [dns_srv_cluster, mdns_cluster_of_five, mdns_rogue_announcer, mdns_rogue_ca_mode,
+     mdns_flood_bounded].
 
 %%% ------------------------------------------------------------------
 %%% Set-up
@@ -80,6 +82,8 @@ setup() ->
                                 "10.77.0.15", ?ROGUE_IP]) ++ [{?DNS_NS, ?DNS_IP}],
     lists:foreach(fun({{NS, Ip}, I}) -> link(NS, Ip, integer_to_list(I)) end,
                   lists:zip(Ends, lists:seq(1, length(Ends)))),
+    %% the rogue also has an address on no subnet of the link
+    must(ip(), ["-n", "mcd_6", "addr", "add", ?OFF_LINK_IP ++ "/32", "dev", "mcdv6"]),
     ok.
 
 %% A veth from NS to the bridge, with Ip/24 and the multicast route.
@@ -159,22 +163,15 @@ start_dnsmasq(Hosts) ->
                          || {H, Ip, P} <- Hosts]),
     Port = open_port({spawn_executable, ip()}, [{args, Args}, exit_status, stderr_to_stdout,
                                                 binary, hide]),
-    %% answering: the SRV query gets one record per host
-    macula_ct:poll(fun() -> length(srv_answer()) =:= length(Hosts) end, 10000,
-                   fun() -> {dnsmasq_not_answering, drain(Port)} end),
+    %% dnsmasq reads its records at start: once it listens, it answers
+    %% with these
+    macula_ct:poll(fun() -> dns_listening() end, 10000,
+                   fun() -> {dnsmasq_not_listening, drain(Port)} end),
     Port.
 
-srv_answer() ->
-    case cmd(ip(), ["netns", "exec", "mcd_1", "erl", "-noshell", "-eval",
-                    "io:format(\"~p\", [inet_res:lookup(\"_erlang-dist._udp." ++ ?DOMAIN ++
-                        "\", in, srv, [{nameservers, [{{10,77,0,53}, 53}]}, {timeout, 500}])]),"
-                    " halt()."]) of
-        {0, Out} ->
-            {ok, T, _} = erl_scan:string(Out ++ "."),
-            {ok, L} = erl_parse:parse_term(T),
-            L;
-        _ -> []
-    end.
+dns_listening() ->
+    {_, Out} = cmd(ip(), ["netns", "exec", ?DNS_NS, "ss", "-Hlun"]),
+    string:find(Out, ?DNS_IP ++ ":53 ") =/= nomatch.
 
 drain(Port) ->
     receive {Port, {data, D}} -> [D | drain(Port)] after 0 -> [] end.
@@ -230,7 +227,7 @@ start_mdns_node(Config, NS, Name, Extra) ->
 %% A rogue in mcd_6 (not macula: a gen_udp socket and hand-made packets)
 %% announces the victim's name `v@10.77.0.12' at its own address, where
 %% an impostor macula node with another cookie listens, and sends garbage
-%% besides. The observer (cluster formation on, mDNS its only source)
+%% besides, and announcements from an address off the link (dropped). The observer (cluster formation on, mDNS its only source)
 %% believes the announcement and dials the impostor; the cookie proof
 %% refuses it, so the observer connects to neither, and its mDNS process
 %% survives the garbage, counting it.
@@ -263,6 +260,9 @@ mdns_rogue_announcer(Config) ->
     Counts = peer:call(O, macula_mdns, info, []),
     ct:pal("observer's mDNS counters: ~p", [Counts]),
     true = maps:get(malformed, Counts, 0) > 0,
+    %% the announcement from off the link was dropped unread
+    true = maps:get(off_link, Counts, 0) > 0,
+    [] = [N || #{node := N = <<"offlink", _/binary>>} <- peer:call(O, macula, discovered, [])],
     ok.
 
 %% The same rogue in CA mode, with an impostor that has everything but
@@ -295,6 +295,45 @@ mdns_rogue_ca_mode(Config) ->
     [] = peer:call(I, erlang, nodes, [[visible, hidden]]),
     ok.
 
+%% A rogue floods the link with 1,600 names (and re-announces a node the
+%% observer has in its static list, at the rogue's address). The
+%% observer, cluster formation on, keeps at most 1,024 mDNS entries and
+%% counts the rest, still resolves the static node to its configured
+%% address, and dials at most 8 at a time.
+mdns_flood_bounded(Config) ->
+    Static = "st@10.77.0.13=10.77.0.13:4700",
+    {O, _} = start_mdns_node(Config, "mcd_1", "obs", ["-macula_dist_nodes", Static]),
+    {I, _} = macula_ct:start_node(Config, #{proto => inet_tcp, name => "imp",
+                                            host => ?ROGUE_IP, netns => "mcd_6",
+                                            args => plain_args(Config, "mcd_6", "4668")}),
+    ok = peer:call(I, ?MODULE, flood, [1600, 4668, ["st@10.77.0.13"]], 60000),
+    Info = macula_ct:poll(fun() ->
+                                  Inf = peer:call(O, macula_discovery, info, []),
+                                  maps:get(mdns, maps:get(entries, Inf), 0) =:= 1024
+                                      andalso maps:get(dropped, Inf) > 0
+                                      andalso {true, Inf}
+                          end, 20000,
+                          fun() -> {not_full, peer:call(O, macula_discovery, info, [])} end),
+    ct:pal("observer after the flood: ~p~nmDNS ~p",
+           [Info, peer:call(O, macula_mdns, info, [])]),
+    1 = maps:get(static, maps:get(entries, Info)),
+    true = maps:get(dialling, Info) =< 8,
+    %% static ranks before mDNS, whatever mDNS heard last
+    {ok, {10, 77, 0, 13}, 4700, _} =
+        peer:call(O, macula_epmd, address_please, ["st", "10.77.0.13", inet]),
+    ok.
+
+%% Runs on the rogue's node: N announcements of distinct names, and of
+%% Extra names, at its own address and Port, about 120 a second.
+flood(N, Port, Extra) ->
+    {ok, S} = gen_udp:open(0, [binary, {multicast_ttl, 255}, {ip, {10, 77, 0, 66}}]),
+    Names = Extra ++ ["f" ++ integer_to_list(I) ++ "@10.77.0.66" || I <- lists:seq(1, N)],
+    [begin
+         gen_udp:send(S, {224, 0, 0, 251}, 5353, forged(list_to_binary(Name), Port)),
+         timer:sleep(8)
+     end || Name <- Names],
+    gen_udp:close(S).
+
 plain_args(Config, NS, Port) ->
     ["-proto_dist", "macula", "-epmd_module", "macula_epmd", "-start_epmd", "false",
      "-macula_dist_port", Port, "-macula_dist_registry_dir", registry(Config, NS)].
@@ -305,6 +344,10 @@ plain_args(Config, NS, Port) ->
 %% macula's codec.
 rogue(Victim, Port, Rounds, PeriodMs) ->
     {ok, S} = gen_udp:open(0, [binary, {multicast_ttl, 255}, {ip, {10, 77, 0, 66}}]),
+    %% the same kind of announcement from an address off the link
+    {ok, Off} = gen_udp:open(0, [binary, {multicast_ttl, 255}, {ip, {10, 99, 0, 66}},
+                                 {multicast_if, {10, 77, 0, 66}}]),
+    OffLink = forged(<<"offlink@10.99.0.66">>, Port),
     Forged = forged(list_to_binary(Victim), Port),
     Garbage = [<<1, 2, 3>>, crypto:strong_rand_bytes(200),
                %% a name that points at itself
@@ -315,8 +358,10 @@ rogue(Victim, Port, Rounds, PeriodMs) ->
                <<0:16, 16#8400:16, 0:16, 64000:16, 0:16, 0:16>>],
     [begin
          [gen_udp:send(S, {224, 0, 0, 251}, 5353, P) || P <- [Forged | Garbage]],
+         gen_udp:send(Off, {224, 0, 0, 251}, 5353, OffLink),
          timer:sleep(PeriodMs)
      end || _ <- lists:seq(1, Rounds)],
+    gen_udp:close(Off),
     gen_udp:close(S).
 
 forged(Victim, Port) ->

@@ -10,9 +10,10 @@
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1,
          end_per_testcase/2]).
 -export([scrape_moves_with_traffic/1, metrics_map/1, app_refuses_bad_settings/1,
-         slow_huge_and_many_requests/1, port_in_use/1]).
+         slow_huge_and_many_requests/1, port_in_use/1, stuck_endpoint_scrapes/1,
+         failed_hand_over_frees_its_slot/1, no_process_left_answers_503/1]).
 %% run on the peers
--export([sink/0, send_bytes/3]).
+-export([sink/0, send_bytes/3, fill_processes/1]).
 
 -define(FIRST_PORT, 17800).
 -define(MB, 1048576).
@@ -22,7 +23,8 @@ suite() ->
 
 all() ->
     [scrape_moves_with_traffic, metrics_map, app_refuses_bad_settings,
-     slow_huge_and_many_requests, port_in_use].
+     slow_huge_and_many_requests, port_in_use, stuck_endpoint_scrapes,
+     failed_hand_over_frees_its_slot, no_process_left_answers_503].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(inets),
@@ -62,10 +64,15 @@ scrape_moves_with_traffic(Config) ->
     Sink = peer:call(B, erlang, spawn, [?MODULE, sink, []]),
     M1 = scrape(MPort),
     ok = peer:call(A, ?MODULE, send_bytes, [Sink, 8, 30000], 60000),
-    timer:sleep(300),  % connections publish their figures every 100 ms
-    M2 = scrape(MPort),
     Node = atom_to_list(NB),
     Sent1 = value(M1, "macula_bytes_sent_total"),
+    %% Connections publish their figures every 100 ms, and a page is
+    %% served again for up to a second.
+    Moved = fun() ->
+                    M = scrape(MPort),
+                    value(M, "macula_bytes_sent_total") - Sent1 >= 8 * ?MB andalso {true, M}
+            end,
+    M2 = macula_ct:poll(Moved, 5000, bytes_sent_did_not_move),
     Sent2 = value(M2, "macula_bytes_sent_total"),
     ct:pal("bytes sent ~p -> ~p", [Sent1, Sent2]),
     Sent2 - Sent1 >= 8 * ?MB orelse ct:fail({bytes_sent_did_not_move, Sent1, Sent2}),
@@ -146,8 +153,11 @@ slow_huge_and_many_requests(Config) ->
     %% 408 for each slow client, within the timeout and a margin
     [{408, _} = read_reply(S, 8000) || S <- Slow],
     T1 = erlang:monotonic_time(millisecond),
-    {431, _} = raw(MPort, [<<"GET /metrics HTTP/1.1\r\nX-Big: ">>,
-                          binary:copy(<<"a">>, 20000), <<"\r\n\r\n">>]),
+    %% Each head in one write, so its end can come in the read that
+    %% crosses the limit: 8 KB + the empty line's 4 bytes is the most.
+    {431, _} = raw(MPort, head(20000)),
+    {431, _} = raw(MPort, head(8192 + 5)),
+    {404, _} = raw(MPort, head(8192 + 4)),
     true = erlang:monotonic_time(millisecond) - T1 < 2000,
     {405, _} = raw(MPort, <<"POST /metrics HTTP/1.1\r\n\r\n">>),
     {404, _} = raw(MPort, <<"GET /other HTTP/1.1\r\n\r\n">>),
@@ -171,7 +181,91 @@ port_in_use(Config) ->
     gen_tcp:close(L),
     ok.
 
+%% The endpoint process (the distribution's own) stops answering: four
+%% scrapes at once get 503 within the scrape timeout (3 s) and a margin,
+%% and only one of them asked the endpoint (one builder). Once it answers
+%% again, scrapes work.
+stuck_endpoint_scrapes(Config) ->
+    {A, _NA, _B, _NB, MPort} = pair(Config),
+    _ = scrape(MPort),
+    timer:sleep(1100),  % past the page's freshness
+    ok = peer:call(A, sys, suspend, [macula_endpoint]),
+    Self = self(),
+    T0 = erlang:monotonic_time(millisecond),
+    [spawn_link(fun() -> Self ! {scraped, raw(MPort, <<"GET /metrics HTTP/1.1\r\n\r\n">>)} end)
+     || _ <- lists:seq(1, 4)],
+    Codes = [receive {scraped, {Code, _}} -> Code after 10000 -> ct:fail(scrape_hangs) end
+             || _ <- lists:seq(1, 4)],
+    Took = erlang:monotonic_time(millisecond) - T0,
+    Endpoint = peer:call(A, erlang, whereis, [macula_endpoint]),
+    {message_queue_len, Asked} =
+        peer:call(A, erlang, process_info, [Endpoint, message_queue_len]),
+    ct:pal("codes ~p in ~b ms; calls waiting at the endpoint: ~b", [Codes, Took, Asked]),
+    ok = peer:call(A, sys, resume, [macula_endpoint]),
+    [503, 503, 503, 503] = Codes,
+    true = Took < 5000,
+    true = Asked =< 1,
+    _ = macula_ct:poll(fun() -> {Code, _} = raw(MPort, <<"GET /metrics HTTP/1.1\r\n\r\n">>),
+                                Code =:= 200 end, 5000, scrapes_do_not_recover),
+    ok.
+
+%% A socket that cannot be handed to its serving process (here: closed
+%% already) gives its slot back: more such failures than slots leave
+%% scrapes working.
+failed_hand_over_frees_its_slot(_Config) ->
+    Slots = counters:new(1, [atomics]),
+    {ok, L} = gen_tcp:listen(0, [binary, {ip, {127, 0, 0, 1}}, {active, false}]),
+    {ok, Port} = inet:port(L),
+    [begin
+         {ok, C} = gen_tcp:connect({127, 0, 0, 1}, Port, [binary, {active, false}]),
+         {ok, S} = gen_tcp:accept(L, 5000),
+         gen_tcp:close(S),
+         ok = macula_metrics_http:admit(S, Slots),
+         gen_tcp:close(C)
+     end || _ <- lists:seq(1, 6)],
+    gen_tcp:close(L),
+    0 = counters:get(Slots, 1),
+    ok.
+
+%% A node out of processes (+P at its minimum, all taken for 2 s): a
+%% scrape gets 503 naming the limit, the acceptor does not crash (the
+%% server is the same process afterwards), and scrapes work once
+%% processes are free again.
+no_process_left_answers_503(Config) ->
+    MPort = tcp_port(),
+    {A, _} = macula_ct:start_node(Config, #{proto => macula,
+                                            args => ["+P", "1024", "-macula_metrics_port",
+                                                     integer_to_list(MPort)]}),
+    {ok, _} = peer:call(A, application, ensure_all_started, [macula]),
+    _ = scrape(MPort),
+    Server = peer:call(A, erlang, whereis, [macula_metrics_http]),
+    ok = peer:call(A, ?MODULE, fill_processes, [2000]),
+    timer:sleep(300),
+    {503, Reply} = raw(MPort, <<"GET /metrics HTTP/1.1\r\n\r\n">>),
+    {_, _} = binary:match(Reply, <<"system_limit">>),
+    _ = macula_ct:poll(fun() -> {Code, _} = raw(MPort, <<"GET /metrics HTTP/1.1\r\n\r\n">>),
+                                Code =:= 200 end, 10000, scrapes_do_not_recover),
+    Server = peer:call(A, erlang, whereis, [macula_metrics_http]),
+    ok.
+
 %%% Peer side
+
+%% Takes every free process slot for Ms ms (the holder and its children
+%% go together).
+fill_processes(Ms) ->
+    spawn(fun() ->
+                  fill(),
+                  timer:sleep(Ms),
+                  exit(released)
+          end),
+    ok.
+
+fill() ->
+    Self = self(),
+    try spawn_link(fun() -> receive never -> Self end end) of
+        _ -> fill()
+    catch error:system_limit -> ok
+    end.
 
 sink() ->
     receive {From, Bin} when is_binary(Bin) -> From ! {self(), ack} end,
@@ -206,6 +300,12 @@ value(Body, Name) ->
         Other ->
             ct:fail({sample, Name, Other})
     end.
+
+%% A request head of exactly Size bytes (for a path that does not exist).
+head(Size) ->
+    Start = <<"GET /other HTTP/1.1\r\nX-Pad: ">>,
+    Pad = binary:copy(<<"a">>, Size - byte_size(Start) - 4),
+    <<Start/binary, Pad/binary, "\r\n\r\n">>.
 
 connect(Port) ->
     {ok, S} = gen_tcp:connect({127, 0, 0, 1}, Port, [binary, {active, false}], 5000),

@@ -651,7 +651,9 @@ relay_registry_cluster(Config) ->
     T0 = erlang:monotonic_time(millisecond),
     macula_ct:poll(fun() -> peer:call(A, erlang, nodes, []) =:= [NB] end, 30000,
                    fun() -> {not_joined, peer:call(A, macula, discovered, [])} end),
-    [NA] = peer:call(B, erlang, nodes, []),
+    %% b's side of the connection may come up a moment after a's
+    macula_ct:poll(fun() -> peer:call(B, erlang, nodes, []) =:= [NA] end, 5000,
+                   fun() -> {b_not_joined, peer:call(B, erlang, nodes, [])} end),
     ct:pal("joined through the relay registry ~b ms after b's start",
            [erlang:monotonic_time(millisecond) - T0]),
     %% the join may be b's dial: a's own next refresh lists b too

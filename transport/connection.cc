@@ -709,26 +709,30 @@ void Connection::route_unrouted() {
 
 // Control first; then the priority stream (see the header: strict, but
 // for one packet of the others after kPriorityRun of its own); then the
-// other data streams in turn, one packet each.
+// other data streams in turn, one packet each. While bulk of flows that
+// stopped asking for priority fills the priority stream (the router's
+// priority_favoured()), it takes its turn with the others instead.
 Connection::StreamOut* Connection::pick_stream() {
   if (control_out_.id >= 0 && !control_out_.blocked && control_out_.buffer.has_unsent())
     return &control_out_;
   std::optional<size_t> p = router_.priority_stream();
+  if (p && !router_.priority_favoured()) return pick_data(data_out_.size());
   StreamOut* prio = p && *p < data_out_.size() ? &data_out_[*p] : nullptr;
   if (prio && (prio->blocked || !prio->buffer.has_unsent())) prio = nullptr;
   if (prio && priority_run_ < kPriorityRun) {
     ++priority_run_;
     return prio;
   }
-  if (StreamOut* s = pick_ordinary()) {
+  if (StreamOut* s = pick_data(p.value_or(data_out_.size()))) {
     priority_run_ = 0;
     return s;
   }
   return prio;
 }
 
-Connection::StreamOut* Connection::pick_ordinary() {
-  size_t n = router_.priority_stream().value_or(data_out_.size());
+// Round-robin over data streams [0, n).
+Connection::StreamOut* Connection::pick_data(size_t n) {
+  n = std::min(n, data_out_.size());
   for (size_t i = 0; i < n; ++i) {
     StreamOut& s = data_out_[(next_data_ + i) % n];
     if (!s.blocked && s.buffer.has_unsent()) {

@@ -17,6 +17,9 @@
 // and is written before the other data streams, strictly except that
 // after kPriorityRun picks of it in a row the others get one packet when
 // they have data (bulk slows down under priority load, it never stops).
+// While flows that stopped asking for priority have more than the router's
+// budget of bulk unacknowledged on it (StreamRouter::priority_favoured),
+// the priority stream just takes its turn with the others.
 // A data stream's window only reopens as the user returns credit.
 //
 // Authentication: with auth_timeout_ns set, a peer is a stranger until the
@@ -79,7 +82,7 @@ struct ConnectionConfig {
   uint64_t keep_alive_ns = 0;       // all roles: PING at most this apart; 0: off
   uint64_t stream_window = 0;       // flow-control window per data stream
   size_t data_streams = 1;          // data streams each side opens
-  bool priority_stream = true;      // reserve the last for priority flows
+  bool priority_stream = false;     // reserve the last for priority flows
   uint64_t recv_unconsumed_limit = 0;  // delivered, not yet consumed
   size_t max_control_frame = 0;
   size_t max_control_frames = 64;  // non-tick frames per connection; 0: no bound
@@ -267,7 +270,7 @@ class Connection {
   bool gated() const { return config_.auth_timeout_ns != 0; }
   void authenticate();
   StreamOut* pick_stream();
-  StreamOut* pick_ordinary();
+  StreamOut* pick_data(size_t n);  // round-robin over data streams [0, n)
   bool has_unsent() const;
   // Bytes one flush may write (see the .cc): bounded on paths whose
   // minimum round trip is at least this.

@@ -67,8 +67,10 @@ struct EndpointConfig {
   // spread over them, so one big message does not hold back the others.
   size_t data_streams = 8;
   // The last data stream carries flows that ask for priority and is
-  // written first (connection.h, stream_router.h).
-  bool priority_stream = true;
+  // written first (connection.h, stream_router.h). Off by default (it
+  // takes one of the data streams from bulk); the distribution binding
+  // turns it on, the relay daemon and client leave it off.
+  bool priority_stream = false;
   uint64_t recv_unconsumed_limit = 32u << 20;
   size_t max_control_frame = 64u << 10;
   // Non-tick control frames a peer may send over a connection's life; the

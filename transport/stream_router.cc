@@ -21,6 +21,16 @@ uint64_t StreamRouter::load(size_t stream) const {
 void StreamRouter::acked(size_t stream, uint64_t offset) {
   Stream& s = streams_[stream];
   s.acked = std::max(s.acked, std::min(offset, s.end));
+  if (priority_stream() != stream) return;
+  while (!demoted_.empty() && demoted_.front().first <= s.acked) {
+    demoted_unacked_ -= demoted_.front().second;
+    demoted_.pop_front();
+  }
+}
+
+void StreamRouter::note_demoted(uint64_t end, uint64_t bytes) {
+  demoted_.emplace_back(end, bytes);
+  demoted_unacked_ += bytes;
 }
 
 // Ties go round-robin so that idle processes spread over the streams.
@@ -76,6 +86,7 @@ std::optional<size_t> StreamRouter::place(const OrderKey& route) {
   // Only a flow with nothing unacknowledged may change streams (or class).
   size_t stream = !fresh && !idle(p) ? p.stream : free_stream(priority);
   commit(stream, route.size, &p);
+  if (!priority && priority_stream() == stream) note_demoted(p.end, route.size);
   p.priority = priority;
   if (processes_.size() >= prune_at_) prune();
   return stream;

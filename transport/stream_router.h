@@ -16,14 +16,21 @@
 // class keeps its order: its frames stay behind its earlier ones on the
 // old stream until the peer acknowledged those (the per-flow barrier of
 // a class change costs one round trip at most).
+// A flow that stopped asking for priority but still sticks to the priority
+// stream (it never went idle) writes bulk there; once such bytes not yet
+// acknowledged exceed kDemotedBudget, priority_favoured() turns false and
+// the connection serves the priority stream in turn with the others, so a
+// once-marked sender cannot take the strict first place for its bulk.
 // Owned by one connection; used by whoever holds the endpoint's loop lock
 // (loop_owner.h).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "order_key.h"
@@ -51,6 +58,11 @@ class StreamRouter {
   size_t tracked_flows() const { return processes_.size(); }
   // The priority stream's index, if there is one.
   std::optional<size_t> priority_stream() const;
+  // Whether the priority stream may be written before the others: false
+  // while flows that no longer ask for priority have more than
+  // kDemotedBudget unacknowledged bytes on it.
+  bool priority_favoured() const { return demoted_unacked_ <= kDemotedBudget; }
+  static constexpr uint64_t kDemotedBudget = 64u << 10;
 
  private:
   struct Stream {
@@ -67,6 +79,7 @@ class StreamRouter {
   size_t least_loaded();  // among the streams of ordinary flows
   size_t free_stream(bool priority);
   size_t commit(size_t stream, uint64_t bytes, Process* p);
+  void note_demoted(uint64_t end, uint64_t bytes);
   void prune();
 
   std::vector<Stream> streams_;
@@ -75,6 +88,10 @@ class StreamRouter {
   std::unordered_map<uint64_t, uint64_t> sequences_;  // sequence -> flow
   size_t next_ = 0;  // where the search for the least loaded stream starts
   size_t prune_at_ = 1024;
+  // Frames of non-priority wishes on the priority stream, not yet
+  // acknowledged: {stream offset just past the frame, its size}, in order.
+  std::deque<std::pair<uint64_t, uint64_t>> demoted_;
+  uint64_t demoted_unacked_ = 0;  // sum of demoted_'s sizes
 };
 
 }  // namespace macula

@@ -303,6 +303,7 @@ ERL_NIF_TERM open_endpoint(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   c.port = uint16_t(port);
   c.accept = accept != 0;
   c.max_control_frames = kDistControlFrames;
+  c.priority_stream = true;  // macula:set_priority/2 and OTP 28's priority signals
   auto events = std::make_shared<NifEndpointEvents>();
   std::string error;
   auto ep = Endpoint::open(c, events, error);

@@ -127,6 +127,32 @@ TEST(StreamRouter, ChangingClassWaitsForTheAcknowledgement) {
   EXPECT_NE(*router.place(proc(1, 64)), 2u);
 }
 
+// A flow that was high priority once and then streams bulk without
+// acknowledgements stays on the priority stream (its order); beyond the
+// budget the priority stream stops being favoured, and is again once the
+// peer acknowledged that bulk.
+TEST(StreamRouter, BulkOfAFormerPriorityFlowEndsThePriorityStreamsFavour) {
+  StreamRouter router(3, true);
+  EXPECT_TRUE(router.priority_favoured());
+  ASSERT_EQ(*router.place(high(1, 64)), 2u);
+  EXPECT_TRUE(router.priority_favoured());
+  uint64_t sent = 0;
+  while (sent <= StreamRouter::kDemotedBudget) {
+    ASSERT_EQ(*router.place(proc(1, 16384)), 2u) << "sticks to its stream";
+    sent += 16384;
+  }
+  EXPECT_FALSE(router.priority_favoured()) << "bulk must not be served strictly first";
+  EXPECT_EQ(*router.place(high(2, 64)), 2u);
+  router.acked(2, router.load(2) - 64);  // all but the genuine priority frame
+  EXPECT_TRUE(router.priority_favoured());
+}
+
+TEST(StreamRouter, PriorityFramesAloneKeepThePriorityStreamFavoured) {
+  StreamRouter router(3, true);
+  for (uint64_t k = 0; k < 100; ++k) ASSERT_EQ(*router.place(high(1, 16384)), 2u);
+  EXPECT_TRUE(router.priority_favoured());
+}
+
 TEST(StreamRouter, ContinuationsFollowTheirFlowsClass) {
   StreamRouter router(3, true);
   OrderKey first = high(5, 1000);
