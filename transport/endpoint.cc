@@ -28,6 +28,8 @@ constexpr int kMaxCallerReadBatches = 1;
 constexpr size_t kMaxCallerPackets = 16;
 constexpr size_t kMaxCallerFlushPackets = 128;
 constexpr uint32_t kMaxResetsPerSecond = 100;
+// How often reap() walks every connection (see timers_ in the header).
+constexpr uint64_t kSweepNs = 500'000'000ull;
 // RFC 9000 section 10.3: a reset is smaller than what triggered it (no
 // amplification) and at least 21 bytes, and up to 43 bytes it is one byte
 // shorter, so it looks like any short packet. Idle keep-alive PINGs are
@@ -164,6 +166,7 @@ bool Endpoint::send_now(uint64_t id) {
   if (it == conns_.end() || !it->second->is_open()) return false;
   Connection* c = it->second.get();
   if (c->send_direct(now_ns(), kMaxCallerPackets)) dirty_.insert(c);
+  note_deadline(c);
   loop_->after_caller_work(!dirty_.empty(), c->expiry());
   return true;
 }
@@ -430,11 +433,9 @@ void Endpoint::start_dial(DialRequest& dial, uint64_t now) {
 }
 
 void Endpoint::run_timers(uint64_t now) {
-  for (auto& [id, c] : conns_) {
-    if (c->expiry() <= now) {
-      c->on_expiry(now);
-      dirty_.insert(c.get());
-    }
+  for (Connection* c : timers_.take_due(now)) {
+    c->on_expiry(now);
+    dirty_.insert(c);
   }
 }
 
@@ -445,26 +446,44 @@ void Endpoint::flush_dirty(uint64_t now, size_t max_packets) {
   std::unordered_set<Connection*> again;
   for (Connection* c : dirty_)
     if (c->flush(now, max_packets)) again.insert(c);
-  for (Connection* c : dirty_) c->deliver();
+  for (Connection* c : dirty_) {
+    c->deliver();
+    note_deadline(c);
+    touched_.insert(c);
+  }
   dirty_ = std::move(again);
 }
 
+// Only connections flushed this turn can have finished, except a closed
+// one whose last holder dropped its handle: the sweep finds those, and
+// re-files every deadline.
 void Endpoint::reap(uint64_t now) {
-  for (auto it = conns_.begin(); it != conns_.end();) {
-    Connection* c = it->second.get();
-    if (!c->finished(now)) {
-      ++it;
-      continue;
+  if (now >= next_sweep_) {
+    next_sweep_ = now + kSweepNs;
+    touched_.clear();
+    for (auto it = conns_.begin(); it != conns_.end();) {
+      Connection* c = (it++)->second.get();
+      if (!reap_one(c, now)) note_deadline(c);
     }
-    if (c->role() == Role::kServer && !c->reached_open()) handshake_failed(*c);
-    c->publish_path(now, true);  // its last figures into the totals
-    for (const ngtcp2_cid& cid : c->cids()) remove_cid(cid);
-    admission_->settled(it->first);
-    publish_admission();
-    dirty_.erase(c);
-    it = conns_.erase(it);
-    --n_conns_;
+    return;
   }
+  for (Connection* c : std::exchange(touched_, {})) reap_one(c, now);
+}
+
+// Removes `c` if it is finished; true if it did.
+bool Endpoint::reap_one(Connection* c, uint64_t now) {
+  if (!c->finished(now)) return false;
+  if (c->role() == Role::kServer && !c->reached_open()) handshake_failed(*c);
+  c->publish_path(now, true);  // its last figures into the totals
+  for (const ngtcp2_cid& cid : c->cids()) remove_cid(cid);
+  uint64_t id = c->handle().id();
+  admission_->settled(id);
+  publish_admission();
+  dirty_.erase(c);
+  timers_.remove(c);
+  conns_.erase(id);
+  --n_conns_;
+  return true;
 }
 
 // What a stranger's failed handshake tells the operator (rate-limited by
@@ -477,12 +496,7 @@ void Endpoint::handshake_failed(const Connection& c) {
 }
 
 uint64_t Endpoint::next_deadline() const {
-  uint64_t next = path_check_at_;
-  for (auto& [id, c] : conns_) {
-    uint64_t e = c->expiry();
-    if (e != 0) next = std::min(next, e);
-  }
-  return next;
+  return std::min(path_check_at_, timers_.earliest());
 }
 
 void Endpoint::shutdown_all() {

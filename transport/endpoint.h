@@ -27,6 +27,7 @@
 #include "admission.h"
 #include "connection.h"
 #include "connection_handle.h"
+#include "deadline_index.h"
 #include "loop_owner.h"
 #include "tls_context.h"
 #include "udp_socket.h"
@@ -230,7 +231,11 @@ class Endpoint : private ConnectionHost, private LoopOwner::Host {
   void run_timers(uint64_t now);
   void flush_dirty(uint64_t now, size_t max_packets = kMaxPacketsPerFlush);
   void reap(uint64_t now);
-  // The earliest connection deadline, UINT64_MAX if none.
+  bool reap_one(Connection* c, uint64_t now);
+  // Files `c`'s deadline in timers_ (after anything that may have moved it).
+  void note_deadline(Connection* c) { timers_.set(c, c->expiry()); }
+  // The earliest deadline (a connection's or the path check's), UINT64_MAX
+  // if none.
   uint64_t next_deadline() const;
   void shutdown_all();
   std::shared_ptr<ConnectionHandle> new_handle(Role role);
@@ -267,6 +272,15 @@ class Endpoint : private ConnectionHost, private LoopOwner::Host {
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns_;
   std::unordered_map<std::string, Connection*> by_cid_;
   std::unordered_set<Connection*> dirty_;
+  // Every connection's deadline as of the last time it was flushed, fired
+  // or swept: a connection's deadline moves only when something is done
+  // to it, and all of that puts it in dirty_ (or is send_now()), which
+  // note_deadline()s it after the flush. The sweep (every kSweepNs)
+  // re-files all of them and reaps what finished without being touched
+  // (a closed connection whose handle was dropped), bounding any miss.
+  DeadlineIndex<Connection> timers_;
+  std::unordered_set<Connection*> touched_;  // flushed this turn: may have finished
+  uint64_t next_sweep_ = 0;
   uint64_t reset_window_start_ = 0;
   uint32_t resets_in_window_ = 0;
   uint64_t path_check_at_ = UINT64_MAX;  // when to re-check client paths
