@@ -715,6 +715,48 @@ TEST_F(EndpointTest, APriorityFrameOvertakesBulkOnEveryOrdinaryStream) {
   }
 }
 
+// A flow asks for priority once, then streams 8 MB as an ordinary flow:
+// with its first frame unacknowledged it stays on the priority stream, but
+// that bulk does not get the strict first place there. Seven ordinary
+// flows' 1 MB frames finish before the former priority flow's last frame
+// (served strictly first, they would get 1 packet in 33 and finish after).
+TEST_F(EndpointTest, BulkOfAFormerPriorityFlowTakesTurnsWithTheOthers) {
+  EndpointConfig cc = config("client");
+  cc.priority_stream = true;
+  ASSERT_NO_FATAL_FAILURE(open_server(config("server")));
+  ASSERT_NO_FATAL_FAILURE(open_client(cc));
+  Link link;
+  ASSERT_NO_FATAL_FAILURE(connect(link));
+  std::vector<std::string> payloads;
+  std::vector<OrderKey> routes;
+  auto add = [&](uint64_t flow, std::string p, bool prio) {
+    OrderKey r;
+    r.kind = OrderKey::Kind::kFlow;
+    r.key = flow;
+    r.priority = prio;
+    r.size = kFrameHeaderSize + p.size();
+    routes.push_back(r);
+    payloads.push_back(std::move(p));
+  };
+  add(1, "once", true);
+  for (int i = 0; i < 8; ++i) add(1, std::string(1 << 20, 'd'), false);
+  for (uint64_t flow = 2; flow <= 8; ++flow) add(flow, std::string(1 << 20, 'o'), false);
+  // One send: everything is queued before the first packet is written.
+  ASSERT_NE(link.client->send(Channel::kData, OutChunk::from_bytes(frames_of(payloads)),
+                              uint32_t(payloads.size()), std::move(routes)),
+            SendStatus::kClosed);
+  Recorder& rx = *link.server_events;
+  ASSERT_TRUE(rx.wait([](const Seen& s) { return s.data_frames == 16; }, kWait));
+  std::vector<std::string> got = rx.seen().data;
+  size_t first_ordinary = got.size(), last_demoted = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (got[i].size() == (1u << 20) && got[i][0] == 'o') first_ordinary = std::min(first_ordinary, i);
+    if (got[i].size() == (1u << 20) && got[i][0] == 'd') last_demoted = i;
+  }
+  EXPECT_LT(first_ordinary, last_demoted)
+      << "the former priority flow's bulk was served strictly first";
+}
+
 TEST_F(EndpointTest, SendIsBusyAboveHighWaterAndWritableFollows) {
   EndpointConfig cc = config("client");
   cc.send_high_water = 64 << 10;
