@@ -11,7 +11,7 @@
 -export([get/0, default_port/0]).
 -export([relay_mode/0, listens/0, metrics/0]).
 
--import(macula_setting, [lookup/1, invalid/3, read_head/2]).
+-import(macula_setting, [lookup/1, invalid/3, read_head/2, boolean/2]).
 
 -define(KEY, {?MODULE, config}).
 -define(DEFAULT_PORT, 4433).
@@ -256,12 +256,4 @@ integer(Key, Default, Min, Max, Why) ->
             catch error:badarg -> invalid(Key, V, Why)
             end;
         V -> invalid(Key, V, Why)
-    end.
-
-boolean(Key, Default) ->
-    case lookup(Key) of
-        undefined -> Default;
-        V when V =:= true; V =:= "true" -> true;
-        V when V =:= false; V =:= "false" -> false;
-        V -> invalid(Key, V, "expected true or false")
     end.

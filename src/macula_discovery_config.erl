@@ -17,7 +17,7 @@
 
 -export([read/1, parse_nodes/2, parse_hosts_file/2]).
 
--import(macula_setting, [lookup/1, invalid/3]).
+-import(macula_setting, [lookup/1, invalid/3, boolean/2]).
 
 -define(DEFAULT_REGISTRY_DIR, "/tmp/macula-registry").
 -define(MAX_HOSTS_FILE, 1 bsl 20).
@@ -226,11 +226,3 @@ to_string(Key, V) when is_list(V); is_binary(V) ->
     end;
 to_string(Key, V) ->
     invalid(Key, V, "expected a string").
-
-boolean(Key, Default) ->
-    case lookup(Key) of
-        undefined -> Default;
-        V when V =:= true; V =:= "true" -> true;
-        V when V =:= false; V =:= "false" -> false;
-        V -> invalid(Key, V, "expected true or false")
-    end.

@@ -2,7 +2,7 @@
 %% bad one is reported. Shared by macula_config and macula_relay_config.
 -module(macula_setting).
 
--export([lookup/1, invalid/3, read_head/2]).
+-export([lookup/1, invalid/3, read_head/2, boolean/2]).
 
 %% @doc The raw value of a setting, from a vm argument (`-Key Value'), the
 %% kernel environment or the OS environment (`KEY'), in this order; or
@@ -30,6 +30,16 @@ invalid(Key, Value, Why) ->
     Text = lists:flatten(io_lib:format("invalid ~s ~tp: ~ts", [Key, Value, Why])),
     logger:error("macula: ~ts", [Text]),
     error({macula_config, Text}).
+
+%% @doc A true/false setting (atom or string), Default when unset.
+-spec boolean(atom(), boolean()) -> boolean().
+boolean(Key, Default) ->
+    case lookup(Key) of
+        undefined -> Default;
+        V when V =:= true; V =:= "true" -> true;
+        V when V =:= false; V =:= "false" -> false;
+        V -> invalid(Key, V, "expected true or false")
+    end.
 
 %% What erl took for a flag after `-Key' (the intended value, most likely).
 flag_after(Key) ->

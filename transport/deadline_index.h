@@ -22,6 +22,7 @@ class DeadlineIndex {
   // Records `item`'s deadline, replacing the one before; 0 or UINT64_MAX:
   // none.
   void set(T* item, uint64_t at) {
+    if (auto it = at_.find(item); it != at_.end() && it->second == at) return;  // unchanged
     remove(item);
     if (at == 0 || at == UINT64_MAX) return;
     order_.emplace(at, item);

@@ -166,8 +166,9 @@ bool Endpoint::send_now(uint64_t id) {
   if (it == conns_.end() || !it->second->is_open()) return false;
   Connection* c = it->second.get();
   if (c->send_direct(now_ns(), kMaxCallerPackets)) dirty_.insert(c);
-  note_deadline(c);
-  loop_->after_caller_work(!dirty_.empty(), c->expiry());
+  uint64_t deadline = c->expiry();
+  timers_.set(c, deadline);
+  loop_->after_caller_work(!dirty_.empty(), deadline);
   return true;
 }
 

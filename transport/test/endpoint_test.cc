@@ -617,19 +617,33 @@ TEST_F(EndpointTest, BulkTransferCompletesOnlyWithConsumedCredit) {
   EXPECT_TRUE(eventually([&] { return link.client->stats().queued_bytes == 0; }, kWait));
 }
 
+// Frames of several flows, each routed as its flow (and priority), sent
+// in one send: everything is queued before the first packet is written.
+struct FlowBatch {
+  std::vector<std::string> payloads;
+  std::vector<OrderKey> routes;
+
+  void add(uint64_t flow, std::string p, bool priority = false) {
+    OrderKey r;
+    r.kind = OrderKey::Kind::kFlow;
+    r.key = flow;
+    r.priority = priority;
+    r.size = kFrameHeaderSize + p.size();
+    routes.push_back(r);
+    payloads.push_back(std::move(p));
+  }
+  SendStatus send(ConnectionHandle& h) {
+    return h.send(Channel::kData, OutChunk::from_bytes(frames_of(payloads)),
+                  uint32_t(payloads.size()), std::move(routes));
+  }
+};
+
 // Frames of `process` (routed as its), one per payload.
 SendStatus send_as(ConnectionHandle& h, uint64_t process,
                    const std::vector<std::string>& payloads) {
-  std::vector<OrderKey> routes;
-  for (const std::string& p : payloads) {
-    OrderKey r;
-    r.kind = OrderKey::Kind::kFlow;
-    r.key = process;
-    r.size = kFrameHeaderSize + p.size();
-    routes.push_back(r);
-  }
-  return h.send(Channel::kData, OutChunk::from_bytes(frames_of(payloads)),
-                uint32_t(payloads.size()), std::move(routes));
+  FlowBatch b;
+  for (const std::string& p : payloads) b.add(process, p);
+  return b.send(h);
 }
 
 // Process 1 sends more than its stream's window while the receiver holds
@@ -683,25 +697,12 @@ TEST_F(EndpointTest, APriorityFrameOvertakesBulkOnEveryOrdinaryStream) {
     ASSERT_NO_FATAL_FAILURE(open_client(cc));
     Link link;
     ASSERT_NO_FATAL_FAILURE(connect(link));
-    std::vector<std::string> payloads;
-    std::vector<OrderKey> routes;
-    auto add = [&](uint64_t flow, std::string p, bool prio) {
-      OrderKey r;
-      r.kind = OrderKey::Kind::kFlow;
-      r.key = flow;
-      r.priority = prio;
-      r.size = kFrameHeaderSize + p.size();
-      routes.push_back(r);
-      payloads.push_back(std::move(p));
-    };
+    FlowBatch batch;
     for (int i = 0; i < 4; ++i)
-      for (uint64_t flow = 1; flow <= 8; ++flow) add(flow, std::string(1 << 20, 'b'), false);
-    add(100, "priority", true);
-    add(101, "ordinary", false);
-    // One send: everything is queued before the first packet is written.
-    ASSERT_NE(link.client->send(Channel::kData, OutChunk::from_bytes(frames_of(payloads)),
-                                uint32_t(payloads.size()), std::move(routes)),
-              SendStatus::kClosed);
+      for (uint64_t flow = 1; flow <= 8; ++flow) batch.add(flow, std::string(1 << 20, 'b'));
+    batch.add(100, "priority", true);
+    batch.add(101, "ordinary");
+    ASSERT_NE(batch.send(*link.client), SendStatus::kClosed);
     Recorder& rx = *link.server_events;
     ASSERT_TRUE(rx.wait([](const Seen& s) { return s.data_frames == 34; }, kWait));
     std::vector<std::string> got = rx.seen().data;
@@ -727,24 +728,11 @@ TEST_F(EndpointTest, BulkOfAFormerPriorityFlowTakesTurnsWithTheOthers) {
   ASSERT_NO_FATAL_FAILURE(open_client(cc));
   Link link;
   ASSERT_NO_FATAL_FAILURE(connect(link));
-  std::vector<std::string> payloads;
-  std::vector<OrderKey> routes;
-  auto add = [&](uint64_t flow, std::string p, bool prio) {
-    OrderKey r;
-    r.kind = OrderKey::Kind::kFlow;
-    r.key = flow;
-    r.priority = prio;
-    r.size = kFrameHeaderSize + p.size();
-    routes.push_back(r);
-    payloads.push_back(std::move(p));
-  };
-  add(1, "once", true);
-  for (int i = 0; i < 8; ++i) add(1, std::string(1 << 20, 'd'), false);
-  for (uint64_t flow = 2; flow <= 8; ++flow) add(flow, std::string(1 << 20, 'o'), false);
-  // One send: everything is queued before the first packet is written.
-  ASSERT_NE(link.client->send(Channel::kData, OutChunk::from_bytes(frames_of(payloads)),
-                              uint32_t(payloads.size()), std::move(routes)),
-            SendStatus::kClosed);
+  FlowBatch batch;
+  batch.add(1, "once", true);
+  for (int i = 0; i < 8; ++i) batch.add(1, std::string(1 << 20, 'd'));
+  for (uint64_t flow = 2; flow <= 8; ++flow) batch.add(flow, std::string(1 << 20, 'o'));
+  ASSERT_NE(batch.send(*link.client), SendStatus::kClosed);
   Recorder& rx = *link.server_events;
   ASSERT_TRUE(rx.wait([](const Seen& s) { return s.data_frames == 16; }, kWait));
   std::vector<std::string> got = rx.seen().data;
